@@ -1,0 +1,240 @@
+//! `nearby`: the command line. Thin: parsing arguments and printing; the engine does the work.
+//!
+//! Exit codes: 0 success, 1 some task failed, 2 invalid input (pipeline, params, arguments),
+//! 130 cancelled (Ctrl-C / SIGTERM).
+
+mod commands;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "nearby",
+    version,
+    about = "A pipeline engine for asteroid surveys",
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct Workdir {
+    /// Where run state (sled store), outputs and logs live.
+    #[arg(
+        long,
+        global = true,
+        default_value = "nearby-work",
+        env = "NEARBY_WORKDIR"
+    )]
+    pub workdir: PathBuf,
+}
+
+#[derive(Args, Clone)]
+pub struct PipelineArgs {
+    /// The pipeline YAML file.
+    pub pipeline: PathBuf,
+    /// Override a pipeline param (repeatable): --set night=2011-03-01
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct ExecArgs {
+    /// CPU slots: at most this many cpus' worth of tasks run at once [default: cores].
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    /// Memory budget in MB for tasks that declare `resources.memory_mb` (0: unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub memory_mb: u64,
+    /// Stop the whole run at the first failure (default: only the failed task's dependents stop).
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Print only failures and the summary.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a pipeline and report every error with file:line:col.
+    Validate {
+        #[command(flatten)]
+        p: PipelineArgs,
+    },
+    /// Show what would run, what is cached, and why.
+    Plan {
+        #[command(flatten)]
+        p: PipelineArgs,
+        #[command(flatten)]
+        w: Workdir,
+    },
+    /// Print the task graph.
+    Graph {
+        #[command(flatten)]
+        p: PipelineArgs,
+        #[arg(long, value_enum, default_value = "dot")]
+        format: GraphFormat,
+    },
+    /// Run a pipeline. Prints the run id on stdout.
+    Run {
+        #[command(flatten)]
+        p: PipelineArgs,
+        #[command(flatten)]
+        w: Workdir,
+        #[command(flatten)]
+        x: ExecArgs,
+    },
+    /// Show the state of every task instance of a run (the latest if RUN is omitted).
+    Status {
+        run: Option<String>,
+        #[command(flatten)]
+        w: Workdir,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List runs.
+    Runs {
+        #[command(flatten)]
+        w: Workdir,
+    },
+    /// Start a new run of a past run's pipeline and params: the failed part (default), or
+    /// everything from a task on.
+    Rerun {
+        run: String,
+        #[command(flatten)]
+        w: Workdir,
+        /// Rerun failed, skipped and cancelled tasks and what depends on them (the default).
+        #[arg(long, conflicts_with = "from")]
+        failed: bool,
+        /// Rerun this task and everything downstream of it, ignoring the cache.
+        #[arg(long, value_name = "TASK")]
+        from: Option<String>,
+        #[command(flatten)]
+        x: ExecArgs,
+    },
+    /// Continue a run that was killed or cancelled, under the same run id.
+    Resume {
+        run: String,
+        #[command(flatten)]
+        w: Workdir,
+        #[command(flatten)]
+        x: ExecArgs,
+    },
+    /// Print a task instance's log (all instances of a task if TASK is a task name).
+    Logs {
+        run: String,
+        task: String,
+        #[command(flatten)]
+        w: Workdir,
+    },
+    /// Inspect or clean the cache.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+    /// Run one task kind alone, outside a pipeline.
+    Task {
+        /// The task kind (see `nearby kinds`).
+        kind: String,
+        /// A param (repeatable): --with thresh_sigma=1.5
+        #[arg(long = "with", value_name = "KEY=VALUE")]
+        with: Vec<String>,
+        /// An input (repeatable): --input image=frame.fits
+        #[arg(long = "input", value_name = "NAME=PATH")]
+        input: Vec<String>,
+        /// For kinds whose outputs the author declares: --output result=result.txt
+        #[arg(long = "output", value_name = "NAME=PATH")]
+        output: Vec<String>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// List task kinds with their params and ports.
+    Kinds,
+    /// Run the built-in demo pipeline (pipelines/demo.yaml) on built-in data.
+    Demo {
+        #[command(flatten)]
+        w: Workdir,
+        #[command(flatten)]
+        x: ExecArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Print a task instance's cache key parts and why it hit or missed.
+    Explain {
+        run: String,
+        task: String,
+        #[command(flatten)]
+        w: Workdir,
+    },
+    /// Drop cache entries whose outputs are gone or changed, and leftover staging files.
+    Gc {
+        #[command(flatten)]
+        w: Workdir,
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("RUST_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let code = match cli.command {
+        Command::Validate { p } => commands::validate(&p),
+        Command::Plan { p, w } => commands::plan(&p, &w),
+        Command::Graph { p, format } => commands::graph(&p, format),
+        Command::Run { p, w, x } => commands::run(&p, &w, &x),
+        Command::Status { run, w, json } => commands::status(run.as_deref(), &w, json),
+        Command::Runs { w } => commands::runs(&w),
+        Command::Rerun {
+            run,
+            w,
+            failed: _,
+            from,
+            x,
+        } => commands::rerun(&run, &w, from.as_deref(), &x),
+        Command::Resume { run, w, x } => commands::resume(&run, &w, &x),
+        Command::Logs { run, task, w } => commands::logs(&run, &task, &w),
+        Command::Cache {
+            command: CacheCommand::Explain { run, task, w },
+        } => commands::explain(&run, &task, &w),
+        Command::Cache {
+            command: CacheCommand::Gc { w, dry_run },
+        } => commands::gc(&w, dry_run),
+        Command::Task {
+            kind,
+            with,
+            input,
+            output,
+            out,
+        } => commands::task(&kind, &with, &input, &output, &out),
+        Command::Kinds => commands::kinds(),
+        Command::Demo { w, x } => commands::demo(&w, &x),
+    };
+    ExitCode::from(code)
+}

@@ -1,0 +1,277 @@
+//! Cache keys (fingerprints), content hashes and the validation of recorded outputs.
+//!
+//! Fingerprint = blake3 over the JSON of [`CacheKey`]: task name and kind, kind version, canonical
+//! params (JSON objects have sorted keys), the fan-out item, the content hash of every input, the
+//! declared output paths and the cache schema version. A recorded entry is a hit only if every
+//! output still exists with its recorded content (size and mtime are checked first; a file whose
+//! stamp changed is re-hashed).
+//!
+//! Cache schema history:
+//! - 1: first version.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{FileStamp, OutputRecord, Store};
+
+pub const CACHE_SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheKey {
+    pub schema: u32,
+    pub task: String,
+    pub kind: String,
+    pub version: u32,
+    pub params: serde_json::Value,
+    pub item: Option<String>,
+    /// Input name -> content hashes, in input order.
+    pub inputs: BTreeMap<String, Vec<String>>,
+    /// Output name -> path relative to the instance's output directory.
+    pub outputs: BTreeMap<String, String>,
+}
+
+impl CacheKey {
+    pub fn fingerprint(&self) -> String {
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        blake3::hash(&bytes).to_hex().to_string()
+    }
+
+    /// What changed from `old` to `self`, in words.
+    pub fn diff(&self, old: &CacheKey) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.schema != old.schema {
+            out.push(format!(
+                "cache schema changed: {} -> {}",
+                old.schema, self.schema
+            ));
+        }
+        if self.kind != old.kind || self.version != old.version {
+            out.push(format!(
+                "task kind changed: {} v{} -> {} v{}",
+                old.kind, old.version, self.kind, self.version
+            ));
+        }
+        if self.params != old.params {
+            match (self.params.as_object(), old.params.as_object()) {
+                (Some(new), Some(prev)) => {
+                    for (k, v) in new {
+                        match prev.get(k) {
+                            Some(p) if p == v => {}
+                            Some(p) => out.push(format!("param `{k}` changed: {p} -> {v}")),
+                            None => out.push(format!("param `{k}` added: {v}")),
+                        }
+                    }
+                    for k in prev.keys().filter(|k| !new.contains_key(*k)) {
+                        out.push(format!("param `{k}` removed"));
+                    }
+                }
+                _ => out.push("params changed".into()),
+            }
+        }
+        if self.item != old.item {
+            out.push(format!("item changed: {:?} -> {:?}", old.item, self.item));
+        }
+        for (k, v) in &self.inputs {
+            match old.inputs.get(k) {
+                Some(p) if p == v => {}
+                Some(p) if p.len() != v.len() => out.push(format!(
+                    "input `{k}` changed: {} files -> {} files",
+                    p.len(),
+                    v.len()
+                )),
+                Some(_) => out.push(format!("input `{k}` content changed")),
+                None => out.push(format!("input `{k}` added")),
+            }
+        }
+        for k in old.inputs.keys().filter(|k| !self.inputs.contains_key(*k)) {
+            out.push(format!("input `{k}` removed"));
+        }
+        if self.outputs != old.outputs {
+            out.push("declared outputs changed".into());
+        }
+        out
+    }
+}
+
+/// Size and modification time (ns since the epoch) of a file, or of a directory's newest file.
+pub fn stamp(path: &Path) -> std::io::Result<(u64, i128)> {
+    let md = std::fs::metadata(path)?;
+    if md.is_dir() {
+        let mut size = 0;
+        let mut mtime = mtime_ns(&md);
+        for entry in walk(path)? {
+            let m = std::fs::metadata(&entry)?;
+            size += m.len();
+            mtime = mtime.max(mtime_ns(&m));
+        }
+        return Ok((size, mtime));
+    }
+    Ok((md.len(), mtime_ns(&md)))
+}
+
+fn mtime_ns(md: &std::fs::Metadata) -> i128 {
+    md.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+/// Files under a directory, sorted.
+fn walk(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// blake3 of a file's content, or of a directory's (relative path, file hash) list.
+pub fn hash_path(path: &Path) -> std::io::Result<String> {
+    if path.is_dir() {
+        let mut h = blake3::Hasher::new();
+        for f in walk(path)? {
+            let rel = f.strip_prefix(path).unwrap_or(&f);
+            h.update(rel.to_string_lossy().as_bytes());
+            h.update(&[0]);
+            h.update(hash_file(&f)?.as_bytes());
+        }
+        return Ok(h.finalize().to_hex().to_string());
+    }
+    hash_file(path)
+}
+
+fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// Records an output after it has been written.
+pub fn record_output(name: &str, path: &Path) -> std::io::Result<OutputRecord> {
+    let (size, mtime_ns) = stamp(path)?;
+    Ok(OutputRecord {
+        name: name.to_owned(),
+        path: path.display().to_string(),
+        size,
+        mtime_ns,
+        hash: hash_path(path)?,
+    })
+}
+
+/// Checks that recorded outputs are still there, unchanged. Returns why not.
+pub fn check_outputs(outputs: &[OutputRecord]) -> Result<(), String> {
+    for o in outputs {
+        let path = Path::new(&o.path);
+        let (size, mtime) =
+            stamp(path).map_err(|_| format!("output `{}` is missing ({})", o.name, o.path))?;
+        if size == o.size && mtime == o.mtime_ns {
+            continue;
+        }
+        let hash =
+            hash_path(path).map_err(|e| format!("output `{}` cannot be read: {e}", o.name))?;
+        if hash != o.hash {
+            return Err(format!(
+                "output `{}` was changed since it was recorded ({})",
+                o.name, o.path
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The content hash of a source file (an input that no task produced), reusing the hash recorded
+/// in the store while the file's size and mtime are unchanged.
+pub fn source_hash(store: Option<&Store>, path: &Path) -> std::io::Result<String> {
+    let (size, mtime_ns) = stamp(path)?;
+    let key = path.display().to_string();
+    if let Some(store) = store {
+        if let Ok(Some(s)) = store.file_stamp(&key) {
+            if s.size == size && s.mtime_ns == mtime_ns {
+                return Ok(s.hash);
+            }
+        }
+    }
+    let hash = hash_path(path)?;
+    if let Some(store) = store {
+        // A failed write only costs a re-hash next time.
+        let _ = store.put_file_stamp(
+            &key,
+            &FileStamp {
+                size,
+                mtime_ns,
+                hash: hash.clone(),
+            },
+        );
+    }
+    Ok(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> CacheKey {
+        CacheKey {
+            schema: CACHE_SCHEMA,
+            task: "t".into(),
+            kind: "noop".into(),
+            version: 1,
+            params: serde_json::json!({"b": 1, "a": 2}),
+            item: None,
+            inputs: BTreeMap::from([("x".into(), vec!["h1".into()])]),
+            outputs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn fingerprint_is_stable_and_sensitive() {
+        let a = key();
+        assert_eq!(a.fingerprint(), key().fingerprint());
+        // Keys of a JSON object are sorted, so the order params were written in does not matter.
+        let mut b = key();
+        b.params = serde_json::json!({"a": 2, "b": 1});
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        b.params = serde_json::json!({"a": 3, "b": 1});
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_eq!(b.diff(&a), ["param `a` changed: 2 -> 3"]);
+        let mut c = key();
+        c.inputs.insert("x".into(), vec!["h2".into()]);
+        assert_eq!(c.diff(&a), ["input `x` content changed"]);
+    }
+
+    #[test]
+    fn changed_output_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("o.txt");
+        std::fs::write(&p, "one").unwrap();
+        let rec = record_output("o", &p).unwrap();
+        assert_eq!(check_outputs(std::slice::from_ref(&rec)), Ok(()));
+        std::fs::write(&p, "three").unwrap();
+        assert!(check_outputs(std::slice::from_ref(&rec))
+            .unwrap_err()
+            .contains("changed"));
+        std::fs::remove_file(&p).unwrap();
+        assert!(check_outputs(&[rec]).unwrap_err().contains("missing"));
+    }
+}

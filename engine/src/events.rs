@@ -1,0 +1,110 @@
+//! One typed stream of run events. The scheduler emits them; sinks (the progress display, the
+//! JSON-lines log of the run, tracing) consume them. Nothing else reads the scheduler's state.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::store::State;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        run: String,
+        pipeline: String,
+        mode: String,
+    },
+    /// A task template expanded into `instances` instances (fan-out, possibly at run time).
+    Expanded {
+        task: String,
+        instances: usize,
+    },
+    Started {
+        id: String,
+        attempt: u32,
+    },
+    Retrying {
+        id: String,
+        attempt: u32,
+        delay_ms: u64,
+        error: String,
+    },
+    Finished {
+        id: String,
+        state: State,
+        attempts: u32,
+        duration_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache: Option<String>,
+    },
+    RunFinished {
+        run: String,
+        state: String,
+        succeeded: u64,
+        cached: u64,
+        failed: u64,
+        skipped: u64,
+        cancelled: u64,
+    },
+}
+
+pub trait Sink: Send {
+    fn event(&mut self, at: &str, e: &Event);
+    fn finish(&mut self) {}
+}
+
+/// Writes one JSON object per line: `{"time": ..., "event": ..., ...}`.
+pub struct JsonLines {
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl JsonLines {
+    pub fn create(path: &Path) -> std::io::Result<JsonLines> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(JsonLines {
+            out: std::io::BufWriter::new(f),
+        })
+    }
+}
+
+impl Sink for JsonLines {
+    fn event(&mut self, at: &str, e: &Event) {
+        let mut v = serde_json::to_value(e).unwrap_or_default();
+        if let Some(m) = v.as_object_mut() {
+            m.insert("time".into(), at.into());
+        }
+        // The event log is a convenience copy of what the store holds; a full disk must not
+        // stop the run.
+        let _ = writeln!(self.out, "{v}");
+        if matches!(e, Event::RunFinished { .. } | Event::Finished { .. }) {
+            let _ = self.out.flush();
+        }
+    }
+    fn finish(&mut self) {
+        let _ = self.out.flush();
+    }
+}
+
+/// Sends events to tracing (visible with RUST_LOG=nearby=debug).
+pub struct Tracing;
+
+impl Sink for Tracing {
+    fn event(&mut self, _at: &str, e: &Event) {
+        match e {
+            Event::Finished {
+                id,
+                state: State::Failed,
+                error,
+                ..
+            } => tracing::warn!(target: "nearby::run", task = %id, error = ?error, "failed"),
+            other => tracing::debug!(target: "nearby::run", event = ?other),
+        }
+    }
+}

@@ -1,0 +1,988 @@
+//! Level 1: the pipeline as the author wrote it.
+//!
+//! [`load`] reads a YAML file (and its imports) into a [`RawPipeline`] whose every value keeps its
+//! source position. It checks shape only (known keys, value types); meaning (task kinds, params,
+//! references, cycles) is checked by [`crate::plan`]. All errors of a file are collected.
+
+pub mod node;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use node::{Key, Node, Value};
+
+use crate::diag::{did_you_mean, Diagnostic, Diagnostics, Pos, Source, Where};
+
+/// A value with where it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sp<T> {
+    pub value: T,
+    pub at: At,
+}
+
+/// A position in a given source (what diagnostics need).
+#[derive(Debug, Clone)]
+pub struct At {
+    pub source: Arc<Source>,
+    pub pos: Pos,
+    pub len: u32,
+}
+
+impl PartialEq for At {
+    fn eq(&self, other: &Self) -> bool {
+        self.source.path == other.source.path && self.pos == other.pos
+    }
+}
+
+impl At {
+    pub fn whence(&self) -> Where {
+        Where::File {
+            source: self.source.clone(),
+            pos: self.pos,
+            len: self.len,
+        }
+    }
+
+    /// A position `offset` characters further on the same line (inside a scalar).
+    pub fn shifted(&self, offset: u32, len: u32) -> At {
+        At {
+            source: self.source.clone(),
+            pos: Pos {
+                line: self.pos.line,
+                col: self.pos.col + offset,
+            },
+            len,
+        }
+    }
+
+    pub fn error(&self, code: &'static str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(code, self.whence(), message)
+    }
+}
+
+/// The declared type of a pipeline param.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamType {
+    String,
+    Int,
+    Float,
+    Bool,
+    Path,
+    List,
+}
+
+impl ParamType {
+    pub const ALL: [(&'static str, ParamType); 6] = [
+        ("string", ParamType::String),
+        ("int", ParamType::Int),
+        ("float", ParamType::Float),
+        ("bool", ParamType::Bool),
+        ("path", ParamType::Path),
+        ("list", ParamType::List),
+    ];
+
+    pub fn name(self) -> &'static str {
+        ParamType::ALL
+            .iter()
+            .find(|(_, t)| *t == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("string")
+    }
+
+    fn infer(v: &Value) -> Option<ParamType> {
+        Some(match v {
+            Value::Bool(_) => ParamType::Bool,
+            Value::Int(_) => ParamType::Int,
+            Value::Float(_) => ParamType::Float,
+            Value::Str(_) => ParamType::String,
+            Value::Seq(_) => ParamType::List,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RawParam {
+    pub name: Sp<String>,
+    pub ty: ParamType,
+    pub default: Option<Node>,
+    pub description: Option<String>,
+}
+
+/// Where a task input comes from.
+#[derive(Debug, Clone)]
+pub enum RawInput {
+    /// `task.output`
+    Output {
+        task: Sp<String>,
+        output: Sp<String>,
+    },
+    File(Sp<String>),
+    Glob(Sp<String>),
+}
+
+#[derive(Debug, Clone)]
+pub enum RawForeach {
+    List(Vec<Node>),
+    /// A `${params.x}` string naming a list param.
+    Param(Sp<String>),
+    Glob(Sp<String>),
+    From {
+        task: Sp<String>,
+        output: Sp<String>,
+    },
+    Range {
+        start: i64,
+        end: i64,
+        at: At,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retries {
+    pub count: u32,
+    pub backoff_secs: f64,
+    pub factor: f64,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Retries {
+            count: 0,
+            backoff_secs: 1.0,
+            factor: 2.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Resources {
+    pub cpus: u32,
+    pub memory_mb: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RawTask {
+    pub name: Sp<String>,
+    pub uses: Sp<String>,
+    pub description: Option<String>,
+    pub with: Vec<(Sp<String>, Node)>,
+    pub inputs: Vec<(Sp<String>, RawInput)>,
+    pub outputs: Vec<(Sp<String>, Sp<String>)>,
+    pub outputs_at: Option<At>,
+    pub foreach: Option<RawForeach>,
+    pub retries: Retries,
+    pub timeout_secs: Option<f64>,
+    pub resources: Resources,
+    pub executor: Option<Sp<String>>,
+    pub partial_inputs: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RawPipeline {
+    pub name: Sp<String>,
+    pub description: Option<String>,
+    pub params: Vec<RawParam>,
+    pub tasks: Vec<RawTask>,
+    /// The root file and every imported file, in load order.
+    pub sources: Vec<Arc<Source>>,
+}
+
+/// Loads a pipeline file and its imports. Returns every shape error found.
+pub fn load(path: &Path) -> Result<RawPipeline, Diagnostics> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics(vec![Diagnostic::new(
+            "io",
+            Where::CommandLine(path.display().to_string()),
+            format!("cannot read pipeline: {e}"),
+        )])
+    })?;
+    load_str(&path.display().to_string(), &text, path.parent())
+}
+
+/// Loads a pipeline from text; `base` is where `imports` are resolved (None: imports rejected).
+pub fn load_str(name: &str, text: &str, base: Option<&Path>) -> Result<RawPipeline, Diagnostics> {
+    let mut cx = Loader {
+        diags: Diagnostics::default(),
+        seen: BTreeSet::new(),
+    };
+    let source = Source::new(name, text);
+    let pipeline = cx.file(source, base, true);
+    match pipeline {
+        Some(p) if cx.diags.is_empty() => Ok(p),
+        _ => Err(cx.diags.sorted()),
+    }
+}
+
+struct Loader {
+    diags: Diagnostics,
+    seen: BTreeSet<PathBuf>,
+}
+
+fn at(source: &Arc<Source>, node: &Node) -> At {
+    At {
+        source: source.clone(),
+        pos: node.pos,
+        len: node.len,
+    }
+}
+
+fn key_at(source: &Arc<Source>, key: &Key) -> At {
+    At {
+        source: source.clone(),
+        pos: key.pos,
+        len: key.name.chars().count() as u32,
+    }
+}
+
+/// Reads a mapping, reporting keys outside `allowed`.
+fn entries<'n>(
+    diags: &mut Diagnostics,
+    source: &Arc<Source>,
+    node: &'n Node,
+    what: &str,
+    allowed: &[&str],
+) -> Option<&'n [(Key, Node)]> {
+    let Value::Map(entries) = &node.value else {
+        diags.push(
+            at(source, node)
+                .error(
+                    "wrong-type",
+                    format!(
+                        "{what}: expected a mapping, found {}",
+                        node.value.describe()
+                    ),
+                )
+                .help(format!("allowed keys: {}", allowed.join(", "))),
+        );
+        return None;
+    };
+    for (k, _) in entries {
+        if !allowed.contains(&k.name.as_str()) {
+            diags.push(
+                key_at(source, k)
+                    .error("unknown-key", format!("unknown key `{}` in {what}", k.name))
+                    .help(
+                        did_you_mean(&k.name, allowed.iter().copied())
+                            .unwrap_or_else(|| format!("allowed keys: {}", allowed.join(", "))),
+                    ),
+            );
+        }
+    }
+    Some(entries)
+}
+
+fn get<'n>(entries: &'n [(Key, Node)], key: &str) -> Option<(&'n Key, &'n Node)> {
+    entries
+        .iter()
+        .find(|(k, _)| k.name == key)
+        .map(|(k, v)| (k, v))
+}
+
+fn string(
+    diags: &mut Diagnostics,
+    source: &Arc<Source>,
+    node: &Node,
+    what: &str,
+) -> Option<Sp<String>> {
+    match &node.value {
+        Value::Str(s) => Some(Sp {
+            value: s.clone(),
+            at: at(source, node),
+        }),
+        other => {
+            diags.push(at(source, node).error(
+                "wrong-type",
+                format!("{what}: expected a string, found {}", other.describe()),
+            ));
+            None
+        }
+    }
+}
+
+fn number(
+    diags: &mut Diagnostics,
+    source: &Arc<Source>,
+    node: &Node,
+    what: &str,
+    min: f64,
+) -> Option<f64> {
+    let x = match node.value {
+        Value::Int(i) => i as f64,
+        Value::Float(x) => x,
+        ref other => {
+            diags.push(at(source, node).error(
+                "wrong-type",
+                format!("{what}: expected a number, found {}", other.describe()),
+            ));
+            return None;
+        }
+    };
+    if !x.is_finite() || x < min {
+        diags.push(at(source, node).error(
+            "bad-value",
+            format!("{what}: expected a number >= {min}, found {x}"),
+        ));
+        return None;
+    }
+    Some(x)
+}
+
+fn integer(
+    diags: &mut Diagnostics,
+    source: &Arc<Source>,
+    node: &Node,
+    what: &str,
+    min: i64,
+) -> Option<i64> {
+    match node.value {
+        Value::Int(i) if i >= min => Some(i),
+        Value::Int(i) => {
+            diags.push(at(source, node).error(
+                "bad-value",
+                format!("{what}: expected an integer >= {min}, found {i}"),
+            ));
+            None
+        }
+        ref other => {
+            diags.push(at(source, node).error(
+                "wrong-type",
+                format!("{what}: expected an integer, found {}", other.describe()),
+            ));
+            None
+        }
+    }
+}
+
+fn boolean(diags: &mut Diagnostics, source: &Arc<Source>, node: &Node, what: &str) -> Option<bool> {
+    match node.value {
+        Value::Bool(b) => Some(b),
+        ref other => {
+            diags.push(at(source, node).error(
+                "wrong-type",
+                format!("{what}: expected true or false, found {}", other.describe()),
+            ));
+            None
+        }
+    }
+}
+
+/// Splits `task.output` into its two parts.
+fn reference(
+    diags: &mut Diagnostics,
+    s: &Sp<String>,
+    what: &str,
+) -> Option<(Sp<String>, Sp<String>)> {
+    match s.value.split_once('.') {
+        Some((t, o)) if !t.is_empty() && !o.is_empty() && !o.contains('.') => {
+            let tlen = t.chars().count() as u32;
+            let quote = u32::from(s.at.len as usize > s.value.chars().count());
+            Some((
+                Sp {
+                    value: t.to_owned(),
+                    at: s.at.shifted(quote, tlen),
+                },
+                Sp {
+                    value: o.to_owned(),
+                    at: s.at.shifted(quote + tlen + 1, o.chars().count() as u32),
+                },
+            ))
+        }
+        _ => {
+            diags.push(
+                s.at.error(
+                    "bad-reference",
+                    format!("{what}: expected `TASK.OUTPUT`, found `{}`", s.value),
+                )
+                .help("name an output of another task, e.g. `calibrate.frame`, or use `{file: PATH}` / `{glob: PATTERN}` for files"),
+            );
+            None
+        }
+    }
+}
+
+const PIPELINE_KEYS: &[&str] = &["name", "description", "imports", "params", "tasks"];
+const PARAM_KEYS: &[&str] = &["type", "default", "description"];
+const TASK_KEYS: &[&str] = &[
+    "uses",
+    "description",
+    "with",
+    "inputs",
+    "outputs",
+    "foreach",
+    "retries",
+    "timeout_secs",
+    "resources",
+    "executor",
+    "partial_inputs",
+];
+
+impl Loader {
+    fn file(
+        &mut self,
+        source: Arc<Source>,
+        base: Option<&Path>,
+        root: bool,
+    ) -> Option<RawPipeline> {
+        let node = match node::parse(&source) {
+            Ok(n) => n,
+            Err(d) => {
+                self.diags.push(d);
+                return None;
+            }
+        };
+        let entries = entries(
+            &mut self.diags,
+            &source,
+            &node,
+            "the pipeline",
+            PIPELINE_KEYS,
+        )?;
+        let mut pipeline = RawPipeline {
+            name: Sp {
+                value: String::new(),
+                at: at(&source, &node),
+            },
+            description: None,
+            params: Vec::new(),
+            tasks: Vec::new(),
+            sources: vec![source.clone()],
+        };
+        match get(entries, "name") {
+            Some((_, v)) => {
+                if let Some(s) = string(&mut self.diags, &source, v, "name") {
+                    pipeline.name = s;
+                }
+            }
+            None if root => self.diags.push(
+                At {
+                    source: source.clone(),
+                    pos: node.pos,
+                    len: 1,
+                }
+                .error("missing-key", "the pipeline has no `name`")
+                .help("add `name: my-pipeline` at the top of the file"),
+            ),
+            None => {}
+        }
+        if let Some((_, v)) = get(entries, "description") {
+            pipeline.description =
+                string(&mut self.diags, &source, v, "description").map(|s| s.value);
+        }
+        if let Some((_, v)) = get(entries, "imports") {
+            self.imports(&source, v, base, &mut pipeline);
+        }
+        if let Some((_, v)) = get(entries, "params") {
+            if let Some(ps) = entries_any(&mut self.diags, &source, v, "params") {
+                for (k, v) in ps {
+                    if let Some(p) = self.param(&source, k, v) {
+                        pipeline.params.push(p);
+                    }
+                }
+            }
+        }
+        match get(entries, "tasks") {
+            Some((_, v)) => {
+                if let Some(ts) = entries_any(&mut self.diags, &source, v, "tasks") {
+                    for (k, v) in ts {
+                        if let Some(t) = self.task(&source, k, v) {
+                            pipeline.tasks.push(t);
+                        }
+                    }
+                }
+            }
+            None if root => self.diags.push(
+                At {
+                    source: source.clone(),
+                    pos: node.pos,
+                    len: 1,
+                }
+                .error("missing-key", "the pipeline has no `tasks`")
+                .help("add a `tasks:` mapping from task names to task definitions"),
+            ),
+            None => {}
+        }
+        Some(pipeline)
+    }
+
+    fn imports(
+        &mut self,
+        source: &Arc<Source>,
+        v: &Node,
+        base: Option<&Path>,
+        into: &mut RawPipeline,
+    ) {
+        let Value::Seq(items) = &v.value else {
+            self.diags.push(at(source, v).error(
+                "wrong-type",
+                format!(
+                    "imports: expected a list of file paths, found {}",
+                    v.value.describe()
+                ),
+            ));
+            return;
+        };
+        for item in items {
+            let Some(rel) = string(&mut self.diags, source, item, "imports") else {
+                continue;
+            };
+            let Some(base) = base else {
+                self.diags.push(rel.at.error(
+                    "bad-import",
+                    "imports are not allowed in a built-in pipeline",
+                ));
+                continue;
+            };
+            let path = base.join(&rel.value);
+            let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
+            if !self.seen.insert(canonical) {
+                self.diags.push(
+                    rel.at
+                        .error(
+                            "bad-import",
+                            format!("`{}` is imported twice (or imports itself)", rel.value),
+                        )
+                        .help("each file may be imported once"),
+                );
+                continue;
+            }
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.diags.push(rel.at.error(
+                        "bad-import",
+                        format!("cannot read imported file `{}`: {e}", path.display()),
+                    ));
+                    continue;
+                }
+            };
+            let sub = Source::new(path.display().to_string(), text);
+            if let Some(p) = self.file(sub, path.parent(), false) {
+                into.params.extend(p.params);
+                into.tasks.extend(p.tasks);
+                into.sources.extend(p.sources);
+            }
+        }
+    }
+
+    fn param(&mut self, source: &Arc<Source>, k: &Key, v: &Node) -> Option<RawParam> {
+        let name = Sp {
+            value: k.name.clone(),
+            at: key_at(source, k),
+        };
+        let is_full =
+            matches!(&v.value, Value::Map(es) if es.iter().any(|(k, _)| k.name == "type"));
+        if !is_full {
+            let Some(ty) = ParamType::infer(&v.value) else {
+                self.diags.push(
+                    at(source, v)
+                        .error(
+                            "wrong-type",
+                            format!(
+                                "param `{}`: cannot infer a type from {}",
+                                k.name,
+                                v.value.describe()
+                            ),
+                        )
+                        .help("write `{type: string|int|float|bool|path|list, default: ...}`"),
+                );
+                return None;
+            };
+            return Some(RawParam {
+                name,
+                ty,
+                default: Some(v.clone()),
+                description: None,
+            });
+        }
+        let es = entries(
+            &mut self.diags,
+            source,
+            v,
+            &format!("param `{}`", k.name),
+            PARAM_KEYS,
+        )?;
+        let (_, tnode) = get(es, "type")?;
+        let tname = string(&mut self.diags, source, tnode, "type")?;
+        let Some(ty) = ParamType::ALL
+            .iter()
+            .find(|(n, _)| *n == tname.value)
+            .map(|(_, t)| *t)
+        else {
+            self.diags.push(
+                tname
+                    .at
+                    .error(
+                        "unknown-type",
+                        format!("unknown param type `{}`", tname.value),
+                    )
+                    .help(
+                        did_you_mean(&tname.value, ParamType::ALL.iter().map(|(n, _)| *n))
+                            .unwrap_or_else(|| {
+                                "types are string, int, float, bool, path, list".into()
+                            }),
+                    ),
+            );
+            return None;
+        };
+        let default = get(es, "default").map(|(_, d)| d.clone());
+        let description = get(es, "description")
+            .and_then(|(_, d)| string(&mut self.diags, source, d, "description"))
+            .map(|s| s.value);
+        Some(RawParam {
+            name,
+            ty,
+            default,
+            description,
+        })
+    }
+
+    fn task(&mut self, source: &Arc<Source>, k: &Key, v: &Node) -> Option<RawTask> {
+        let what = format!("task `{}`", k.name);
+        let name = Sp {
+            value: k.name.clone(),
+            at: key_at(source, k),
+        };
+        if !valid_name(&k.name) {
+            self.diags.push(
+                name.at
+                    .error(
+                        "bad-name",
+                        format!("task name `{}` is not a valid name", k.name),
+                    )
+                    .help("task names use letters, digits, `_` and `-`, and start with a letter"),
+            );
+        }
+        let es = entries(&mut self.diags, source, v, &what, TASK_KEYS)?;
+        let uses = match get(es, "uses") {
+            Some((_, u)) => string(&mut self.diags, source, u, "uses")?,
+            None => {
+                self.diags.push(
+                    name.at
+                        .error("missing-key", format!("{what} has no `uses`"))
+                        .help("say which task kind runs it, e.g. `uses: command`"),
+                );
+                return None;
+            }
+        };
+        let mut task = RawTask {
+            name,
+            uses,
+            description: None,
+            with: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            outputs_at: None,
+            foreach: None,
+            retries: Retries::default(),
+            timeout_secs: None,
+            resources: Resources::default(),
+            executor: None,
+            partial_inputs: false,
+        };
+        for (key, val) in es {
+            match key.name.as_str() {
+                "description" => {
+                    task.description =
+                        string(&mut self.diags, source, val, "description").map(|s| s.value)
+                }
+                "with" => {
+                    if let Some(ws) = entries_any(&mut self.diags, source, val, "with") {
+                        task.with = ws
+                            .iter()
+                            .map(|(k, v)| {
+                                (
+                                    Sp {
+                                        value: k.name.clone(),
+                                        at: key_at(source, k),
+                                    },
+                                    v.clone(),
+                                )
+                            })
+                            .collect();
+                    }
+                }
+                "inputs" => {
+                    if let Some(is) = entries_any(&mut self.diags, source, val, "inputs") {
+                        for (k, v) in is {
+                            if let Some(i) = self.input(source, v) {
+                                task.inputs.push((
+                                    Sp {
+                                        value: k.name.clone(),
+                                        at: key_at(source, k),
+                                    },
+                                    i,
+                                ));
+                            }
+                        }
+                    }
+                }
+                "outputs" => {
+                    task.outputs_at = Some(key_at(source, key));
+                    if let Some(os) = entries_any(&mut self.diags, source, val, "outputs") {
+                        for (k, v) in os {
+                            if let Some(p) =
+                                string(&mut self.diags, source, v, &format!("output `{}`", k.name))
+                            {
+                                task.outputs.push((
+                                    Sp {
+                                        value: k.name.clone(),
+                                        at: key_at(source, k),
+                                    },
+                                    p,
+                                ));
+                            }
+                        }
+                    }
+                }
+                "foreach" => task.foreach = self.foreach(source, val),
+                "retries" => {
+                    if let Some(r) = self.retries(source, val) {
+                        task.retries = r;
+                    }
+                }
+                "timeout_secs" => {
+                    task.timeout_secs = number(&mut self.diags, source, val, "timeout_secs", 0.001)
+                }
+                "resources" => {
+                    if let Some(rs) = entries(
+                        &mut self.diags,
+                        source,
+                        val,
+                        "resources",
+                        &["cpus", "memory_mb"],
+                    ) {
+                        if let Some((_, c)) = get(rs, "cpus") {
+                            task.resources.cpus =
+                                integer(&mut self.diags, source, c, "cpus", 1).unwrap_or(1) as u32;
+                        }
+                        if let Some((_, m)) = get(rs, "memory_mb") {
+                            task.resources.memory_mb =
+                                integer(&mut self.diags, source, m, "memory_mb", 0).unwrap_or(0)
+                                    as u64;
+                        }
+                    }
+                }
+                "executor" => task.executor = string(&mut self.diags, source, val, "executor"),
+                "partial_inputs" => {
+                    task.partial_inputs =
+                        boolean(&mut self.diags, source, val, "partial_inputs").unwrap_or(false)
+                }
+                _ => {}
+            }
+        }
+        Some(task)
+    }
+
+    fn input(&mut self, source: &Arc<Source>, v: &Node) -> Option<RawInput> {
+        match &v.value {
+            Value::Str(_) => {
+                let s = string(&mut self.diags, source, v, "input")?;
+                let (task, output) = reference(&mut self.diags, &s, "input")?;
+                Some(RawInput::Output { task, output })
+            }
+            Value::Map(_) => {
+                let es = entries(
+                    &mut self.diags,
+                    source,
+                    v,
+                    "input",
+                    &["file", "glob", "from"],
+                )?;
+                if es.len() != 1 {
+                    self.diags.push(at(source, v).error(
+                        "bad-input",
+                        "an input has exactly one of `from`, `file` or `glob`",
+                    ));
+                    return None;
+                }
+                let (k, n) = &es[0];
+                let s = string(&mut self.diags, source, n, &k.name)?;
+                match k.name.as_str() {
+                    "file" => Some(RawInput::File(s)),
+                    "glob" => Some(RawInput::Glob(s)),
+                    "from" => {
+                        let (task, output) = reference(&mut self.diags, &s, "input")?;
+                        Some(RawInput::Output { task, output })
+                    }
+                    _ => None,
+                }
+            }
+            other => {
+                self.diags.push(
+                    at(source, v)
+                        .error(
+                            "wrong-type",
+                            format!(
+                                "input: expected `TASK.OUTPUT` or a mapping, found {}",
+                                other.describe()
+                            ),
+                        )
+                        .help("write `TASK.OUTPUT`, `{file: PATH}` or `{glob: PATTERN}`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn foreach(&mut self, source: &Arc<Source>, v: &Node) -> Option<RawForeach> {
+        match &v.value {
+            Value::Seq(items) => Some(RawForeach::List(items.clone())),
+            Value::Str(s) if s.trim_start().starts_with("${") => Some(RawForeach::Param(Sp {
+                value: s.clone(),
+                at: at(source, v),
+            })),
+            Value::Map(_) => {
+                let es = entries(
+                    &mut self.diags,
+                    source,
+                    v,
+                    "foreach",
+                    &["glob", "from", "range"],
+                )?;
+                if es.len() != 1 {
+                    self.diags.push(at(source, v).error(
+                        "bad-foreach",
+                        "foreach has exactly one of `glob`, `from` or `range`",
+                    ));
+                    return None;
+                }
+                let (k, n) = &es[0];
+                match k.name.as_str() {
+                    "glob" => string(&mut self.diags, source, n, "glob").map(RawForeach::Glob),
+                    "from" => {
+                        let s = string(&mut self.diags, source, n, "from")?;
+                        let (task, output) = reference(&mut self.diags, &s, "foreach")?;
+                        Some(RawForeach::From { task, output })
+                    }
+                    "range" => {
+                        let (start, end) = match &n.value {
+                            Value::Int(_) => (0, integer(&mut self.diags, source, n, "range", 0)?),
+                            Value::Seq(se) if se.len() == 2 => (
+                                integer(&mut self.diags, source, &se[0], "range start", i64::MIN)?,
+                                integer(&mut self.diags, source, &se[1], "range end", i64::MIN)?,
+                            ),
+                            other => {
+                                self.diags.push(at(source, n).error(
+                                    "wrong-type",
+                                    format!(
+                                        "range: expected a count or [start, end], found {}",
+                                        other.describe()
+                                    ),
+                                ));
+                                return None;
+                            }
+                        };
+                        Some(RawForeach::Range {
+                            start,
+                            end,
+                            at: at(source, n),
+                        })
+                    }
+                    _ => None,
+                }
+            }
+            other => {
+                self.diags.push(
+                    at(source, v)
+                        .error(
+                            "wrong-type",
+                            format!("foreach: expected a list, a `${{params.NAME}}` list param or a mapping, found {}", other.describe()),
+                        )
+                        .help("write `[a, b]`, `${params.fields}`, `{glob: PATTERN}`, `{from: TASK.OUTPUT}` or `{range: N}`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn retries(&mut self, source: &Arc<Source>, v: &Node) -> Option<Retries> {
+        let mut r = Retries::default();
+        match &v.value {
+            Value::Int(_) => r.count = integer(&mut self.diags, source, v, "retries", 0)? as u32,
+            _ => {
+                let es = entries(
+                    &mut self.diags,
+                    source,
+                    v,
+                    "retries",
+                    &["count", "backoff_secs", "factor"],
+                )?;
+                if let Some((_, n)) = get(es, "count") {
+                    r.count = integer(&mut self.diags, source, n, "count", 0)? as u32;
+                }
+                if let Some((_, n)) = get(es, "backoff_secs") {
+                    r.backoff_secs = number(&mut self.diags, source, n, "backoff_secs", 0.0)?;
+                }
+                if let Some((_, n)) = get(es, "factor") {
+                    r.factor = number(&mut self.diags, source, n, "factor", 1.0)?;
+                }
+            }
+        }
+        Some(r)
+    }
+}
+
+/// A mapping with any keys (params, tasks, with, inputs, outputs).
+fn entries_any<'n>(
+    diags: &mut Diagnostics,
+    source: &Arc<Source>,
+    node: &'n Node,
+    what: &str,
+) -> Option<&'n [(Key, Node)]> {
+    match &node.value {
+        Value::Map(entries) => Some(entries),
+        Value::Null => Some(&[]),
+        other => {
+            diags.push(at(source, node).error(
+                "wrong-type",
+                format!("{what}: expected a mapping, found {}", other.describe()),
+            ));
+            None
+        }
+    }
+}
+
+/// Task, param and output names: a letter, then letters, digits, `_` or `-`.
+pub fn valid_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_a_small_pipeline() {
+        let p = load_str(
+            "p.yaml",
+            "name: t\nparams:\n  n: 3\ntasks:\n  a:\n    uses: noop\n    foreach: {range: 3}\n  b:\n    uses: noop\n    inputs: {x: a.out}\n    retries: 2\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.name.value, "t");
+        assert_eq!(p.params[0].ty, ParamType::Int);
+        assert_eq!(p.tasks.len(), 2);
+        assert_eq!(p.tasks[1].retries.count, 2);
+        let RawInput::Output { task, output } = &p.tasks[1].inputs[0].1 else {
+            panic!()
+        };
+        assert_eq!((task.value.as_str(), output.value.as_str()), ("a", "out"));
+        assert_eq!(output.at.pos, Pos { line: 10, col: 19 });
+    }
+
+    #[test]
+    fn collects_all_shape_errors() {
+        let e = load_str(
+            "p.yaml",
+            "name: t\ntasks:\n  a:\n    uses: noop\n    retries: many\n    colour: red\n  b:\n    uses: noop\n    timeout_secs: -1\n",
+            None,
+        )
+        .unwrap_err();
+        let codes: Vec<_> = e.0.iter().map(|d| d.code).collect();
+        assert_eq!(codes, ["wrong-type", "unknown-key", "bad-value"]);
+    }
+}

@@ -1,0 +1,314 @@
+//! A YAML document as a tree of nodes that each remember where they were written.
+//!
+//! This is the only place that names the YAML crate (serde-saphyr). It rejects duplicate keys and
+//! reports syntax errors with their position; everything above works on [`Node`]s.
+
+use std::sync::Arc;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::Spanned;
+
+use crate::diag::{Diagnostic, Pos, Source, Where};
+
+/// A YAML value with its position and the length of its source text (for the caret).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub value: Value,
+    pub pos: Pos,
+    pub len: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    Map(Vec<(Key, Node)>),
+}
+
+/// A mapping key (always a string in pipelines) with its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Key {
+    pub name: String,
+    pub pos: Pos,
+}
+
+impl Value {
+    /// What the user wrote, in words, for "expected X, found Y" messages.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Value::Null => "nothing (null)",
+            Value::Bool(_) => "a boolean",
+            Value::Int(_) => "an integer",
+            Value::Float(_) => "a number",
+            Value::Str(_) => "a string",
+            Value::Seq(_) => "a list",
+            Value::Map(_) => "a mapping",
+        }
+    }
+}
+
+impl Node {
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Converts to plain JSON (positions dropped), e.g. for params handed to a task.
+    pub fn to_json(&self) -> serde_json::Value {
+        match &self.value {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => (*b).into(),
+            Value::Int(i) => (*i).into(),
+            Value::Float(x) => serde_json::Number::from_f64(*x)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
+            Value::Str(s) => s.clone().into(),
+            Value::Seq(items) => items.iter().map(Node::to_json).collect(),
+            Value::Map(entries) => entries
+                .iter()
+                .map(|(k, v)| (k.name.clone(), v.to_json()))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+        }
+    }
+}
+
+/// The token length to underline, from the source text (for scalars) or 1.
+fn token_len(source: &Source, pos: Pos, value: &Value) -> u32 {
+    let is_scalar = !matches!(value, Value::Seq(_) | Value::Map(_));
+    if !is_scalar {
+        return 1;
+    }
+    let Some(line) = source.text.lines().nth(pos.line.saturating_sub(1) as usize) else {
+        return 1;
+    };
+    let rest: String = line
+        .chars()
+        .skip(pos.col.saturating_sub(1) as usize)
+        .collect();
+    let n = match rest.chars().next() {
+        Some(q @ ('"' | '\'')) => rest[1..].find(q).map(|i| i + 2).unwrap_or(rest.len()),
+        _ => {
+            // A plain scalar ends at ` #`, or at `,`/`]`/`}` inside flow collections.
+            let mut end = rest.len();
+            for (i, c) in rest.char_indices() {
+                if matches!(c, ',' | ']' | '}') || rest[i..].starts_with(" #") {
+                    end = i;
+                    break;
+                }
+            }
+            rest[..end].trim_end().chars().count()
+        }
+    };
+    n.max(1) as u32
+}
+
+struct RawValue(Value);
+
+fn pos_of<T>(s: &Spanned<T>) -> Pos {
+    Pos {
+        line: s.referenced.line() as u32,
+        col: s.referenced.column() as u32,
+    }
+}
+
+impl<'de> Deserialize<'de> for RawValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any YAML value")
+            }
+            fn visit_unit<E>(self) -> Result<RawValue, E> {
+                Ok(RawValue(Value::Null))
+            }
+            fn visit_none<E>(self) -> Result<RawValue, E> {
+                Ok(RawValue(Value::Null))
+            }
+            fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<RawValue, D2::Error> {
+                RawValue::deserialize(d)
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<RawValue, E> {
+                Ok(RawValue(Value::Bool(b)))
+            }
+            fn visit_i64<E>(self, i: i64) -> Result<RawValue, E> {
+                Ok(RawValue(Value::Int(i)))
+            }
+            fn visit_u64<E: de::Error>(self, u: u64) -> Result<RawValue, E> {
+                i64::try_from(u)
+                    .map(|i| RawValue(Value::Int(i)))
+                    .map_err(|_| E::custom(format!("integer {u} is too large")))
+            }
+            fn visit_f64<E>(self, x: f64) -> Result<RawValue, E> {
+                Ok(RawValue(Value::Float(x)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<RawValue, E> {
+                Ok(RawValue(Value::Str(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<RawValue, E> {
+                Ok(RawValue(Value::Str(s)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawValue, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Spanned<RawValue>>()? {
+                    items.push(spanned_to_node_unsourced(item));
+                }
+                Ok(RawValue(Value::Seq(items)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawValue, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    let value = map.next_value::<Spanned<RawValue>>()?;
+                    entries.push((
+                        Key {
+                            pos: pos_of(&key),
+                            name: key.value,
+                        },
+                        spanned_to_node_unsourced(value),
+                    ));
+                }
+                Ok(RawValue(Value::Map(entries)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Builds a node whose `len` is filled in later (when the source text is at hand).
+fn spanned_to_node_unsourced(s: Spanned<RawValue>) -> Node {
+    let pos = pos_of(&s);
+    Node {
+        value: s.value.0,
+        pos,
+        len: 0,
+    }
+}
+
+fn fill_lengths(node: &mut Node, source: &Source) {
+    node.len = token_len(source, node.pos, &node.value);
+    match &mut node.value {
+        Value::Seq(items) => items.iter_mut().for_each(|n| fill_lengths(n, source)),
+        Value::Map(entries) => entries
+            .iter_mut()
+            .for_each(|(_, n)| fill_lengths(n, source)),
+        _ => {}
+    }
+}
+
+/// Parses one YAML document. Syntax errors and duplicate keys become one diagnostic each.
+pub fn parse(source: &Arc<Source>) -> Result<Node, Diagnostic> {
+    let options = serde_saphyr::options! {
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+    };
+    match serde_saphyr::from_str_with_options::<Spanned<RawValue>>(&source.text, options) {
+        Ok(root) => {
+            let mut node = spanned_to_node_unsourced(root);
+            fill_lengths(&mut node, source);
+            Ok(node)
+        }
+        Err(e) => Err(yaml_error(source, &e)),
+    }
+}
+
+fn yaml_error(source: &Arc<Source>, e: &serde_saphyr::Error) -> Diagnostic {
+    let (line, col) = e
+        .location()
+        .map(|l| (l.line() as u32, l.column() as u32))
+        .unwrap_or((1, 1));
+    let pos = Pos {
+        line: line.max(1),
+        col: col.max(1),
+    };
+    // The crate's message carries its own location and snippet: keep only the first line
+    // and strip any location prefix so that ours is the single one shown.
+    let raw = e.without_snippet().to_string();
+    let first = raw
+        .lines()
+        .next()
+        .unwrap_or("invalid YAML")
+        .trim()
+        .to_string();
+    let msg = strip_location_suffix(&first);
+    let lower = msg.to_lowercase();
+    let (code, help) = if lower.contains("duplicate") {
+        (
+            "duplicate-key",
+            Some("each key may appear once in a mapping; remove or rename one of them"),
+        )
+    } else {
+        ("yaml-syntax", None)
+    };
+    Diagnostic::new(
+        code,
+        Where::File {
+            source: source.clone(),
+            pos,
+            len: 1,
+        },
+        msg,
+    )
+    .help_opt(help.map(str::to_owned))
+}
+
+fn strip_location_suffix(msg: &str) -> String {
+    // e.g. "error: line 3 column 5: duplicate key ..." or "... at line 3 column 5"
+    let mut m = msg.trim_start_matches("error:").trim().to_string();
+    if let Some(i) = m.find(" at line ") {
+        m.truncate(i);
+    }
+    if m.starts_with("line ") {
+        if let Some(i) = m.find(": ") {
+            m = m[i + 2..].to_string();
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> Result<Node, Diagnostic> {
+        parse(&Source::new("t.yaml", s))
+    }
+
+    #[test]
+    fn positions_are_kept_for_keys_and_values() {
+        let n = parse_str("a: 1\nb:\n  - x\n  - \"y z\"\n").unwrap();
+        let Value::Map(entries) = &n.value else {
+            panic!("expected a map")
+        };
+        assert_eq!(entries[0].0.name, "a");
+        assert_eq!(entries[0].0.pos, Pos { line: 1, col: 1 });
+        assert_eq!(entries[0].1.pos, Pos { line: 1, col: 4 });
+        let Value::Seq(items) = &entries[1].1.value else {
+            panic!("expected a seq")
+        };
+        assert_eq!(items[1].pos, Pos { line: 4, col: 5 });
+        assert_eq!(items[1].len, 5);
+        assert_eq!(items[1].value, Value::Str("y z".into()));
+    }
+
+    #[test]
+    fn duplicate_keys_are_rejected_with_position() {
+        let d = parse_str("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(d.code, "duplicate-key");
+        let Where::File { pos, .. } = d.at else {
+            panic!()
+        };
+        assert_eq!(pos.line, 3);
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let d = parse_str("a: [1, 2\nb: 3\n").unwrap_err();
+        assert_eq!(d.code, "yaml-syntax");
+    }
+}

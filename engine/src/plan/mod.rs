@@ -1,0 +1,1211 @@
+//! Level 2: the validated, sealed plan.
+//!
+//! [`compile`] checks a [`RawPipeline`] against the task registry and collects *every* error in one
+//! pass: unknown task kinds and params, wrong types, missing params and inputs, references to
+//! missing tasks or outputs, outputs written twice, bad templates and cycles (with the whole chain).
+//! Only a [`Plan`] can be run; it holds a petgraph DAG of task templates whose edges come from
+//! declared inputs, never from YAML order.
+
+pub mod graph;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde_json::{Map, Value as J};
+
+use crate::diag::{did_you_mean, Diagnostic, Diagnostics, Where};
+use crate::model::{
+    At, Node, ParamType, RawForeach, RawInput, RawPipeline, RawTask, Resources, Retries, Sp, Value,
+};
+use crate::task::{with_defaults, Ports, Registry, TaskKind};
+use crate::template::{self, Ref, Segment};
+
+/// Executors a task may name.
+pub const EXECUTORS: &[&str] = &["local"];
+
+/// A resolved pipeline param.
+#[derive(Debug, Clone)]
+pub struct Param {
+    pub name: String,
+    pub ty: ParamType,
+    pub value: J,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputSource {
+    /// An output of another task (index into `Plan::tasks`).
+    Task { task: usize, output: String },
+    /// A file path (absolute after planning).
+    File(PathBuf),
+    /// A glob pattern (absolute after planning), expanded when the task is expanded.
+    Glob(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Foreach {
+    /// A literal list or a list param.
+    Items(Vec<String>),
+    Glob(String),
+    Range(i64, i64),
+    /// One instance per upstream instance (if that task fans out) or per line of its output.
+    From {
+        task: usize,
+        output: String,
+    },
+}
+
+/// A task template: one task of the pipeline, before fan-out.
+#[derive(Clone)]
+pub struct TaskTemplate {
+    pub name: String,
+    pub kind: Arc<dyn TaskKind>,
+    /// Params with defaults filled and `${params.*}` resolved; other templates remain.
+    pub with: Map<String, J>,
+    pub inputs: Vec<(String, InputSource)>,
+    /// Output name -> path relative to the instance's output directory (may use `${item}`).
+    pub outputs: Vec<(String, String)>,
+    pub foreach: Option<Foreach>,
+    pub retries: Retries,
+    pub timeout_secs: Option<f64>,
+    pub resources: Resources,
+    pub executor: String,
+    pub partial_inputs: bool,
+    pub description: Option<String>,
+    /// Templates this one reads from (inputs and foreach), deduplicated, in declaration order.
+    pub upstream: Vec<usize>,
+}
+
+impl TaskTemplate {
+    pub fn fans_out(&self) -> bool {
+        self.foreach.is_some()
+    }
+}
+
+/// A validated pipeline, ready to expand and run.
+#[derive(Clone)]
+pub struct Plan {
+    pub name: String,
+    pub description: Option<String>,
+    /// Directory against which relative paths in the pipeline resolve.
+    pub base_dir: PathBuf,
+    pub params: Vec<Param>,
+    pub tasks: Vec<TaskTemplate>,
+    pub graph: DiGraph<usize, ()>,
+    /// Task indices in a topological order (ties broken by YAML order, for stable output).
+    pub order: Vec<usize>,
+}
+
+impl Plan {
+    pub fn task_index(&self, name: &str) -> Option<usize> {
+        self.tasks.iter().position(|t| t.name == name)
+    }
+
+    /// Task indices downstream of `start` (inclusive).
+    pub fn downstream(&self, start: usize) -> BTreeSet<usize> {
+        let mut seen = BTreeSet::from([start]);
+        let mut stack = vec![start];
+        while let Some(t) = stack.pop() {
+            for n in self.graph.neighbors(NodeIndex::new(t)) {
+                if seen.insert(n.index()) {
+                    stack.push(n.index());
+                }
+            }
+        }
+        seen
+    }
+
+    /// The fan-out domain of a task: tasks in the same domain pair their instances by key.
+    pub fn domain(&self, t: usize) -> Option<usize> {
+        match &self.tasks[t].foreach {
+            None => None,
+            Some(Foreach::From { task, .. }) if self.tasks[*task].fans_out() => self.domain(*task),
+            Some(_) => Some(t),
+        }
+    }
+}
+
+/// Compiles a raw pipeline with `--set` overrides into a plan, or every error found.
+pub fn compile(
+    raw: &RawPipeline,
+    registry: &Registry,
+    overrides: &BTreeMap<String, String>,
+    base_dir: &Path,
+) -> Result<Plan, Diagnostics> {
+    let mut cx = Compiler {
+        raw,
+        registry,
+        diags: Diagnostics::default(),
+        base_dir,
+    };
+    let params = cx.params(overrides);
+    let plan = cx.tasks(&params);
+    if cx.diags.is_empty() {
+        plan.ok_or(cx.diags)
+    } else {
+        Err(cx.diags.sorted())
+    }
+}
+
+struct Compiler<'a> {
+    raw: &'a RawPipeline,
+    registry: &'a Registry,
+    diags: Diagnostics,
+    base_dir: &'a Path,
+}
+
+/// Converts a YAML node to a param value of the declared type.
+fn param_value(ty: ParamType, node: &Node) -> Result<J, String> {
+    let v = node.to_json();
+    let ok = match ty {
+        ParamType::String | ParamType::Path => v.is_string(),
+        ParamType::Int => v.is_i64(),
+        ParamType::Float => v.is_number(),
+        ParamType::Bool => v.is_boolean(),
+        ParamType::List => v
+            .as_array()
+            .is_some_and(|a| a.iter().all(|x| !x.is_array() && !x.is_object())),
+    };
+    if ok {
+        Ok(if ty == ParamType::Float {
+            J::from(v.as_f64().unwrap_or(0.0))
+        } else {
+            v
+        })
+    } else {
+        Err(format!(
+            "expected {}, found {}",
+            type_words(ty),
+            node.value.describe()
+        ))
+    }
+}
+
+fn type_words(ty: ParamType) -> &'static str {
+    match ty {
+        ParamType::String => "a string",
+        ParamType::Path => "a path (string)",
+        ParamType::Int => "an integer",
+        ParamType::Float => "a number",
+        ParamType::Bool => "true or false",
+        ParamType::List => "a list of scalars",
+    }
+}
+
+/// Parses a `--set` value as the param's type.
+fn parse_override(ty: ParamType, s: &str) -> Result<J, String> {
+    match ty {
+        ParamType::String => Ok(J::from(s)),
+        ParamType::Path => {
+            let p = Path::new(s);
+            let abs = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                std::env::current_dir()
+                    .map(|d| d.join(p))
+                    .unwrap_or_else(|_| p.to_path_buf())
+            };
+            Ok(J::from(abs.display().to_string()))
+        }
+        ParamType::Int => s
+            .trim()
+            .parse::<i64>()
+            .map(J::from)
+            .map_err(|_| format!("expected an integer, found `{s}`")),
+        ParamType::Float => s
+            .trim()
+            .parse::<f64>()
+            .map(J::from)
+            .map_err(|_| format!("expected a number, found `{s}`")),
+        ParamType::Bool => match s.trim() {
+            "true" | "yes" | "1" => Ok(J::Bool(true)),
+            "false" | "no" | "0" => Ok(J::Bool(false)),
+            _ => Err(format!("expected true or false, found `{s}`")),
+        },
+        ParamType::List => Ok(J::Array(
+            s.split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(J::from)
+                .collect(),
+        )),
+    }
+}
+
+/// A scalar JSON value as template text.
+pub fn scalar_text(v: &J) -> String {
+    match v {
+        J::String(s) => s.clone(),
+        J::Array(a) => a.iter().map(scalar_text).collect::<Vec<_>>().join(" "),
+        other => other.to_string(),
+    }
+}
+
+struct ParamScope<'p>(&'p [Param]);
+
+impl template::Scope for ParamScope<'_> {
+    fn lookup(&self, r: &Ref) -> Option<Vec<String>> {
+        let Ref::Param(n) = r else { return None };
+        let p = self.0.iter().find(|p| &p.name == n)?;
+        Some(match &p.value {
+            J::Array(a) => a.iter().map(scalar_text).collect(),
+            v => vec![scalar_text(v)],
+        })
+    }
+}
+
+/// What a template may reference in one task.
+struct RefRules<'r> {
+    params: &'r [Param],
+    fans_out: bool,
+    inputs: Vec<&'r str>,
+    outputs: Vec<&'r str>,
+    /// Inputs/outputs are not allowed (e.g. in output paths or foreach).
+    params_only: bool,
+}
+
+impl<'a> Compiler<'a> {
+    fn params(&mut self, overrides: &BTreeMap<String, String>) -> Vec<Param> {
+        let mut out: Vec<Param> = Vec::new();
+        let mut seen: BTreeMap<&str, &At> = BTreeMap::new();
+        for p in &self.raw.params {
+            if let Some(first) = seen.insert(&p.name.value, &p.name.at) {
+                self.diags.push(
+                    p.name
+                        .at
+                        .error(
+                            "duplicate-param",
+                            format!("param `{}` is defined twice", p.name.value),
+                        )
+                        .note(format!(
+                            "first defined at {}:{}:{}",
+                            first.source.path, first.pos.line, first.pos.col
+                        )),
+                );
+                continue;
+            }
+            let value = match (overrides.get(&p.name.value), &p.default) {
+                (Some(s), _) => match parse_override(p.ty, s) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        self.diags.push(Diagnostic::new(
+                            "bad-override",
+                            Where::CommandLine(format!("--set {}={s}", p.name.value)),
+                            format!("param `{}` is {}: {e}", p.name.value, p.ty.name()),
+                        ));
+                        None
+                    }
+                },
+                (None, Some(node)) => match param_value(p.ty, node) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        self.diags.push(
+                            At {
+                                source: p.name.at.source.clone(),
+                                pos: node.pos,
+                                len: node.len,
+                            }
+                            .error(
+                                "wrong-type",
+                                format!("default of param `{}`: {e}", p.name.value),
+                            ),
+                        );
+                        None
+                    }
+                },
+                (None, None) => {
+                    self.diags.push(
+                        p.name
+                            .at
+                            .error(
+                                "missing-param",
+                                format!("param `{}` has no default and was not set", p.name.value),
+                            )
+                            .help(format!("pass `--set {}=VALUE`", p.name.value)),
+                    );
+                    None
+                }
+            };
+            if let Some(mut value) = value {
+                if p.ty == ParamType::Path && overrides.get(&p.name.value).is_none() {
+                    if let Some(s) = value.as_str() {
+                        value = J::from(self.base_dir.join(s).display().to_string());
+                    }
+                }
+                out.push(Param {
+                    name: p.name.value.clone(),
+                    ty: p.ty,
+                    value,
+                    description: p.description.clone(),
+                });
+            }
+        }
+        for k in overrides.keys() {
+            if !self.raw.params.iter().any(|p| &p.name.value == k) {
+                self.diags.push(
+                    Diagnostic::new(
+                        "unknown-param",
+                        Where::CommandLine(format!("--set {k}=...")),
+                        format!("the pipeline has no param `{k}`"),
+                    )
+                    .help_opt(
+                        did_you_mean(k, self.raw.params.iter().map(|p| p.name.value.as_str()))
+                            .or_else(|| {
+                                let names: Vec<_> = self
+                                    .raw
+                                    .params
+                                    .iter()
+                                    .map(|p| p.name.value.as_str())
+                                    .collect();
+                                Some(if names.is_empty() {
+                                    "this pipeline has no params".into()
+                                } else {
+                                    format!("params are: {}", names.join(", "))
+                                })
+                            }),
+                    ),
+                );
+            }
+        }
+        out
+    }
+
+    /// Checks every `${...}` in a string; reports at the exact column where possible.
+    fn check_template(&mut self, s: &str, at: &At, rules: &RefRules) {
+        // A quoted scalar starts one column before its text.
+        let quote = u32::from(at.len as usize > s.chars().count() && !s.contains('\n'));
+        let segs = match template::parse(s) {
+            Ok(segs) => segs,
+            Err(e) => {
+                self.diags.push(
+                    at.shifted(e.offset + quote, e.len)
+                        .error("bad-template", e.message),
+                );
+                return;
+            }
+        };
+        for seg in segs {
+            let Segment::Ref { r, offset, len } = seg else {
+                continue;
+            };
+            let here = if s.contains('\n') {
+                at.clone()
+            } else {
+                at.shifted(offset + quote, len)
+            };
+            match &r {
+                Ref::Param(n) => {
+                    if !rules.params.iter().any(|p| &p.name == n) {
+                        self.diags.push(
+                            here.error(
+                                "unknown-param",
+                                format!("`${{params.{n}}}`: the pipeline has no param `{n}`"),
+                            )
+                            .help_opt(
+                                did_you_mean(n, rules.params.iter().map(|p| p.name.as_str()))
+                                    .or_else(|| {
+                                        Some(
+                                            "declare it under `params:` at the top of the pipeline"
+                                                .into(),
+                                        )
+                                    }),
+                            ),
+                        );
+                    }
+                }
+                Ref::Item => {
+                    if !rules.fans_out {
+                        self.diags.push(
+                            here.error(
+                                "bad-template",
+                                "`${item}` is used but the task has no `foreach`",
+                            )
+                            .help("add `foreach:` to the task, or remove `${item}`"),
+                        );
+                    }
+                }
+                Ref::Input(n) | Ref::Output(n) if rules.params_only => {
+                    let _ = n;
+                    self.diags.push(here.error(
+                        "bad-template",
+                        "input and output paths cannot be used here; only `${params.NAME}` and `${item}`",
+                    ));
+                }
+                Ref::Input(n) => {
+                    if !rules.inputs.contains(&n.as_str()) {
+                        self.diags.push(
+                            here.error(
+                                "unknown-input",
+                                format!("`${{inputs.{n}}}`: the task has no input `{n}`"),
+                            )
+                            .help_opt(
+                                did_you_mean(n, rules.inputs.iter().copied()).or_else(|| {
+                                    Some(format!(
+                                        "declare it under `inputs:`; inputs are: {}",
+                                        list_or_none(&rules.inputs)
+                                    ))
+                                }),
+                            ),
+                        );
+                    }
+                }
+                Ref::Output(n) => {
+                    if !rules.outputs.contains(&n.as_str()) {
+                        self.diags.push(
+                            here.error(
+                                "unknown-output",
+                                format!("`${{outputs.{n}}}`: the task has no output `{n}`"),
+                            )
+                            .help_opt(
+                                did_you_mean(n, rules.outputs.iter().copied()).or_else(|| {
+                                    Some(format!(
+                                        "declare it under `outputs:`; outputs are: {}",
+                                        list_or_none(&rules.outputs)
+                                    ))
+                                }),
+                            ),
+                        );
+                    }
+                }
+                Ref::OutDir => {}
+            }
+        }
+    }
+
+    fn check_node_templates(&mut self, node: &Node, at_source: &At, rules: &RefRules) {
+        match &node.value {
+            Value::Str(s) => {
+                let at = At {
+                    source: at_source.source.clone(),
+                    pos: node.pos,
+                    len: node.len,
+                };
+                self.check_template(s, &at, rules);
+            }
+            Value::Seq(items) => items
+                .iter()
+                .for_each(|n| self.check_node_templates(n, at_source, rules)),
+            Value::Map(es) => es
+                .iter()
+                .for_each(|(_, n)| self.check_node_templates(n, at_source, rules)),
+            _ => {}
+        }
+    }
+
+    fn resolve_path(&self, s: &str, params: &[Param]) -> PathBuf {
+        let s = template::render(s, &ParamScope(params));
+        let p = Path::new(&s);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn tasks(&mut self, params: &[Param]) -> Option<Plan> {
+        let raw = self.raw;
+        // Names first, so references can be checked whatever the order.
+        let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut unique: Vec<&RawTask> = Vec::new();
+        for t in &raw.tasks {
+            if let Some(&first) = index.get(t.name.value.as_str()) {
+                let f = &unique[first].name.at;
+                self.diags.push(
+                    t.name
+                        .at
+                        .error(
+                            "duplicate-task",
+                            format!("task `{}` is defined twice", t.name.value),
+                        )
+                        .note(format!(
+                            "first defined at {}:{}:{}",
+                            f.source.path, f.pos.line, f.pos.col
+                        ))
+                        .help("task names are unique across the pipeline and its imports"),
+                );
+                continue;
+            }
+            index.insert(&t.name.value, unique.len());
+            unique.push(t);
+        }
+        let task_names: Vec<&str> = unique.iter().map(|t| t.name.value.as_str()).collect();
+
+        // Declared output names per task (fixed by the kind, or by the author).
+        let outputs_of = |t: &RawTask| -> Vec<String> {
+            match self.registry.get(&t.uses.value).map(|k| k.outputs()) {
+                Some(Ports::Fixed(ports)) => ports.iter().map(|p| p.name.to_owned()).collect(),
+                _ => t.outputs.iter().map(|(n, _)| n.value.clone()).collect(),
+            }
+        };
+        let all_outputs: Vec<Vec<String>> = unique.iter().map(|t| outputs_of(t)).collect();
+
+        let mut templates = Vec::new();
+        // Edges with where they are written (for cycle chains).
+        let mut edges: Vec<(usize, usize, At)> = Vec::new();
+        for (ti, t) in unique.iter().enumerate() {
+            if let Some(tpl) =
+                self.task(ti, t, params, &index, &task_names, &all_outputs, &mut edges)
+            {
+                templates.push(tpl);
+            }
+        }
+        self.check_cycles(&unique, &edges);
+        if !self.diags.is_empty() || templates.len() != unique.len() {
+            return None;
+        }
+        let mut graph = DiGraph::new();
+        for i in 0..templates.len() {
+            graph.add_node(i);
+        }
+        let mut seen = BTreeSet::new();
+        for (from, to, _) in &edges {
+            if seen.insert((*from, *to)) {
+                graph.add_edge(NodeIndex::new(*from), NodeIndex::new(*to), ());
+            }
+        }
+        let order = stable_topo(&graph);
+        Some(Plan {
+            name: raw.name.value.clone(),
+            description: raw.description.clone(),
+            base_dir: self.base_dir.to_path_buf(),
+            params: params.to_vec(),
+            tasks: templates,
+            graph,
+            order,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn task(
+        &mut self,
+        ti: usize,
+        t: &RawTask,
+        params: &[Param],
+        index: &BTreeMap<&str, usize>,
+        task_names: &[&str],
+        all_outputs: &[Vec<String>],
+        edges: &mut Vec<(usize, usize, At)>,
+    ) -> Option<TaskTemplate> {
+        let kind = match self.registry.get(&t.uses.value) {
+            Some(k) => k.clone(),
+            None => {
+                self.diags.push(
+                    t.uses
+                        .at
+                        .error(
+                            "unknown-task-kind",
+                            format!("unknown task kind `{}`", t.uses.value),
+                        )
+                        .help(
+                            did_you_mean(&t.uses.value, self.registry.names()).unwrap_or_else(
+                                || {
+                                    format!(
+                                        "task kinds are: {}",
+                                        self.registry.names().collect::<Vec<_>>().join(", ")
+                                    )
+                                },
+                            ),
+                        ),
+                );
+                // Still check references so that all errors show at once.
+                self.references(ti, t, index, task_names, all_outputs, edges);
+                return None;
+            }
+        };
+        let executor = match &t.executor {
+            Some(e) if !EXECUTORS.contains(&e.value.as_str()) => {
+                self.diags.push(
+                    e.at.error(
+                        "unknown-executor",
+                        format!("unknown executor `{}`", e.value),
+                    )
+                    .help(
+                        did_you_mean(&e.value, EXECUTORS.iter().copied())
+                            .unwrap_or_else(|| format!("executors are: {}", EXECUTORS.join(", "))),
+                    ),
+                );
+                "local".to_owned()
+            }
+            Some(e) => e.value.clone(),
+            None => "local".to_owned(),
+        };
+
+        // Ports.
+        let input_names: Vec<&str> = t.inputs.iter().map(|(n, _)| n.value.as_str()).collect();
+        if let Ports::Fixed(ports) = kind.inputs() {
+            for (n, _) in &t.inputs {
+                if !ports.iter().any(|p| p.name == n.value) {
+                    self.diags.push(
+                        n.at.error(
+                            "unknown-input",
+                            format!("task kind `{}` has no input `{}`", kind.name(), n.value),
+                        )
+                        .help(
+                            did_you_mean(&n.value, ports.iter().map(|p| p.name)).unwrap_or_else(
+                                || {
+                                    format!(
+                                        "inputs of `{}` are: {}",
+                                        kind.name(),
+                                        list_or_none(
+                                            &ports.iter().map(|p| p.name).collect::<Vec<_>>()
+                                        )
+                                    )
+                                },
+                            ),
+                        ),
+                    );
+                }
+            }
+            for p in ports.iter().filter(|p| p.required) {
+                if !input_names.contains(&p.name) {
+                    self.diags.push(
+                        t.name
+                            .at
+                            .error(
+                                "missing-input",
+                                format!(
+                                    "task `{}` needs input `{}` ({})",
+                                    t.name.value, p.name, p.doc
+                                ),
+                            )
+                            .help(format!("add `inputs: {{{}: TASK.OUTPUT}}`", p.name)),
+                    );
+                }
+            }
+        }
+        let mut outputs: Vec<(String, String)> = Vec::new();
+        match kind.outputs() {
+            Ports::Fixed(ports) => {
+                if let Some(at) = &t.outputs_at {
+                    self.diags.push(
+                        at.error(
+                            "fixed-outputs",
+                            format!(
+                                "task kind `{}` declares its own outputs; `outputs:` cannot be set",
+                                kind.name()
+                            ),
+                        )
+                        .help(format!(
+                            "its outputs are: {}",
+                            list_or_none(&ports.iter().map(|p| p.name).collect::<Vec<_>>())
+                        )),
+                    );
+                }
+                outputs = ports
+                    .iter()
+                    .map(|p| (p.name.to_owned(), p.file.to_owned()))
+                    .collect();
+            }
+            Ports::Declared => {
+                let mut paths: BTreeMap<String, &Sp<String>> = BTreeMap::new();
+                for (n, p) in &t.outputs {
+                    if !crate::model::valid_name(&n.value) {
+                        self.diags.push(n.at.error(
+                            "bad-name",
+                            format!("output name `{}` is not a valid name", n.value),
+                        ));
+                    }
+                    let path = Path::new(&p.value);
+                    if path.is_absolute()
+                        || path
+                            .components()
+                            .any(|c| matches!(c, std::path::Component::ParentDir))
+                        || p.value.is_empty()
+                    {
+                        self.diags.push(
+                            p.at.error("bad-output-path", format!("output `{}`: `{}` must be a relative path inside the task's output directory", n.value, p.value))
+                                .help("outputs are written under the task's own directory; downstream tasks read them by `TASK.OUTPUT`"),
+                        );
+                        continue;
+                    }
+                    let rules = RefRules {
+                        params,
+                        fans_out: t.foreach.is_some(),
+                        inputs: vec![],
+                        outputs: vec![],
+                        params_only: true,
+                    };
+                    self.check_template(&p.value, &p.at, &rules);
+                    let normal = normalize(&template::render(&p.value, &ParamScope(params)));
+                    if let Some(first) = paths.insert(normal.clone(), n) {
+                        self.diags.push(
+                            p.at.error(
+                                "duplicate-output",
+                                format!(
+                                    "outputs `{}` and `{}` are both written to `{normal}`",
+                                    first.value, n.value
+                                ),
+                            )
+                            .help("each output is produced once: give each its own path"),
+                        );
+                    }
+                    outputs.push((n.value.clone(), p.value.clone()));
+                }
+            }
+        }
+        let output_names: Vec<&str> = outputs.iter().map(|(n, _)| n.as_str()).collect();
+
+        // Params of the kind.
+        let specs = kind.params();
+        let mut with = Map::new();
+        let rules = RefRules {
+            params,
+            fans_out: t.foreach.is_some(),
+            inputs: input_names.clone(),
+            outputs: output_names.clone(),
+            params_only: false,
+        };
+        for (k, v) in &t.with {
+            let Some(spec) = specs.iter().find(|s| s.name == k.value) else {
+                self.diags.push(
+                    k.at.error(
+                        "unknown-param",
+                        format!("task kind `{}` has no param `{}`", kind.name(), k.value),
+                    )
+                    .help(
+                        did_you_mean(&k.value, specs.iter().map(|s| s.name)).unwrap_or_else(|| {
+                            format!(
+                                "params of `{}` are: {}",
+                                kind.name(),
+                                list_or_none(&specs.iter().map(|s| s.name).collect::<Vec<_>>())
+                            )
+                        }),
+                    ),
+                );
+                continue;
+            };
+            let json = v.to_json();
+            if !spec.ty.accepts(&json) {
+                self.diags.push(
+                    At {
+                        source: k.at.source.clone(),
+                        pos: v.pos,
+                        len: v.len,
+                    }
+                    .error(
+                        "wrong-type",
+                        format!(
+                            "param `{}` of `{}`: expected {}, found {}",
+                            k.value,
+                            kind.name(),
+                            spec.ty.describe(),
+                            v.value.describe()
+                        ),
+                    ),
+                );
+                continue;
+            }
+            self.check_node_templates(v, &k.at, &rules);
+            with.insert(
+                k.value.clone(),
+                template::render_json(&json, &ParamScope(params)),
+            );
+        }
+        for spec in specs.iter().filter(|s| s.required) {
+            if !with.contains_key(spec.name) && !t.with.iter().any(|(k, _)| k.value == spec.name) {
+                self.diags.push(
+                    t.uses
+                        .at
+                        .error(
+                            "missing-param",
+                            format!(
+                                "task `{}` ({}) needs param `{}`",
+                                t.name.value,
+                                kind.name(),
+                                spec.name
+                            ),
+                        )
+                        .help(format!("add `with: {{{}: ...}}`: {}", spec.name, spec.doc)),
+                );
+            }
+        }
+        let with = with_defaults(kind.as_ref(), with);
+        for (param, message) in kind.validate(&with) {
+            let at = t
+                .with
+                .iter()
+                .find(|(k, _)| k.value == param)
+                .map(|(_, v)| At {
+                    source: t.uses.at.source.clone(),
+                    pos: v.pos,
+                    len: v.len,
+                })
+                .unwrap_or_else(|| t.uses.at.clone());
+            self.diags.push(at.error(
+                "bad-param",
+                format!("param `{param}` of `{}`: {message}", kind.name()),
+            ));
+        }
+        if let Some(stdout) = with.get("stdout").and_then(J::as_str) {
+            if matches!(kind.outputs(), Ports::Declared) && !output_names.contains(&stdout) {
+                let at = t
+                    .with
+                    .iter()
+                    .find(|(k, _)| k.value == "stdout")
+                    .map(|(_, v)| At {
+                        source: t.uses.at.source.clone(),
+                        pos: v.pos,
+                        len: v.len,
+                    })
+                    .unwrap_or_else(|| t.uses.at.clone());
+                self.diags.push(
+                    at.error(
+                        "unknown-output",
+                        format!(
+                            "`stdout` names output `{stdout}`, which the task does not declare"
+                        ),
+                    )
+                    .help("declare it under `outputs:`"),
+                );
+            }
+        }
+
+        let (inputs, foreach) = self.references(ti, t, index, task_names, all_outputs, edges);
+        let foreach = self.foreach_value(t, params, foreach);
+        let mut upstream = Vec::new();
+        for (from, to, _) in edges.iter() {
+            if *to == ti && !upstream.contains(from) {
+                upstream.push(*from);
+            }
+        }
+        let inputs = inputs
+            .into_iter()
+            .map(|(n, src)| {
+                let src = match src {
+                    InputSource::File(p) => {
+                        InputSource::File(self.resolve_path(&p.display().to_string(), params))
+                    }
+                    InputSource::Glob(g) => {
+                        InputSource::Glob(self.resolve_path(&g, params).display().to_string())
+                    }
+                    other => other,
+                };
+                (n, src)
+            })
+            .collect();
+        Some(TaskTemplate {
+            name: t.name.value.clone(),
+            kind,
+            with,
+            inputs,
+            outputs,
+            foreach,
+            retries: t.retries,
+            timeout_secs: t.timeout_secs,
+            resources: Resources {
+                cpus: t.resources.cpus.max(1),
+                memory_mb: t.resources.memory_mb,
+            },
+            executor,
+            partial_inputs: t.partial_inputs,
+            description: t.description.clone(),
+            upstream,
+        })
+    }
+
+    /// Checks input and foreach references, records edges. Returns the inputs and the foreach
+    /// source task (if `from`).
+    #[allow(clippy::type_complexity)]
+    fn references(
+        &mut self,
+        ti: usize,
+        t: &RawTask,
+        index: &BTreeMap<&str, usize>,
+        task_names: &[&str],
+        all_outputs: &[Vec<String>],
+        edges: &mut Vec<(usize, usize, At)>,
+    ) -> (Vec<(String, InputSource)>, Option<(usize, String)>) {
+        let mut resolve = |diags: &mut Diagnostics,
+                           task: &Sp<String>,
+                           output: &Sp<String>|
+         -> Option<usize> {
+            let Some(&ui) = index.get(task.value.as_str()) else {
+                diags.push(
+                    task.at
+                        .error("unknown-task", format!("no task named `{}`", task.value))
+                        .help(
+                            did_you_mean(&task.value, task_names.iter().copied())
+                                .unwrap_or_else(|| format!("tasks are: {}", task_names.join(", "))),
+                        ),
+                );
+                return None;
+            };
+            let outs = &all_outputs[ui];
+            if !outs.iter().any(|o| o == &output.value) {
+                diags.push(
+                    output
+                        .at
+                        .error(
+                            "unknown-output",
+                            format!("task `{}` has no output `{}`", task.value, output.value),
+                        )
+                        .help(
+                            did_you_mean(&output.value, outs.iter().map(String::as_str))
+                                .unwrap_or_else(|| {
+                                    format!(
+                                        "outputs of `{}` are: {}",
+                                        task.value,
+                                        list_or_none(
+                                            &outs.iter().map(String::as_str).collect::<Vec<_>>()
+                                        )
+                                    )
+                                }),
+                        ),
+                );
+                return None;
+            }
+            edges.push((ui, ti, task.at.clone()));
+            Some(ui)
+        };
+        let mut inputs = Vec::new();
+        for (n, src) in &t.inputs {
+            match src {
+                RawInput::Output { task, output } => {
+                    if let Some(ui) = resolve(&mut self.diags, task, output) {
+                        inputs.push((
+                            n.value.clone(),
+                            InputSource::Task {
+                                task: ui,
+                                output: output.value.clone(),
+                            },
+                        ));
+                    }
+                }
+                RawInput::File(p) => {
+                    inputs.push((n.value.clone(), InputSource::File(PathBuf::from(&p.value))))
+                }
+                RawInput::Glob(g) => {
+                    inputs.push((n.value.clone(), InputSource::Glob(g.value.clone())))
+                }
+            }
+        }
+        let from = match &t.foreach {
+            Some(RawForeach::From { task, output }) => {
+                resolve(&mut self.diags, task, output).map(|u| (u, output.value.clone()))
+            }
+            _ => None,
+        };
+        (inputs, from)
+    }
+
+    fn foreach_value(
+        &mut self,
+        t: &RawTask,
+        params: &[Param],
+        from: Option<(usize, String)>,
+    ) -> Option<Foreach> {
+        let rules = RefRules {
+            params,
+            fans_out: false,
+            inputs: vec![],
+            outputs: vec![],
+            params_only: true,
+        };
+        match t.foreach.as_ref()? {
+            RawForeach::List(items) => {
+                let mut out = Vec::new();
+                for n in items {
+                    match &n.value {
+                        Value::Str(s) => {
+                            let at = At {
+                                source: t.name.at.source.clone(),
+                                pos: n.pos,
+                                len: n.len,
+                            };
+                            self.check_template(s, &at, &rules);
+                            out.push(template::render(s, &ParamScope(params)));
+                        }
+                        Value::Int(_) | Value::Float(_) | Value::Bool(_) => {
+                            out.push(scalar_text(&n.to_json()))
+                        }
+                        other => self.diags.push(
+                            At {
+                                source: t.name.at.source.clone(),
+                                pos: n.pos,
+                                len: n.len,
+                            }
+                            .error(
+                                "wrong-type",
+                                format!(
+                                    "foreach item: expected a scalar, found {}",
+                                    other.describe()
+                                ),
+                            ),
+                        ),
+                    }
+                }
+                Some(Foreach::Items(out))
+            }
+            RawForeach::Param(s) => {
+                let name = s
+                    .value
+                    .trim()
+                    .strip_prefix("${params.")
+                    .and_then(|x| x.strip_suffix('}'));
+                let Some(name) = name else {
+                    self.diags.push(s.at.error(
+                        "bad-foreach",
+                        format!(
+                            "foreach: expected `${{params.NAME}}` naming a list param, found `{}`",
+                            s.value
+                        ),
+                    ));
+                    return None;
+                };
+                match params.iter().find(|p| p.name == name) {
+                    Some(p) => match &p.value {
+                        J::Array(a) => Some(Foreach::Items(a.iter().map(scalar_text).collect())),
+                        _ => {
+                            self.diags.push(
+                                s.at.error(
+                                    "bad-foreach",
+                                    format!(
+                                        "foreach: param `{name}` is {}, not a list",
+                                        p.ty.name()
+                                    ),
+                                )
+                                .help("declare it with `type: list`"),
+                            );
+                            None
+                        }
+                    },
+                    None => {
+                        self.check_template(&s.value, &s.at, &rules);
+                        None
+                    }
+                }
+            }
+            RawForeach::Glob(g) => {
+                self.check_template(&g.value, &g.at, &rules);
+                Some(Foreach::Glob(
+                    self.resolve_path(&g.value, params).display().to_string(),
+                ))
+            }
+            RawForeach::Range { start, end, at } => {
+                if end < start {
+                    self.diags.push(at.error(
+                        "bad-foreach",
+                        format!("range: end {end} is before start {start}"),
+                    ));
+                    return None;
+                }
+                Some(Foreach::Range(*start, *end))
+            }
+            RawForeach::From { .. } => from.map(|(task, output)| Foreach::From { task, output }),
+        }
+    }
+
+    fn check_cycles(&mut self, tasks: &[&RawTask], edges: &[(usize, usize, At)]) {
+        let mut g: DiGraph<usize, usize> = DiGraph::new();
+        for i in 0..tasks.len() {
+            g.add_node(i);
+        }
+        for (ei, (from, to, _)) in edges.iter().enumerate() {
+            g.add_edge(NodeIndex::new(*from), NodeIndex::new(*to), ei);
+        }
+        let mut sccs = petgraph::algo::tarjan_scc(&g);
+        sccs.iter_mut().for_each(|c| c.sort());
+        sccs.sort();
+        for scc in sccs {
+            let members: BTreeSet<usize> = scc.iter().map(|n| n.index()).collect();
+            let self_loop =
+                scc.len() == 1 && edges.iter().any(|(f, t, _)| f == t && members.contains(f));
+            if scc.len() < 2 && !self_loop {
+                continue;
+            }
+            // Walk the cycle from its first task (in YAML order), following edges inside the SCC.
+            let start = *members.iter().next().unwrap_or(&0);
+            let mut chain = vec![start];
+            let mut chain_edges: Vec<&(usize, usize, At)> = Vec::new();
+            let mut cur = start;
+            let mut visited = BTreeSet::from([start]);
+            loop {
+                // Prefer the edge that closes the cycle, else the first unvisited member.
+                let next = edges
+                    .iter()
+                    .filter(|(f, t, _)| *f == cur && members.contains(t))
+                    .min_by_key(|(_, t, _)| (*t != start && visited.contains(t), *t != start, *t));
+                let Some(e) = next else { break };
+                chain_edges.push(e);
+                chain.push(e.1);
+                if e.1 == start || !visited.insert(e.1) {
+                    break;
+                }
+                cur = e.1;
+            }
+            let names: Vec<&str> = chain
+                .iter()
+                .map(|&i| tasks[i].name.value.as_str())
+                .collect();
+            let first_edge = chain_edges
+                .first()
+                .map(|e| e.2.clone())
+                .unwrap_or_else(|| tasks[start].name.at.clone());
+            // Point at the reference that closes the cycle into the first task.
+            let closing = chain_edges
+                .last()
+                .map(|e| e.2.clone())
+                .unwrap_or(first_edge);
+            let mut d = closing.error(
+                "cycle",
+                format!(
+                    "tasks depend on each other in a cycle: {}",
+                    names.join(" -> ")
+                ),
+            );
+            for e in &chain_edges {
+                d = d.note(format!(
+                    "`{}` reads from `{}` at {}:{}:{}",
+                    tasks[e.1].name.value,
+                    tasks[e.0].name.value,
+                    e.2.source.path,
+                    e.2.pos.line,
+                    e.2.pos.col
+                ));
+            }
+            self.diags.push(d.help("a task cannot depend on its own outputs; break the cycle by removing one of these inputs"));
+        }
+    }
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "(none)".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn normalize(p: &str) -> String {
+    Path::new(p)
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Kahn's algorithm, always taking the ready task that comes first in the YAML.
+fn stable_topo(g: &DiGraph<usize, ()>) -> Vec<usize> {
+    let n = g.node_count();
+    let mut indeg = vec![0usize; n];
+    for e in g.edge_indices() {
+        if let Some((_, to)) = g.edge_endpoints(e) {
+            indeg[to.index()] += 1;
+        }
+    }
+    let mut ready: BTreeSet<usize> = (0..n).filter(|&i| indeg[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for m in g.neighbors(NodeIndex::new(i)) {
+            indeg[m.index()] -= 1;
+            if indeg[m.index()] == 0 {
+                ready.insert(m.index());
+            }
+        }
+    }
+    order
+}

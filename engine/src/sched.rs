@@ -1,0 +1,1480 @@
+//! Level 3: the execution graph and the scheduler.
+//!
+//! The walker expands task templates into instances (night x field x CCD ..., one per fan-out
+//! item) as soon as what they depend on is known: static fan-outs at the start, fan-outs over an
+//! upstream task's output when that output exists. Ready instances are handed to executors,
+//! bounded by `--jobs` CPU slots and a memory budget. A failed instance stops only its dependents
+//! (or everything with fail-fast); retries back off exponentially; timeouts and Ctrl-C kill the
+//! task's whole process group. Every state change is recorded in the store.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value as J};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::cache::{self, CacheKey, CACHE_SCHEMA};
+use crate::events::{Event, Sink};
+use crate::exec::{self, Outcome};
+use crate::plan::{Foreach, InputSource, Plan};
+use crate::store::{CacheEntry, InstanceRecord, OutputRecord, RunRecord, State, Store, StoreError};
+use crate::task::{Action, Invocation, TaskError};
+use crate::template::{self, Ref, Scope};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// CPU slots (default: the number of cores).
+    pub jobs: usize,
+    /// Memory budget for `resources.memory_mb` (0: unlimited).
+    pub memory_mb: u64,
+    /// Stop everything at the first failure instead of only its dependents.
+    pub fail_fast: bool,
+    /// Task templates whose instances ignore the cache (rerun --from).
+    pub force: BTreeSet<usize>,
+    /// Walk the plan without running or recording anything (`nearby plan`).
+    pub dry_run: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            jobs: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            memory_mb: 0,
+            fail_fast: false,
+            force: BTreeSet::new(),
+            dry_run: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub counts: BTreeMap<State, u64>,
+    pub state: String,
+    /// For a dry run: (instance id, what would happen, why), in walk order.
+    pub dry_run: Vec<(String, String, String)>,
+}
+
+impl Summary {
+    pub fn count(&self, s: State) -> u64 {
+        self.counts.get(&s).copied().unwrap_or(0)
+    }
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A sortable, unique run id: `YYYYMMDD-HHMMSS-xxxx`.
+pub fn new_run_id() -> String {
+    let now = chrono::Utc::now();
+    let nanos = now.timestamp_subsec_nanos() ^ std::process::id().rotate_left(16);
+    format!("{}-{:04x}", now.format("%Y%m%d-%H%M%S"), nanos & 0xffff)
+}
+
+/// Paths under the working directory.
+pub fn out_dir(workdir: &Path, task: &str, key: Option<&str>) -> PathBuf {
+    match key {
+        Some(k) => workdir.join("out").join(task).join(k),
+        None => workdir.join("out").join(task),
+    }
+}
+
+fn staging_dir(workdir: &Path, run: &str, id: &str, attempt: u32) -> PathBuf {
+    workdir
+        .join("out")
+        .join(".staging")
+        .join(run)
+        .join(format!("{}.{attempt}", sanitize(id)))
+}
+
+pub fn log_path(workdir: &Path, run: &str, id: &str) -> PathBuf {
+    workdir
+        .join("logs")
+        .join(run)
+        .join(format!("{}.log", sanitize(id)))
+}
+
+/// A file-name-safe version of a key or id.
+pub fn sanitize(s: &str) -> String {
+    let out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '[' | ']') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(120)
+        .collect();
+    if out.is_empty() || out.starts_with('.') {
+        format!("_{out}")
+    } else {
+        out
+    }
+}
+
+/// The instance key of a fan-out item: a path's file name, else the item, made file-name safe.
+fn key_of(item: &str) -> String {
+    let base = if item.contains('/') {
+        Path::new(item)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| item.to_owned())
+    } else {
+        item.to_owned()
+    };
+    let s: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(80)
+        .collect();
+    if s.is_empty() {
+        "_".into()
+    } else {
+        s
+    }
+}
+
+/// Fan-out items: (instance key, item).
+type Items = Vec<(Option<String>, Option<String>)>;
+
+struct Inst {
+    template: u32,
+    key: Option<Box<str>>,
+    item: Option<Box<str>>,
+    id: Box<str>,
+    deps: Vec<u32>,
+    dependents: Vec<u32>,
+    waiting: u32,
+    upstream_failed: bool,
+    state: State,
+    attempts: u32,
+    outputs: Vec<OutputRecord>,
+    started: Option<Instant>,
+    started_at: Option<String>,
+    /// Set to stop an in-process task (timeout or cancel).
+    flag: Option<Arc<AtomicBool>>,
+}
+
+#[derive(Default)]
+struct Tpl {
+    expanded: bool,
+    instances: Vec<u32>,
+    by_key: HashMap<Box<str>, u32>,
+}
+
+/// What a finished job reports back to the walker.
+enum JobDone {
+    Ran(Box<Ran>),
+    Requeue(u32),
+}
+
+struct Ran {
+    inst: u32,
+    outcome: Outcome,
+    outputs: Vec<OutputRecord>,
+    key: CacheKey,
+    cache: String,
+    log: Option<String>,
+}
+
+pub struct Scheduler {
+    plan: Arc<Plan>,
+    store: Store,
+    workdir: PathBuf,
+    run: RunRecord,
+    opts: RunOptions,
+    sinks: Vec<Box<dyn Sink>>,
+    cancel_rx: watch::Receiver<bool>,
+    /// Tells running jobs to stop (Ctrl-C, SIGTERM or fail-fast).
+    stop_tx: watch::Sender<bool>,
+    /// Records of a run being resumed: instances that succeeded are not run again.
+    previous: HashMap<String, InstanceRecord>,
+    insts: Vec<Inst>,
+    tpls: Vec<Tpl>,
+    ready: VecDeque<u32>,
+    running: usize,
+    cpus_used: usize,
+    mem_used: u64,
+    stopping: bool,
+    cancelled: bool,
+    dry_lines: Vec<(String, String, String)>,
+    would_run: BTreeSet<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Io(String),
+}
+
+impl Scheduler {
+    pub fn new(
+        plan: Arc<Plan>,
+        store: Store,
+        workdir: PathBuf,
+        run: RunRecord,
+        opts: RunOptions,
+        sinks: Vec<Box<dyn Sink>>,
+        cancel_rx: watch::Receiver<bool>,
+    ) -> Result<Scheduler, RunError> {
+        let previous = if run.mode == "resume" {
+            store
+                .instances(&run.id)?
+                .into_iter()
+                .map(|r| (r.id.clone(), r))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let n = plan.tasks.len();
+        Ok(Scheduler {
+            plan,
+            store,
+            workdir,
+            run,
+            opts,
+            sinks,
+            cancel_rx,
+            stop_tx: watch::channel(false).0,
+            previous,
+            insts: Vec::new(),
+            tpls: (0..n).map(|_| Tpl::default()).collect(),
+            ready: VecDeque::new(),
+            running: 0,
+            cpus_used: 0,
+            mem_used: 0,
+            stopping: false,
+            cancelled: false,
+            dry_lines: Vec::new(),
+            would_run: BTreeSet::new(),
+        })
+    }
+
+    fn emit(&mut self, e: Event) {
+        if self.sinks.is_empty() {
+            return;
+        }
+        let at = now();
+        for s in &mut self.sinks {
+            s.event(&at, &e);
+        }
+    }
+
+    /// Runs the plan to the end (or until cancelled). The run record is updated as it goes.
+    pub async fn run(mut self) -> Result<Summary, RunError> {
+        self.run.state = "running".into();
+        let dry = self.opts.dry_run;
+        if !dry {
+            self.store.put_run(&self.run)?;
+        }
+        self.emit(Event::RunStarted {
+            run: self.run.id.clone(),
+            pipeline: self.run.pipeline_name.clone(),
+            mode: self.run.mode.clone(),
+        });
+        let mut jobs: JoinSet<JobDone> = JoinSet::new();
+        self.expand_all();
+        let mut cancel_rx = self.cancel_rx.clone();
+        loop {
+            if !self.stopping {
+                self.dispatch(&mut jobs);
+            }
+            if self.stopping && self.running == 0 {
+                // Only retry timers can be left: their instances end as cancelled.
+                jobs.abort_all();
+                break;
+            }
+            if jobs.is_empty() {
+                if self.ready.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            tokio::select! {
+                done = jobs.join_next() => {
+                    match done {
+                        Some(Ok(d)) => self.complete(d, &mut jobs)?,
+                        Some(Err(e)) => return Err(RunError::Io(format!("a task job crashed: {e}"))),
+                        None => {}
+                    }
+                }
+                _ = exec::cancelled(&mut cancel_rx), if !self.cancelled => {
+                    self.cancelled = true;
+                    self.stop();
+                }
+            }
+        }
+        // Whatever never ran was cancelled (Ctrl-C or fail-fast).
+        let mut leftover = Vec::new();
+        for i in 0..self.insts.len() {
+            if !self.insts[i].state.is_final() {
+                self.insts[i].state = State::Cancelled;
+                leftover.push(self.record(i as u32, None, None, None, None));
+            }
+        }
+        for r in &leftover {
+            self.emit(Event::Finished {
+                id: r.id.clone(),
+                state: State::Cancelled,
+                attempts: r.attempts,
+                duration_ms: 0,
+                error: None,
+                cache: None,
+            });
+        }
+        if !dry {
+            self.store.put_instances(&self.run.id, &leftover)?;
+        }
+        let mut summary = Summary {
+            dry_run: std::mem::take(&mut self.dry_lines),
+            ..Summary::default()
+        };
+        for i in &self.insts {
+            *summary.counts.entry(i.state).or_default() += 1;
+        }
+        summary.state = if self.cancelled {
+            "cancelled"
+        } else if summary.count(State::Failed)
+            + summary.count(State::Skipped)
+            + summary.count(State::Cancelled)
+            > 0
+        {
+            "failed"
+        } else {
+            "succeeded"
+        }
+        .into();
+        self.run.state = summary.state.clone();
+        self.run.finished_at = Some(now());
+        self.run.counts = summary
+            .counts
+            .iter()
+            .map(|(k, v)| (k.name().to_owned(), *v))
+            .collect();
+        if !dry {
+            self.store.put_run(&self.run)?;
+            self.store.flush()?;
+        }
+        let c = |s| summary.count(s);
+        self.emit(Event::RunFinished {
+            run: self.run.id.clone(),
+            state: summary.state.clone(),
+            succeeded: c(State::Succeeded),
+            cached: c(State::Cached),
+            failed: c(State::Failed),
+            skipped: c(State::Skipped),
+            cancelled: c(State::Cancelled),
+        });
+        for s in &mut self.sinks {
+            s.finish();
+        }
+        let _ =
+            std::fs::remove_dir_all(self.workdir.join("out").join(".staging").join(&self.run.id));
+        Ok(summary)
+    }
+
+    // ---- expansion ----
+
+    fn can_expand(&self, t: usize) -> bool {
+        let tpl = &self.plan.tasks[t];
+        if !tpl.upstream.iter().all(|u| self.tpls[*u].expanded) {
+            return false;
+        }
+        if let Some(Foreach::From { task, .. }) = &tpl.foreach {
+            if !self.plan.tasks[*task].fans_out() {
+                return self.tpls[*task]
+                    .instances
+                    .iter()
+                    .all(|&i| self.insts[i as usize].state.is_final());
+            }
+        }
+        true
+    }
+
+    /// Expands every template that can be expanded now (in plan order, repeatedly).
+    fn expand_all(&mut self) {
+        loop {
+            let mut progressed = false;
+            for oi in 0..self.plan.order.len() {
+                let t = self.plan.order[oi];
+                if !self.tpls[t].expanded && self.can_expand(t) {
+                    self.expand(t);
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    /// The fan-out items of a template: (key, item), or an error that fails the task.
+    fn items(&self, t: usize) -> Result<Items, String> {
+        let plan = &self.plan;
+        Ok(match &plan.tasks[t].foreach {
+            None => vec![(None, None)],
+            Some(Foreach::Items(items)) => items
+                .iter()
+                .map(|s| (Some(key_of(s)), Some(s.clone())))
+                .collect(),
+            Some(Foreach::Range(a, b)) => (*a..*b)
+                .map(|n| (Some(n.to_string()), Some(n.to_string())))
+                .collect(),
+            Some(Foreach::Glob(pattern)) => {
+                let paths =
+                    glob::glob(pattern).map_err(|e| format!("bad glob `{pattern}`: {e}"))?;
+                let mut files: Vec<String> = paths
+                    .filter_map(Result::ok)
+                    .map(|p| p.display().to_string())
+                    .collect();
+                files.sort();
+                files
+                    .into_iter()
+                    .map(|p| (Some(key_of(&p)), Some(p)))
+                    .collect()
+            }
+            Some(Foreach::From { task, output }) if plan.tasks[*task].fans_out() => self.tpls
+                [*task]
+                .instances
+                .iter()
+                .map(|&i| {
+                    let inst = &self.insts[i as usize];
+                    let path = self.expected_output(*task, inst, output);
+                    (inst.key.as_deref().map(str::to_owned), path)
+                })
+                .collect(),
+            Some(Foreach::From { task, output }) => {
+                let Some(&u) = self.tpls[*task].instances.first() else {
+                    return Ok(vec![]);
+                };
+                let up = &self.insts[u as usize];
+                if !up.state.is_done_ok() {
+                    return Err(format!("upstream `{}` did not succeed", up.id));
+                }
+                let Some(o) = up.outputs.iter().find(|o| &o.name == output) else {
+                    return Err(format!(
+                        "upstream `{}` recorded no output `{output}`",
+                        up.id
+                    ));
+                };
+                let text = std::fs::read_to_string(&o.path)
+                    .map_err(|e| format!("cannot read {}: {e}", o.path))?;
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(|l| (Some(key_of(l)), Some(l.to_owned())))
+                    .collect()
+            }
+        })
+    }
+
+    /// Where an instance's output will be (known before it runs).
+    fn expected_output(&self, t: usize, inst: &Inst, output: &str) -> Option<String> {
+        let tpl = &self.plan.tasks[t];
+        let (_, rel) = tpl.outputs.iter().find(|(n, _)| n == output)?;
+        let rel = template::render(rel, &ItemScope(inst.item.as_deref()));
+        Some(
+            out_dir(&self.workdir, &tpl.name, inst.key.as_deref())
+                .join(rel)
+                .display()
+                .to_string(),
+        )
+    }
+
+    fn expand(&mut self, t: usize) {
+        self.tpls[t].expanded = true;
+        let plan = self.plan.clone();
+        let tpl = &plan.tasks[t];
+        let (items, error) = match self.items(t) {
+            Ok(items) => (items, None),
+            Err(e) => (vec![(None, None)], Some(e)),
+        };
+        let domain = plan.domain(t);
+        let mut seen: HashMap<String, u32> = HashMap::new();
+        let first = self.insts.len();
+        for (key, item) in items {
+            let key = key.map(|k| {
+                let n = seen.entry(k.clone()).or_insert(0);
+                *n += 1;
+                if *n == 1 {
+                    k
+                } else {
+                    format!("{k}~{n}")
+                }
+            });
+            let id: Box<str> = match &key {
+                Some(k) => format!("{}[{k}]", tpl.name).into(),
+                None => tpl.name.clone().into(),
+            };
+            let mut deps: Vec<u32> = Vec::new();
+            let push_dep = |deps: &mut Vec<u32>, u: usize| {
+                let keyed = domain.is_some() && plan.domain(u) == domain;
+                if keyed {
+                    if let Some(&d) = key.as_deref().and_then(|k| self.tpls[u].by_key.get(k)) {
+                        deps.push(d);
+                    }
+                } else {
+                    deps.extend(self.tpls[u].instances.iter().copied());
+                }
+            };
+            for (_, src) in &tpl.inputs {
+                if let InputSource::Task { task, .. } = src {
+                    push_dep(&mut deps, *task);
+                }
+            }
+            if let Some(Foreach::From { task, .. }) = &tpl.foreach {
+                push_dep(&mut deps, *task);
+            }
+            deps.sort_unstable();
+            deps.dedup();
+            let idx = self.insts.len() as u32;
+            let mut waiting = 0;
+            let mut upstream_failed = false;
+            for &d in &deps {
+                let dep = &mut self.insts[d as usize];
+                if dep.state.is_final() {
+                    upstream_failed |= !dep.state.is_done_ok();
+                } else {
+                    waiting += 1;
+                    dep.dependents.push(idx);
+                }
+            }
+            if let Some(k) = &key {
+                self.tpls[t].by_key.insert(k.clone().into(), idx);
+            }
+            self.tpls[t].instances.push(idx);
+            self.insts.push(Inst {
+                template: t as u32,
+                key: key.map(Into::into),
+                item: item.map(Into::into),
+                id,
+                deps,
+                dependents: Vec::new(),
+                waiting,
+                upstream_failed: upstream_failed || error.is_some(),
+                state: State::Pending,
+                attempts: 0,
+                outputs: Vec::new(),
+                started: None,
+                started_at: None,
+                flag: None,
+            });
+        }
+        let n = self.insts.len() - first;
+        self.emit(Event::Expanded {
+            task: tpl.name.clone(),
+            instances: n,
+        });
+        for i in first..self.insts.len() {
+            if self.insts[i].waiting == 0 {
+                self.ready.push_back(i as u32);
+            }
+        }
+    }
+
+    // ---- dispatch ----
+
+    fn fits(&self, i: u32) -> bool {
+        let r = &self.plan.tasks[self.insts[i as usize].template as usize].resources;
+        let cpus = (r.cpus as usize).clamp(1, self.opts.jobs.max(1));
+        if self.running > 0 && self.cpus_used + cpus > self.opts.jobs {
+            return false;
+        }
+        self.opts.memory_mb == 0
+            || self.running == 0
+            || self.mem_used + r.memory_mb <= self.opts.memory_mb
+    }
+
+    fn dispatch(&mut self, jobs: &mut JoinSet<JobDone>) {
+        while let Some(&i) = self.ready.front() {
+            if self.stopping {
+                return;
+            }
+            if !self.fits(i) {
+                return;
+            }
+            self.ready.pop_front();
+            let inst = &self.insts[i as usize];
+            let partial = self.plan.tasks[inst.template as usize].partial_inputs;
+            if self.opts.dry_run && inst.upstream_failed {
+                let line = (
+                    inst.id.to_string(),
+                    "run".to_owned(),
+                    "fan-out expands at run time, after its upstream runs".to_owned(),
+                );
+                self.dry_lines.push(line);
+                self.insts[i as usize].state = State::Skipped;
+                self.finish(i, State::Skipped, None, None, None, None, None);
+                continue;
+            }
+            if inst.upstream_failed && !(partial && self.keyed_deps_ok(i)) {
+                let err = self.upstream_error(i);
+                self.finish(i, State::Skipped, Some(err), None, None, None, None);
+                continue;
+            }
+            match self.prepare(i) {
+                Ok(Prepared::Reuse {
+                    state,
+                    outputs,
+                    key,
+                    cache,
+                }) => {
+                    self.insts[i as usize].outputs = outputs;
+                    if self.opts.dry_run {
+                        self.dry_lines.push((
+                            self.insts[i as usize].id.to_string(),
+                            "cached".into(),
+                            cache.clone(),
+                        ));
+                    }
+                    self.finish(i, state, None, Some(&key), Some(cache), None, None);
+                }
+                Ok(Prepared::Run(job)) if self.opts.dry_run => {
+                    let inst = &self.insts[i as usize];
+                    let upstream = inst
+                        .deps
+                        .iter()
+                        .find(|d| self.would_run.contains(d))
+                        .map(|&d| self.insts[d as usize].id.to_string());
+                    let why = match upstream {
+                        Some(u) => format!("upstream `{u}` will run"),
+                        None => job.cache.clone(),
+                    };
+                    self.dry_lines
+                        .push((inst.id.to_string(), "run".into(), why));
+                    self.would_run.insert(i);
+                    let t = inst.template as usize;
+                    let fake: Vec<OutputRecord> = self.plan.tasks[t]
+                        .outputs
+                        .iter()
+                        .filter_map(|(n, _)| {
+                            let path = self.expected_output(t, &self.insts[i as usize], n)?;
+                            Some(OutputRecord {
+                                name: n.clone(),
+                                path,
+                                size: 0,
+                                mtime_ns: 0,
+                                hash: format!("will be produced by {}", self.insts[i as usize].id),
+                            })
+                        })
+                        .collect();
+                    self.insts[i as usize].outputs = fake;
+                    self.finish(i, State::Succeeded, None, None, None, None, None);
+                }
+                Ok(Prepared::Run(job)) => self.start(i, *job, jobs),
+                Err(e) if self.opts.dry_run => {
+                    self.dry_lines
+                        .push((self.insts[i as usize].id.to_string(), "fail".into(), e));
+                    self.finish(i, State::Failed, None, None, None, None, None);
+                }
+                Err(e) => {
+                    self.insts[i as usize].attempts += 1;
+                    self.finish(i, State::Failed, Some(e), None, None, None, None);
+                }
+            }
+        }
+    }
+
+    /// With `partial_inputs`, a gather may run on the instances that succeeded, but an instance
+    /// paired by key with a failed one may not.
+    fn keyed_deps_ok(&self, i: u32) -> bool {
+        let inst = &self.insts[i as usize];
+        let domain = self.plan.domain(inst.template as usize);
+        inst.deps.iter().all(|&d| {
+            let dep = &self.insts[d as usize];
+            dep.state.is_done_ok()
+                || domain.is_none()
+                || self.plan.domain(dep.template as usize) != domain
+        })
+    }
+
+    fn upstream_error(&self, i: u32) -> String {
+        let inst = &self.insts[i as usize];
+        let failed: Vec<&str> = inst
+            .deps
+            .iter()
+            .map(|&d| &self.insts[d as usize])
+            .filter(|d| d.state.is_final() && !d.state.is_done_ok())
+            .map(|d| d.id.as_ref())
+            .take(5)
+            .collect();
+        if failed.is_empty() {
+            "its fan-out could not be expanded because an upstream task failed".into()
+        } else {
+            format!("upstream failed: {}", failed.join(", "))
+        }
+    }
+
+    /// Resolves inputs and params, computes the cache key, and checks the cache.
+    fn prepare(&mut self, i: u32) -> Result<Prepared, String> {
+        let inst = &self.insts[i as usize];
+        let t = inst.template as usize;
+        let tpl = &self.plan.tasks[t];
+        let item = inst.item.as_deref();
+        let domain = self.plan.domain(t);
+        // Inputs: paths and content hashes.
+        let mut inputs: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+        let mut hashes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, src) in &tpl.inputs {
+            let mut paths: Vec<PathBuf> = Vec::new();
+            let mut hs: Vec<String> = Vec::new();
+            match src {
+                InputSource::Task { task, output } => {
+                    let keyed = domain.is_some() && self.plan.domain(*task) == domain;
+                    for &d in &inst.deps {
+                        let dep = &self.insts[d as usize];
+                        if dep.template as usize != *task || !dep.state.is_done_ok() {
+                            continue;
+                        }
+                        if keyed && dep.key != inst.key {
+                            continue;
+                        }
+                        match dep.outputs.iter().find(|o| &o.name == output) {
+                            Some(o) => {
+                                paths.push(PathBuf::from(&o.path));
+                                hs.push(o.hash.clone());
+                            }
+                            None => {
+                                return Err(format!(
+                                    "input `{name}`: `{}` recorded no output `{output}`",
+                                    dep.id
+                                ))
+                            }
+                        }
+                    }
+                }
+                InputSource::File(p) => {
+                    let p =
+                        PathBuf::from(template::render(&p.display().to_string(), &ItemScope(item)));
+                    let h = cache::source_hash(Some(&self.store), &p)
+                        .map_err(|e| format!("input `{name}`: cannot read {}: {e}", p.display()))?;
+                    paths.push(p);
+                    hs.push(h);
+                }
+                InputSource::Glob(g) => {
+                    let g = template::render(g, &ItemScope(item));
+                    let mut found: Vec<PathBuf> = glob::glob(&g)
+                        .map_err(|e| format!("input `{name}`: bad glob `{g}`: {e}"))?
+                        .filter_map(Result::ok)
+                        .collect();
+                    found.sort();
+                    for p in found {
+                        let h = cache::source_hash(Some(&self.store), &p).map_err(|e| {
+                            format!("input `{name}`: cannot read {}: {e}", p.display())
+                        })?;
+                        paths.push(p);
+                        hs.push(h);
+                    }
+                }
+            }
+            inputs.entry(name.clone()).or_default().extend(paths);
+            hashes.entry(name.clone()).or_default().extend(hs);
+        }
+        // Params with the item resolved (the cache key's params).
+        let params = match template::render_json(&J::Object(tpl.with.clone()), &ItemScope(item)) {
+            J::Object(m) => m,
+            _ => Map::new(),
+        };
+        let outputs_rel: BTreeMap<String, String> = tpl
+            .outputs
+            .iter()
+            .map(|(n, p)| (n.clone(), template::render(p, &ItemScope(item))))
+            .collect();
+        let key = CacheKey {
+            schema: CACHE_SCHEMA,
+            task: tpl.name.clone(),
+            kind: tpl.kind.name().to_owned(),
+            version: tpl.kind.version(),
+            params: J::Object(params.clone()),
+            item: item.map(str::to_owned),
+            inputs: hashes,
+            outputs: outputs_rel.clone(),
+        };
+        let fp = key.fingerprint();
+        let forced = self.opts.force.contains(&t);
+        // A resumed run keeps what it already finished.
+        if let Some(prev) = self.previous.get(inst.id.as_ref()) {
+            if prev.state.is_done_ok()
+                && prev.fingerprint.as_deref() == Some(fp.as_str())
+                && !forced
+                && cache::check_outputs(&prev.outputs).is_ok()
+            {
+                return Ok(Prepared::Reuse {
+                    state: prev.state,
+                    outputs: prev.outputs.clone(),
+                    key: Box::new(key),
+                    cache: "resumed: finished earlier in this run".into(),
+                });
+            }
+        }
+        let miss = if forced {
+            "forced (rerun --from)".to_owned()
+        } else {
+            match self.store.cache_get(&fp) {
+                Ok(Some(entry)) => match cache::check_outputs(&entry.outputs) {
+                    Ok(()) => {
+                        return Ok(Prepared::Reuse {
+                            state: State::Cached,
+                            outputs: entry.outputs,
+                            key: Box::new(key),
+                            cache: format!("hit: recorded by run {}", entry.run),
+                        })
+                    }
+                    Err(why) => format!("miss: {why}"),
+                },
+                Ok(None) => "miss: no cache entry for this key".to_owned(),
+                Err(e) => format!("miss: cache unreadable ({e})"),
+            }
+        };
+        let final_dir = out_dir(&self.workdir, &tpl.name, inst.key.as_deref());
+        Ok(Prepared::Run(Box::new(Job {
+            kind: tpl.kind.clone(),
+            id: inst.id.to_string(),
+            run: self.run.id.clone(),
+            workdir: self.workdir.clone(),
+            params,
+            inputs,
+            outputs_rel,
+            final_dir,
+            item: item.map(str::to_owned),
+            key,
+            fingerprint: fp,
+            cache: miss,
+            timeout: tpl.timeout_secs.map(Duration::from_secs_f64),
+            attempt: 0,
+        })))
+    }
+
+    fn start(&mut self, i: u32, mut job: Job, jobs: &mut JoinSet<JobDone>) {
+        let t = self.insts[i as usize].template as usize;
+        let r = self.plan.tasks[t].resources;
+        let cpus = (r.cpus as usize).clamp(1, self.opts.jobs.max(1));
+        self.running += 1;
+        self.cpus_used += cpus;
+        self.mem_used += r.memory_mb;
+        let inst = &mut self.insts[i as usize];
+        inst.attempts += 1;
+        inst.state = State::Running;
+        if inst.started.is_none() {
+            inst.started = Some(Instant::now());
+            inst.started_at = Some(now());
+        }
+        let flag = Arc::new(AtomicBool::new(false));
+        inst.flag = Some(flag.clone());
+        job.attempt = inst.attempts;
+        let attempt = inst.attempts;
+        let id = inst.id.to_string();
+        let cheap = job.is_cheap();
+        if !cheap {
+            let rec = self.record(
+                i,
+                Some(&job.key),
+                Some(job.fingerprint.clone()),
+                Some(job.cache.clone()),
+                None,
+            );
+            // A failed state write is not fatal here: the final record is written on completion.
+            let _ = self.store.put_instance(&self.run.id, &rec);
+            self.emit(Event::Started { id, attempt });
+        }
+        let stop = self.stop_tx.subscribe();
+        jobs.spawn(job.execute(i, flag, stop));
+    }
+
+    // ---- completion ----
+
+    fn complete(&mut self, d: JobDone, jobs: &mut JoinSet<JobDone>) -> Result<(), RunError> {
+        let (i, outcome, outputs, key, cache, log) = match d {
+            JobDone::Requeue(i) => {
+                if self.stopping {
+                    self.insts[i as usize].state = State::Cancelled;
+                    let rec = self.record(i, None, None, None, None);
+                    self.store.put_instance(&self.run.id, &rec)?;
+                } else {
+                    self.ready.push_front(i);
+                }
+                return Ok(());
+            }
+            JobDone::Ran(r) => {
+                let r = *r;
+                (r.inst, r.outcome, r.outputs, Some(r.key), Some(r.cache), r.log)
+            }
+        };
+        let t = self.insts[i as usize].template as usize;
+        let r = self.plan.tasks[t].resources;
+        self.running -= 1;
+        self.cpus_used -= (r.cpus as usize).clamp(1, self.opts.jobs.max(1));
+        self.mem_used -= r.memory_mb;
+        self.insts[i as usize].flag = None;
+        let fp = key.as_ref().map(CacheKey::fingerprint);
+        match outcome {
+            Outcome::Ok => {
+                self.insts[i as usize].outputs = outputs;
+                self.finish(
+                    i,
+                    State::Succeeded,
+                    None,
+                    key.as_ref(),
+                    cache,
+                    fp,
+                    log,
+                );
+            }
+            Outcome::Cancelled => {
+                self.finish(
+                    i,
+                    State::Cancelled,
+                    Some("cancelled".into()),
+                    key.as_ref(),
+                    cache,
+                    fp,
+                    log,
+                );
+            }
+            Outcome::BadInput(e) => {
+                self.quarantine(i);
+                self.finish(
+                    i,
+                    State::Failed,
+                    Some(format!("bad input (quarantined): {e}")),
+                    key.as_ref(),
+                    cache,
+                    fp,
+                    log,
+                );
+            }
+            Outcome::Failed(_) | Outcome::TimedOut(_) => {
+                let e = match outcome {
+                    Outcome::TimedOut(s) => format!("timed out after {s} s"),
+                    Outcome::Failed(e) => e,
+                    _ => unreachable!(),
+                };
+                let retries = self.plan.tasks[t].retries;
+                let attempts = self.insts[i as usize].attempts;
+                if attempts <= retries.count && !self.stopping {
+                    let delay = retries.backoff_secs * retries.factor.powi(attempts as i32 - 1);
+                    let delay = Duration::from_secs_f64(delay.min(3600.0));
+                    let id = self.insts[i as usize].id.to_string();
+                    self.emit(Event::Retrying {
+                        id,
+                        attempt: attempts,
+                        delay_ms: delay.as_millis() as u64,
+                        error: e,
+                    });
+                    jobs.spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        JobDone::Requeue(i)
+                    });
+                    return Ok(());
+                }
+                self.finish(i, State::Failed, Some(e), key.as_ref(), cache, fp, log);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a `.quarantine` note for a bad input so that astronomers can find it.
+    fn quarantine(&self, i: u32) {
+        let inst = &self.insts[i as usize];
+        let dir = self.workdir.join("quarantine").join(&self.run.id);
+        if std::fs::create_dir_all(&dir).is_ok() {
+            let _ = std::fs::write(
+                dir.join(format!("{}.txt", sanitize(&inst.id))),
+                format!("{}\n", inst.item.as_deref().unwrap_or("")),
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &mut self,
+        i: u32,
+        state: State,
+        error: Option<String>,
+        key: Option<&CacheKey>,
+        cache: Option<String>,
+        fingerprint: Option<String>,
+        log: Option<String>,
+    ) {
+        self.insts[i as usize].state = state;
+        if self.opts.dry_run {
+            self.wake_dependents(i, state);
+            return;
+        }
+        let fingerprint = fingerprint.or_else(|| key.map(CacheKey::fingerprint));
+        let mut rec = self.record(i, key, fingerprint, cache.clone(), log);
+        rec.error = error.clone();
+        rec.quarantined = error.as_deref().is_some_and(|e| e.starts_with("bad input"));
+        if let Err(e) = self.store.put_instance(&self.run.id, &rec) {
+            tracing::error!("cannot record {}: {e}", rec.id);
+        }
+        let duration_ms = rec.duration_ms.unwrap_or(0);
+        self.emit(Event::Finished {
+            id: rec.id,
+            state,
+            attempts: rec.attempts,
+            duration_ms,
+            error,
+            cache,
+        });
+        if state == State::Succeeded {
+            if let Some(key) = key {
+                let inst = &self.insts[i as usize];
+                if let Err(e) = put_cache(
+                    &self.store,
+                    key,
+                    &self.plan.tasks[inst.template as usize].name,
+                    &self.run.id,
+                    &inst.outputs,
+                ) {
+                    tracing::error!("cannot record the cache entry of {}: {e}", inst.id);
+                }
+            }
+        }
+        if state == State::Failed && self.opts.fail_fast {
+            self.stop();
+        }
+        self.wake_dependents(i, state);
+    }
+
+    fn wake_dependents(&mut self, i: u32, state: State) {
+        let ok = state.is_done_ok();
+        let dependents = std::mem::take(&mut self.insts[i as usize].dependents);
+        for &d in &dependents {
+            let dep = &mut self.insts[d as usize];
+            dep.waiting -= 1;
+            dep.upstream_failed |= !ok;
+            if dep.waiting == 0 {
+                self.ready.push_back(d);
+            }
+        }
+        self.insts[i as usize].dependents = dependents;
+        // Dynamic fan-outs may now be expandable.
+        let t = self.insts[i as usize].template as usize;
+        if self
+            .plan
+            .graph
+            .neighbors(petgraph::graph::NodeIndex::new(t))
+            .next()
+            .is_some()
+            && self.tpls.iter().any(|x| !x.expanded)
+        {
+            self.expand_all();
+        }
+    }
+
+    /// Stops dispatching and tells every running job to stop.
+    fn stop(&mut self) {
+        self.stopping = true;
+        let _ = self.stop_tx.send(true);
+        for inst in &self.insts {
+            if let Some(f) = &inst.flag {
+                f.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn record(
+        &self,
+        i: u32,
+        key: Option<&CacheKey>,
+        fingerprint: Option<String>,
+        cache: Option<String>,
+        log: Option<String>,
+    ) -> InstanceRecord {
+        let inst = &self.insts[i as usize];
+        let tpl = &self.plan.tasks[inst.template as usize];
+        let final_state = inst.state.is_final();
+        InstanceRecord {
+            id: inst.id.to_string(),
+            task: tpl.name.clone(),
+            kind: tpl.kind.name().to_owned(),
+            state: inst.state,
+            attempts: inst.attempts,
+            item: inst.item.as_deref().map(str::to_owned),
+            started_at: inst.started_at.clone(),
+            finished_at: final_state.then(now),
+            duration_ms: if final_state {
+                inst.started.map(|s| s.elapsed().as_millis() as u64)
+            } else {
+                None
+            },
+            outputs: inst.outputs.clone(),
+            fingerprint,
+            key: key.and_then(|k| serde_json::to_value(k).ok()),
+            cache,
+            log,
+            error: None,
+            quarantined: false,
+        }
+    }
+}
+
+enum Prepared {
+    Reuse {
+        state: State,
+        outputs: Vec<OutputRecord>,
+        key: Box<CacheKey>,
+        cache: String,
+    },
+    Run(Box<Job>),
+}
+
+/// Resolves `${item}` only.
+struct ItemScope<'a>(Option<&'a str>);
+
+impl Scope for ItemScope<'_> {
+    fn lookup(&self, r: &Ref) -> Option<Vec<String>> {
+        match r {
+            Ref::Item => self.0.map(|s| vec![s.to_owned()]),
+            _ => None,
+        }
+    }
+}
+
+/// Resolves input and output paths and the output directory at run time.
+struct PathScope<'a> {
+    inputs: &'a BTreeMap<String, Vec<PathBuf>>,
+    outputs: &'a BTreeMap<String, PathBuf>,
+    out_dir: &'a Path,
+}
+
+impl Scope for PathScope<'_> {
+    fn lookup(&self, r: &Ref) -> Option<Vec<String>> {
+        match r {
+            Ref::Input(n) => self
+                .inputs
+                .get(n)
+                .map(|v| v.iter().map(|p| p.display().to_string()).collect()),
+            Ref::Output(n) => self.outputs.get(n).map(|p| vec![p.display().to_string()]),
+            Ref::OutDir => Some(vec![self.out_dir.display().to_string()]),
+            _ => None,
+        }
+    }
+}
+
+/// Everything needed to execute one attempt of an instance, off the walker.
+struct Job {
+    kind: Arc<dyn crate::task::TaskKind>,
+    id: String,
+    run: String,
+    workdir: PathBuf,
+    params: Map<String, J>,
+    inputs: BTreeMap<String, Vec<PathBuf>>,
+    outputs_rel: BTreeMap<String, String>,
+    final_dir: PathBuf,
+    item: Option<String>,
+    key: CacheKey,
+    fingerprint: String,
+    cache: String,
+    timeout: Option<Duration>,
+    attempt: u32,
+}
+
+impl Job {
+    /// A trivial in-process job (noop without sleep or outputs) runs inline on the walker's
+    /// thread: spawning a blocking thread would cost more than the task.
+    fn is_cheap(&self) -> bool {
+        self.outputs_rel.is_empty() && self.kind.inline(&self.params)
+    }
+
+    async fn execute(
+        self,
+        inst: u32,
+        flag: Arc<AtomicBool>,
+        cancel: watch::Receiver<bool>,
+    ) -> JobDone {
+        let store_key = self.key.clone();
+        let cache = self.cache.clone();
+        let log = log_path(&self.workdir, &self.run, &self.id);
+        let (outcome, outputs) = self.attempt(&flag, cancel).await;
+        let log = log.exists().then(|| log.display().to_string());
+        JobDone::Ran(Box::new(Ran {
+            inst,
+            outcome,
+            outputs,
+            key: store_key,
+            cache,
+            log,
+        }))
+    }
+
+    async fn attempt(
+        self,
+        flag: &Arc<AtomicBool>,
+        cancel: watch::Receiver<bool>,
+    ) -> (Outcome, Vec<OutputRecord>) {
+        let has_outputs = !self.outputs_rel.is_empty();
+        let staging = staging_dir(&self.workdir, &self.run, &self.id, self.attempt);
+        let log = log_path(&self.workdir, &self.run, &self.id);
+        let cheap = self.is_cheap();
+        if !cheap {
+            if let Some(parent) = log.parent() {
+                if let Err(e) = std::fs::create_dir_all(parent) {
+                    return (
+                        Outcome::Failed(format!("cannot create {}: {e}", parent.display())),
+                        vec![],
+                    );
+                }
+            }
+        }
+        let outputs: BTreeMap<String, PathBuf> = self
+            .outputs_rel
+            .iter()
+            .map(|(n, rel)| (n.clone(), staging.join(rel)))
+            .collect();
+        let scope = PathScope {
+            inputs: &self.inputs,
+            outputs: &outputs,
+            out_dir: &staging,
+        };
+        let params = match template::render_json(&J::Object(self.params.clone()), &scope) {
+            J::Object(m) => m,
+            _ => Map::new(),
+        };
+        let inv = Invocation {
+            id: &self.id,
+            params: &params,
+            inputs: &self.inputs,
+            outputs: &outputs,
+            out_dir: &staging,
+            item: self.item.as_deref(),
+            cancel: flag,
+        };
+        let action = match self.kind.action(&inv) {
+            Ok(a) => a,
+            Err(e) => return (task_error(e), vec![]),
+        };
+        let needs_dir = has_outputs || matches!(action, Action::Process(_));
+        if needs_dir {
+            let _ = std::fs::remove_dir_all(&staging);
+            if let Err(e) = std::fs::create_dir_all(&staging) {
+                return (
+                    Outcome::Failed(format!("cannot create {}: {e}", staging.display())),
+                    vec![],
+                );
+            }
+            for p in outputs.values() {
+                if let Some(parent) = p.parent() {
+                    let _ = std::fs::create_dir_all(parent);
+                }
+            }
+        }
+        let outcome = match action {
+            Action::Process(spec) => {
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log);
+                if let Ok(f) = &mut f {
+                    let _ = writeln!(f, "# attempt {}: {}", self.attempt, shell_words(&spec.argv));
+                }
+                exec::run_process(&spec, &log, self.timeout, cancel).await
+            }
+            Action::InProcess if cheap => {
+                let mut sink = std::io::sink();
+                match self.kind.run(&inv, &mut sink) {
+                    Ok(()) => Outcome::Ok,
+                    Err(e) => task_error(e),
+                }
+            }
+            Action::InProcess => {
+                let kind = self.kind.clone();
+                let id = self.id.clone();
+                let inputs = self.inputs.clone();
+                let outputs = outputs.clone();
+                let staging = staging.clone();
+                let item = self.item.clone();
+                let flag2 = flag.clone();
+                let log = log.clone();
+                exec::run_blocking(
+                    move || {
+                        let mut w = LazyLog {
+                            path: log,
+                            file: None,
+                        };
+                        let inv = Invocation {
+                            id: &id,
+                            params: &params,
+                            inputs: &inputs,
+                            outputs: &outputs,
+                            out_dir: &staging,
+                            item: item.as_deref(),
+                            cancel: &flag2,
+                        };
+                        match kind.run(&inv, &mut w) {
+                            Ok(()) => Outcome::Ok,
+                            Err(e) => task_error(e),
+                        }
+                    },
+                    flag.clone(),
+                    self.timeout,
+                    cancel,
+                )
+                .await
+            }
+        };
+        if outcome != Outcome::Ok {
+            if needs_dir {
+                let _ = std::fs::remove_dir_all(&staging);
+            }
+            return (outcome, vec![]);
+        }
+        if !needs_dir {
+            return (Outcome::Ok, vec![]);
+        }
+        // Commit: check and sync outputs, rename the staging directory into place, record.
+        let committed = tokio::task::spawn_blocking(move || {
+            commit(&staging, &self.final_dir, &self.outputs_rel)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("commit panicked: {e}")));
+        match committed {
+            Ok(records) => (Outcome::Ok, records),
+            Err(e) => (Outcome::Failed(e), vec![]),
+        }
+    }
+}
+
+fn task_error(e: TaskError) -> Outcome {
+    match e {
+        TaskError::BadInput(m) => Outcome::BadInput(m),
+        TaskError::Cancelled => Outcome::Cancelled,
+        other => Outcome::Failed(other.to_string()),
+    }
+}
+
+/// The argv as a copy-pasteable line for the log (display only; never executed by a shell).
+fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A task log file created on first write (most tasks write nothing).
+struct LazyLog {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl Write for LazyLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.file.is_none() {
+            if let Some(p) = self.path.parent() {
+                std::fs::create_dir_all(p)?;
+            }
+            self.file = Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?,
+            );
+        }
+        match &mut self.file {
+            Some(f) => f.write(buf),
+            None => Ok(buf.len()),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+fn sync_tree(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        for e in std::fs::read_dir(path)? {
+            sync_tree(&e?.path())?;
+        }
+    }
+    std::fs::File::open(path)?.sync_all()
+}
+
+/// Makes a finished attempt durable, then records it in the cache:
+/// every declared output exists -> fsync -> rename staging to the final directory -> fsync the
+/// parent -> hash -> cache entry.
+fn commit(
+    staging: &Path,
+    final_dir: &Path,
+    outputs_rel: &BTreeMap<String, String>,
+) -> Result<Vec<OutputRecord>, String> {
+    for (name, rel) in outputs_rel {
+        if !staging.join(rel).exists() {
+            return Err(format!(
+                "declared output `{name}` was not written (expected {})",
+                staging.join(rel).display()
+            ));
+        }
+    }
+    sync_tree(staging).map_err(|e| format!("cannot sync outputs: {e}"))?;
+    if let Some(parent) = final_dir.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    if final_dir.exists() {
+        // Keep other fan-out instances' directories: only this instance's own directory goes.
+        std::fs::remove_dir_all(final_dir)
+            .map_err(|e| format!("cannot replace {}: {e}", final_dir.display()))?;
+    }
+    std::fs::rename(staging, final_dir)
+        .map_err(|e| format!("cannot move outputs into {}: {e}", final_dir.display()))?;
+    if let Some(parent) = final_dir.parent() {
+        let _ = std::fs::File::open(parent).and_then(|f| f.sync_all());
+    }
+    let mut records = Vec::new();
+    for (name, rel) in outputs_rel {
+        let rec = cache::record_output(name, &final_dir.join(rel))
+            .map_err(|e| format!("cannot hash output `{name}`: {e}"))?;
+        records.push(rec);
+    }
+    Ok(records)
+}
+
+/// Stores a cache entry for a committed instance.
+pub fn put_cache(
+    store: &Store,
+    key: &CacheKey,
+    task: &str,
+    run: &str,
+    outputs: &[OutputRecord],
+) -> Result<(), StoreError> {
+    store.cache_put(&CacheEntry {
+        fingerprint: key.fingerprint(),
+        task: task.to_owned(),
+        kind: key.kind.clone(),
+        created_at: now(),
+        run: run.to_owned(),
+        outputs: outputs.to_vec(),
+        key: serde_json::to_value(key).unwrap_or_default(),
+    })
+}

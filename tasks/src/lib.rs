@@ -1,0 +1,25 @@
+//! nearby's task kinds: the one explicit list of every kind a pipeline may `uses:`.
+//!
+//! The engine's own kinds (`command`, `noop`) come first; astronomy kinds (simulate, calibrate,
+//! extract, astrometry, stack, link, known, cutout, report, ceres) join this list as they land,
+//! each in its own module with its tests beside it.
+
+use nearby_engine::task::Registry;
+
+/// Every task kind, in the order `nearby kinds` lists them.
+pub fn registry() -> Registry {
+    Registry::builtin()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kind_names_are_unique() {
+        let r = super::registry();
+        let mut names: Vec<_> = r.names().collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+}
