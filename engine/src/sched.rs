@@ -72,11 +72,15 @@ pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// A sortable, unique run id: `YYYYMMDD-HHMMSS-xxxx`.
+/// A sortable, unique run id: `YYYYMMDD-HHMMSS-mmm-xxxx` (UTC, milliseconds, 16 random bits).
 pub fn new_run_id() -> String {
     let now = chrono::Utc::now();
-    let nanos = now.timestamp_subsec_nanos() ^ std::process::id().rotate_left(16);
-    format!("{}-{:04x}", now.format("%Y%m%d-%H%M%S"), nanos & 0xffff)
+    let noise = now.timestamp_subsec_nanos() ^ std::process::id().wrapping_mul(0x9e37_79b9);
+    format!(
+        "{}-{:04x}",
+        now.format("%Y%m%d-%H%M%S-%3f"),
+        (noise ^ (noise >> 16)) & 0xffff
+    )
 }
 
 /// Paths under the working directory.
@@ -87,12 +91,14 @@ pub fn out_dir(workdir: &Path, task: &str, key: Option<&str>) -> PathBuf {
     }
 }
 
+/// A private directory for one attempt. The process id keeps a task left running by a killed
+/// `nearby` from writing into the directory of the attempt that replaces it.
 fn staging_dir(workdir: &Path, run: &str, id: &str, attempt: u32) -> PathBuf {
-    workdir
-        .join("out")
-        .join(".staging")
-        .join(run)
-        .join(format!("{}.{attempt}", sanitize(id)))
+    workdir.join("out").join(".staging").join(run).join(format!(
+        "{}.{attempt}.{}",
+        sanitize(id),
+        std::process::id()
+    ))
 }
 
 pub fn log_path(workdir: &Path, run: &str, id: &str) -> PathBuf {
@@ -647,6 +653,30 @@ impl Scheduler {
                     }
                     self.finish(i, state, None, Some(&key), Some(cache), None, None);
                 }
+                Ok(Prepared::Kept(prev)) => {
+                    let prev = *prev;
+                    if self.opts.dry_run {
+                        let line = (
+                            prev.id.clone(),
+                            "cached".into(),
+                            "finished earlier in this run".into(),
+                        );
+                        self.dry_lines.push(line);
+                    }
+                    let inst = &mut self.insts[i as usize];
+                    inst.outputs = prev.outputs;
+                    inst.attempts = prev.attempts;
+                    inst.state = prev.state;
+                    self.emit(Event::Finished {
+                        id: prev.id,
+                        state: prev.state,
+                        attempts: prev.attempts,
+                        duration_ms: prev.duration_ms.unwrap_or(0),
+                        error: None,
+                        cache: Some("resumed: finished earlier in this run".into()),
+                    });
+                    self.wake_dependents(i, prev.state);
+                }
                 Ok(Prepared::Run(job)) if self.opts.dry_run => {
                     let inst = &self.insts[i as usize];
                     let upstream = inst
@@ -817,12 +847,7 @@ impl Scheduler {
                 && !forced
                 && cache::check_outputs(&prev.outputs).is_ok()
             {
-                return Ok(Prepared::Reuse {
-                    state: prev.state,
-                    outputs: prev.outputs.clone(),
-                    key: Box::new(key),
-                    cache: "resumed: finished earlier in this run".into(),
-                });
+                return Ok(Prepared::Kept(Box::new(prev.clone())));
             }
         }
         let miss = if forced {
@@ -915,7 +940,14 @@ impl Scheduler {
             }
             JobDone::Ran(r) => {
                 let r = *r;
-                (r.inst, r.outcome, r.outputs, Some(r.key), Some(r.cache), r.log)
+                (
+                    r.inst,
+                    r.outcome,
+                    r.outputs,
+                    Some(r.key),
+                    Some(r.cache),
+                    r.log,
+                )
             }
         };
         let t = self.insts[i as usize].template as usize;
@@ -928,15 +960,7 @@ impl Scheduler {
         match outcome {
             Outcome::Ok => {
                 self.insts[i as usize].outputs = outputs;
-                self.finish(
-                    i,
-                    State::Succeeded,
-                    None,
-                    key.as_ref(),
-                    cache,
-                    fp,
-                    log,
-                );
+                self.finish(i, State::Succeeded, None, key.as_ref(), cache, fp, log);
             }
             Outcome::Cancelled => {
                 self.finish(
@@ -1136,6 +1160,8 @@ enum Prepared {
         cache: String,
     },
     Run(Box<Job>),
+    /// Resume: finished earlier in this run; its record stays as it was.
+    Kept(Box<InstanceRecord>),
 }
 
 /// Resolves `${item}` only.

@@ -207,6 +207,14 @@ pub fn load_str(name: &str, text: &str, base: Option<&Path>) -> Result<RawPipeli
         diags: Diagnostics::default(),
         seen: BTreeSet::new(),
     };
+    if let Some(base) = base {
+        // The root file counts as imported already, so that a file importing itself is caught
+        // at its own `imports:` line (not one level down, in a second copy of itself).
+        if let Some(file) = Path::new(name).file_name() {
+            let root = base.join(file);
+            cx.seen.insert(root.canonicalize().unwrap_or(root));
+        }
+    }
     let source = Source::new(name, text);
     let pipeline = cx.file(source, base, true);
     match pipeline {
@@ -312,10 +320,14 @@ fn number(
         Value::Int(i) => i as f64,
         Value::Float(x) => x,
         ref other => {
-            diags.push(at(source, node).error(
-                "wrong-type",
-                format!("{what}: expected a number, found {}", other.describe()),
-            ));
+            diags.push(
+                at(source, node)
+                    .error(
+                        "wrong-type",
+                        format!("{what}: expected a number, found {}", other.describe()),
+                    )
+                    .help_opt(unquote_help(other, what, |s| s.parse::<f64>().is_ok())),
+            );
             return None;
         }
     };
@@ -346,12 +358,28 @@ fn integer(
             None
         }
         ref other => {
-            diags.push(at(source, node).error(
-                "wrong-type",
-                format!("{what}: expected an integer, found {}", other.describe()),
-            ));
+            diags.push(
+                at(source, node)
+                    .error(
+                        "wrong-type",
+                        format!("{what}: expected an integer, found {}", other.describe()),
+                    )
+                    .help_opt(unquote_help(other, what, |s| s.parse::<i64>().is_ok())),
+            );
             None
         }
+    }
+}
+
+/// For a quoted number (`"60"`), a help that says to drop the quotes.
+fn unquote_help(v: &Value, what: &str, parses: impl Fn(&str) -> bool) -> Option<String> {
+    let key = what.rsplit('.').next().unwrap_or(what);
+    match v {
+        Value::Str(s) if parses(s.trim()) => Some(format!(
+            "remove the quotes: `{key}: {}` is a number, `\"{s}\"` is a string",
+            s.trim()
+        )),
+        _ => None,
     }
 }
 
@@ -426,12 +454,33 @@ impl Loader {
         root: bool,
     ) -> Option<RawPipeline> {
         let node = match node::parse(&source) {
-            Ok(n) => n,
+            Ok((n, duplicates)) => {
+                self.diags.0.extend(duplicates);
+                n
+            }
             Err(d) => {
                 self.diags.push(d);
                 return None;
             }
         };
+        if node.value == Value::Null {
+            // An empty file (or one with only comments): "expected a mapping, found nothing"
+            // would point past the end of the file.
+            self.diags.push(
+                At {
+                    source: source.clone(),
+                    pos: Pos { line: 1, col: 1 },
+                    len: 1,
+                }
+                .error("empty-file", "the pipeline file is empty")
+                .help(if root {
+                    "a pipeline needs at least `name:` and `tasks:`"
+                } else {
+                    "an imported file holds `params:` and/or `tasks:`"
+                }),
+            );
+            return None;
+        }
         let entries = entries(
             &mut self.diags,
             &source,
@@ -535,29 +584,47 @@ impl Loader {
                 continue;
             };
             let path = base.join(&rel.value);
+            // Shown to the author: relative to the importing file as the author named it, like
+            // the root file's path, never the absolute path the loader reads.
+            let shown = display_import_path(&source.path, &rel.value);
             let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
+            let is_self = Path::new(&source.path)
+                .file_name()
+                .map(|f| base.join(f))
+                .and_then(|p| p.canonicalize().ok())
+                .is_some_and(|p| p == canonical);
             if !self.seen.insert(canonical) {
+                let message = if is_self {
+                    format!("`{}` imports itself", source.path)
+                } else {
+                    format!("`{shown}` is imported more than once")
+                };
                 self.diags.push(
                     rel.at
-                        .error(
-                            "bad-import",
-                            format!("`{}` is imported twice (or imports itself)", rel.value),
-                        )
-                        .help("each file may be imported once"),
+                        .error("bad-import", message)
+                        .help("each file may be imported once; remove this import"),
                 );
                 continue;
             }
             let text = match std::fs::read_to_string(&path) {
                 Ok(t) => t,
                 Err(e) => {
-                    self.diags.push(rel.at.error(
-                        "bad-import",
-                        format!("cannot read imported file `{}`: {e}", path.display()),
-                    ));
+                    let reason = match e.kind() {
+                        std::io::ErrorKind::NotFound => "no such file".to_owned(),
+                        _ => e.to_string(),
+                    };
+                    self.diags.push(
+                        rel.at
+                            .error(
+                                "bad-import",
+                                format!("cannot read imported file `{shown}`: {reason}"),
+                            )
+                            .help("imports are resolved relative to the importing file"),
+                    );
                     continue;
                 }
             };
-            let sub = Source::new(path.display().to_string(), text);
+            let sub = Source::new(shown, text);
             if let Some(p) = self.file(sub, path.parent(), false) {
                 into.params.extend(p.params);
                 into.tasks.extend(p.tasks);
@@ -755,12 +822,13 @@ impl Loader {
                     ) {
                         if let Some((_, c)) = get(rs, "cpus") {
                             task.resources.cpus =
-                                integer(&mut self.diags, source, c, "cpus", 1).unwrap_or(1) as u32;
+                                integer(&mut self.diags, source, c, "resources.cpus", 1)
+                                    .unwrap_or(1) as u32;
                         }
                         if let Some((_, m)) = get(rs, "memory_mb") {
                             task.resources.memory_mb =
-                                integer(&mut self.diags, source, m, "memory_mb", 0).unwrap_or(0)
-                                    as u64;
+                                integer(&mut self.diags, source, m, "resources.memory_mb", 0)
+                                    .unwrap_or(0) as u64;
                         }
                     }
                 }
@@ -901,7 +969,7 @@ impl Loader {
         let mut r = Retries::default();
         match &v.value {
             Value::Int(_) => r.count = integer(&mut self.diags, source, v, "retries", 0)? as u32,
-            _ => {
+            Value::Map(_) => {
                 let es = entries(
                     &mut self.diags,
                     source,
@@ -910,18 +978,63 @@ impl Loader {
                     &["count", "backoff_secs", "factor"],
                 )?;
                 if let Some((_, n)) = get(es, "count") {
-                    r.count = integer(&mut self.diags, source, n, "count", 0)? as u32;
+                    r.count = integer(&mut self.diags, source, n, "retries.count", 0)? as u32;
                 }
                 if let Some((_, n)) = get(es, "backoff_secs") {
-                    r.backoff_secs = number(&mut self.diags, source, n, "backoff_secs", 0.0)?;
+                    r.backoff_secs =
+                        number(&mut self.diags, source, n, "retries.backoff_secs", 0.0)?;
                 }
                 if let Some((_, n)) = get(es, "factor") {
-                    r.factor = number(&mut self.diags, source, n, "factor", 1.0)?;
+                    r.factor = number(&mut self.diags, source, n, "retries.factor", 1.0)?;
                 }
+            }
+            // Both forms are accepted, so the message names both (`entries` would say only
+            // "expected a mapping").
+            other => {
+                self.diags.push(
+                    at(source, v)
+                        .error(
+                            "wrong-type",
+                            format!(
+                                "retries: expected a count or a mapping, found {}",
+                                other.describe()
+                            ),
+                        )
+                        .help(
+                            unquote_help(other, "retries", |s| s.parse::<u32>().is_ok())
+                                .unwrap_or_else(|| {
+                                    "write `retries: 3` or `retries: {count: 3, backoff_secs: 1, factor: 2}`"
+                                        .to_owned()
+                                }),
+                        ),
+                );
+                return None;
             }
         }
         Some(r)
     }
+}
+
+/// The path of an imported file as shown in diagnostics: `rel` joined to the directory of the
+/// importing file's shown path, with `.` and `dir/..` removed (`tests/a.yaml` importing
+/// `lib/b.yaml` shows `tests/lib/b.yaml`).
+fn display_import_path(importer: &str, rel: &str) -> String {
+    use std::path::Component;
+    let joined = Path::new(importer)
+        .parent()
+        .unwrap_or(Path::new(""))
+        .join(rel);
+    let mut out: Vec<Component> = Vec::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out.iter().collect::<PathBuf>().display().to_string()
 }
 
 /// A mapping with any keys (params, tasks, with, inputs, outputs).

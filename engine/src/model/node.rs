@@ -81,10 +81,6 @@ impl Node {
 
 /// The token length to underline, from the source text (for scalars) or 1.
 fn token_len(source: &Source, pos: Pos, value: &Value) -> u32 {
-    let is_scalar = !matches!(value, Value::Seq(_) | Value::Map(_));
-    if !is_scalar {
-        return 1;
-    }
     let Some(line) = source.text.lines().nth(pos.line.saturating_sub(1) as usize) else {
         return 1;
     };
@@ -92,6 +88,11 @@ fn token_len(source: &Source, pos: Pos, value: &Value) -> u32 {
         .chars()
         .skip(pos.col.saturating_sub(1) as usize)
         .collect();
+    if matches!(value, Value::Seq(_) | Value::Map(_)) {
+        // A flow collection (`[1, 2]`, `{a: b}`) written on one line is underlined whole;
+        // a block collection (or one spanning lines) gets a single caret.
+        return flow_len(&rest).unwrap_or(1);
+    }
     let n = match rest.chars().next() {
         Some(q @ ('"' | '\'')) => rest[1..].find(q).map(|i| i + 2).unwrap_or(rest.len()),
         _ => {
@@ -107,6 +108,32 @@ fn token_len(source: &Source, pos: Pos, value: &Value) -> u32 {
         }
     };
     n.max(1) as u32
+}
+
+/// The length in characters of the flow collection that `rest` starts with, if it closes on
+/// the same line. Quoted strings inside are skipped.
+fn flow_len(rest: &str) -> Option<u32> {
+    if !rest.starts_with(['[', '{']) {
+        return None;
+    }
+    let mut depth = 0u32;
+    let mut quote: Option<char> = None;
+    for (i, c) in rest.chars().enumerate() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '[' | '{') => depth += 1,
+            (None, ']' | '}') => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i as u32 + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 struct RawValue(Value);
@@ -202,63 +229,152 @@ fn fill_lengths(node: &mut Node, source: &Source) {
     }
 }
 
-/// Parses one YAML document. Syntax errors and duplicate keys become one diagnostic each.
-pub fn parse(source: &Arc<Source>) -> Result<Node, Diagnostic> {
+/// Parses one YAML document.
+///
+/// A syntax error ends parsing and is the one diagnostic returned as `Err`. Duplicate keys do not
+/// stop it: each repeated key is reported (at the repeated key, with a note pointing at the first)
+/// and dropped from the tree, so that loading goes on and finds the other errors too.
+pub fn parse(source: &Arc<Source>) -> Result<(Node, Vec<Diagnostic>), Diagnostic> {
+    // `PassThrough` hands repeated keys to our visitor, which keeps their positions; the crate's
+    // own `Error` policy would stop at the first one and say less about it.
     let options = serde_saphyr::options! {
-        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
     };
     match serde_saphyr::from_str_with_options::<Spanned<RawValue>>(&source.text, options) {
         Ok(root) => {
             let mut node = spanned_to_node_unsourced(root);
             fill_lengths(&mut node, source);
-            Ok(node)
+            let mut diags = Vec::new();
+            remove_duplicate_keys(&mut node, source, &mut diags);
+            Ok((node, diags))
         }
         Err(e) => Err(yaml_error(source, &e)),
     }
 }
 
+/// Reports every key written twice in one mapping and keeps only its first entry.
+fn remove_duplicate_keys(node: &mut Node, source: &Arc<Source>, diags: &mut Vec<Diagnostic>) {
+    match &mut node.value {
+        Value::Seq(items) => items
+            .iter_mut()
+            .for_each(|n| remove_duplicate_keys(n, source, diags)),
+        Value::Map(entries) => {
+            let mut first: Vec<(String, Pos)> = Vec::new();
+            entries.retain(|(k, _)| {
+                let Some((_, at)) = first.iter().find(|(name, _)| *name == k.name) else {
+                    first.push((k.name.clone(), k.pos));
+                    return true;
+                };
+                diags.push(
+                    Diagnostic::new(
+                        "duplicate-key",
+                        Where::File {
+                            source: source.clone(),
+                            pos: k.pos,
+                            len: k.name.chars().count().max(1) as u32,
+                        },
+                        format!("duplicate key `{}`", k.name),
+                    )
+                    .note(format!(
+                        "first written at {}:{}:{}",
+                        source.path, at.line, at.col
+                    ))
+                    .help("each key may appear once in a mapping; remove or rename one of them"),
+                );
+                false
+            });
+            entries
+                .iter_mut()
+                .for_each(|(_, n)| remove_duplicate_keys(n, source, diags));
+        }
+        _ => {}
+    }
+}
+
 fn yaml_error(source: &Arc<Source>, e: &serde_saphyr::Error) -> Diagnostic {
+    use serde_saphyr::MessageFormatter;
+
     let (line, col) = e
         .location()
         .map(|l| (l.line() as u32, l.column() as u32))
         .unwrap_or((1, 1));
-    let pos = Pos {
+    let mut pos = Pos {
         line: line.max(1),
         col: col.max(1),
     };
-    // The crate's message carries its own location and snippet: keep only the first line
-    // and strip any location prefix so that ours is the single one shown.
-    let raw = e.without_snippet().to_string();
-    let first = raw
-        .lines()
-        .next()
-        .unwrap_or("invalid YAML")
-        .trim()
-        .to_string();
-    let msg = strip_location_suffix(&first);
-    let lower = msg.to_lowercase();
-    let (code, help) = if lower.contains("duplicate") {
-        (
-            "duplicate-key",
-            Some("each key may appear once in a mapping; remove or rename one of them"),
-        )
+    // An error at the end of the file may sit on the line after the last one: show the end of
+    // the last line instead, so that the caret has a line to point into.
+    let lines: Vec<&str> = source.text.lines().collect();
+    if pos.line as usize > lines.len() {
+        if let Some(last) = lines.last() {
+            pos = Pos {
+                line: lines.len() as u32,
+                col: last.chars().count() as u32 + 1,
+            };
+        }
+    }
+    // The crate's user-facing wording, without its own location suffix and snippet (ours are
+    // shown instead), made into one line.
+    let raw = serde_saphyr::UserMessageFormatter.format_message(e);
+    let msg = strip_location_suffix(&one_line(&raw));
+    let msg = if msg.is_empty() {
+        "invalid YAML".to_owned()
     } else {
-        ("yaml-syntax", None)
+        msg
     };
-    Diagnostic::new(
-        code,
+    let lower = msg.to_lowercase();
+    let line_text = lines.get(pos.line as usize - 1).copied().unwrap_or("");
+    let mut help = None;
+    if lower.contains("tab") {
+        // The crate points after the tab; the tab itself is what to change.
+        if let Some(i) = line_text.chars().position(|c| c == '\t') {
+            pos.col = i as u32 + 1;
+        }
+        help = Some("indent with spaces: YAML does not allow tabs in indentation".to_owned());
+    } else if lower.contains("did not find expected key")
+        || lower.contains("mapping values are not allowed")
+    {
+        help = Some(
+            "check the indentation: the keys of one mapping start in the same column".to_owned(),
+        );
+    }
+    let mut d = Diagnostic::new(
+        "yaml-syntax",
         Where::File {
             source: source.clone(),
             pos,
             len: 1,
         },
         msg,
-    )
-    .help_opt(help.map(str::to_owned))
+    );
+    // The parser often notices an unclosed `[` or `{` only lines later, at a token that is
+    // fine in itself: say where the collection was opened.
+    if let Some((open, bracket)) = unclosed_flow(&source.text, pos) {
+        let (what, close) = if bracket == '[' {
+            ("list", ']')
+        } else {
+            ("mapping", '}')
+        };
+        d = d.note(format!(
+            "the {what} `{bracket}` opened at {}:{}:{} is not closed",
+            source.path, open.line, open.col
+        ));
+        help = Some(format!("close the {what} with `{close}`"));
+    }
+    d.help_opt(help)
+}
+
+/// Control characters (a message may embed the offending text) become spaces; runs of
+/// whitespace become one space.
+fn one_line(s: &str) -> String {
+    s.split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn strip_location_suffix(msg: &str) -> String {
-    // e.g. "error: line 3 column 5: duplicate key ..." or "... at line 3 column 5"
+    // e.g. "error: line 3 column 5: duplicate key ..." or "... at line 3, column 5"
     let mut m = msg.trim_start_matches("error:").trim().to_string();
     if let Some(i) = m.find(" at line ") {
         m.truncate(i);
@@ -271,12 +387,68 @@ fn strip_location_suffix(msg: &str) -> String {
     m
 }
 
+/// The innermost flow collection (`[` or `{`) still open just before `end`, found by a light
+/// scan that skips quoted strings and comments. A bracket counts only where a value starts (at
+/// the start of a line, or after `:`, `-`, `,`, `[` or `{`), so `a[0]` in a plain scalar is text.
+fn unclosed_flow(text: &str, end: Pos) -> Option<(Pos, char)> {
+    let mut open: Vec<(Pos, char)> = Vec::new();
+    let mut quote: Option<char> = None;
+    for (li, line) in text.lines().enumerate() {
+        let lno = li as u32 + 1;
+        if lno > end.line {
+            break;
+        }
+        // The last non-blank character outside quotes, and the character just before `c`.
+        let mut prev: Option<char> = None;
+        let mut before: Option<char> = None;
+        let mut escaped = false;
+        for (ci, c) in line.chars().enumerate() {
+            let raw_before = std::mem::replace(&mut before, Some(c));
+            let col = ci as u32 + 1;
+            if lno == end.line && col >= end.col {
+                break;
+            }
+            if let Some(q) = quote {
+                if escaped {
+                    escaped = false;
+                } else if q == '"' && c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                    prev = Some(c);
+                }
+                continue;
+            }
+            let value_start = matches!(prev, None | Some(':' | '-' | ',' | '[' | '{'));
+            match c {
+                '#' if raw_before.map_or(true, char::is_whitespace) => break,
+                '"' | '\'' if value_start => quote = Some(c),
+                '[' | '{' if value_start => open.push((Pos { line: lno, col }, c)),
+                ']' | '}' => {
+                    open.pop();
+                }
+                _ => {}
+            }
+            if !c.is_whitespace() {
+                prev = Some(c);
+            }
+        }
+    }
+    open.pop().filter(|(p, _)| *p != end)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse_str(s: &str) -> Result<Node, Diagnostic> {
-        parse(&Source::new("t.yaml", s))
+        match parse(&Source::new("t.yaml", s)) {
+            Ok((node, diags)) => match diags.into_iter().next() {
+                Some(d) => Err(d),
+                None => Ok(node),
+            },
+            Err(d) => Err(d),
+        }
     }
 
     #[test]

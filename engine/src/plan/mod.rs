@@ -19,7 +19,7 @@ use crate::diag::{did_you_mean, Diagnostic, Diagnostics, Where};
 use crate::model::{
     At, Node, ParamType, RawForeach, RawInput, RawPipeline, RawTask, Resources, Retries, Sp, Value,
 };
-use crate::task::{with_defaults, Ports, Registry, TaskKind};
+use crate::task::{with_defaults, PType, Ports, Registry, TaskKind};
 use crate::template::{self, Ref, Segment};
 
 /// Executors a task may name.
@@ -342,12 +342,12 @@ impl<'a> Compiler<'a> {
                 });
             }
         }
-        for k in overrides.keys() {
+        for (k, v) in overrides {
             if !self.raw.params.iter().any(|p| &p.name.value == k) {
                 self.diags.push(
                     Diagnostic::new(
                         "unknown-param",
-                        Where::CommandLine(format!("--set {k}=...")),
+                        Where::CommandLine(format!("--set {k}={v}")),
                         format!("the pipeline has no param `{k}`"),
                     )
                     .help_opt(
@@ -379,9 +379,15 @@ impl<'a> Compiler<'a> {
         let segs = match template::parse(s) {
             Ok(segs) => segs,
             Err(e) => {
+                let inner: String = s
+                    .chars()
+                    .skip(e.offset as usize + 2)
+                    .take(e.len.saturating_sub(3) as usize)
+                    .collect();
                 self.diags.push(
                     at.shifted(e.offset + quote, e.len)
-                        .error("bad-template", e.message),
+                        .error("bad-template", e.message)
+                        .help(template_help(inner.trim(), rules)),
                 );
                 return;
             }
@@ -397,20 +403,23 @@ impl<'a> Compiler<'a> {
             };
             match &r {
                 Ref::Param(n) => {
-                    if !rules.params.iter().any(|p| &p.name == n) {
+                    // Checked against the declared params, not the resolved ones: a param
+                    // without a value (no default, or a bad one) is reported once, where it is
+                    // declared, not again at each use.
+                    let declared = || self.raw.params.iter().map(|p| p.name.value.as_str());
+                    if !declared().any(|p| p == n) {
                         self.diags.push(
                             here.error(
                                 "unknown-param",
                                 format!("`${{params.{n}}}`: the pipeline has no param `{n}`"),
                             )
                             .help_opt(
-                                did_you_mean(n, rules.params.iter().map(|p| p.name.as_str()))
-                                    .or_else(|| {
-                                        Some(
-                                            "declare it under `params:` at the top of the pipeline"
-                                                .into(),
-                                        )
-                                    }),
+                                did_you_mean(n, declared()).or_else(|| {
+                                    Some(
+                                        "declare it under `params:` at the top of the pipeline"
+                                            .into(),
+                                    )
+                                }),
                             ),
                         );
                     }
@@ -793,7 +802,8 @@ impl<'a> Compiler<'a> {
                             spec.ty.describe(),
                             v.value.describe()
                         ),
-                    ),
+                    )
+                    .help_opt(kind_param_help(spec.ty, &k.value, v)),
                 );
                 continue;
             }
@@ -1062,11 +1072,11 @@ impl<'a> Compiler<'a> {
                                 s.at.error(
                                     "bad-foreach",
                                     format!(
-                                        "foreach: param `{name}` is {}, not a list",
+                                        "foreach: param `{name}` is of type {}, not a list",
                                         p.ty.name()
                                     ),
                                 )
-                                .help("declare it with `type: list`"),
+                                .help("declare it with `type: list`, or give it a list default such as `[a, b]`"),
                             );
                             None
                         }
@@ -1085,10 +1095,13 @@ impl<'a> Compiler<'a> {
             }
             RawForeach::Range { start, end, at } => {
                 if end < start {
-                    self.diags.push(at.error(
-                        "bad-foreach",
-                        format!("range: end {end} is before start {start}"),
-                    ));
+                    self.diags.push(
+                        at.error(
+                            "bad-foreach",
+                            format!("range: end {end} is before start {start}"),
+                        )
+                        .help("write `{range: [START, END]}` with START <= END"),
+                    );
                     return None;
                 }
                 Some(Foreach::Range(*start, *end))
@@ -1167,6 +1180,62 @@ impl<'a> Compiler<'a> {
             }
             self.diags.push(d.help("a task cannot depend on its own outputs; break the cycle by removing one of these inputs"));
         }
+    }
+}
+
+/// A help for a `${...}` that does not parse: the closest valid reference, if any.
+fn template_help(inner: &str, rules: &RefRules) -> String {
+    let guess = match inner.split_once('.') {
+        Some((head, name)) => did_you_mean(head, ["params", "inputs", "outputs"]).map(|_| {
+            let head = ["params", "inputs", "outputs"]
+                .into_iter()
+                .min_by_key(|c| crate::diag::levenshtein(head, c))
+                .unwrap_or("params");
+            format!("${{{head}.{name}}}")
+        }),
+        None => ["item", "out_dir"]
+            .into_iter()
+            .chain(rules.params.iter().map(|p| p.name.as_str()))
+            .min_by_key(|c| crate::diag::levenshtein(inner, c))
+            .filter(|c| did_you_mean(inner, [*c]).is_some())
+            .map(|c| {
+                if c == "item" || c == "out_dir" {
+                    format!("${{{c}}}")
+                } else {
+                    format!("${{params.{c}}}")
+                }
+            }),
+    };
+    match guess {
+        Some(g) => format!("did you mean `{g}`?"),
+        None => "write `$${` for a literal `${`".into(),
+    }
+}
+
+/// A help for a task-kind param of the wrong type, where the fix is clear.
+fn kind_param_help(ty: PType, name: &str, v: &Node) -> Option<String> {
+    let Value::Str(s) = &v.value else {
+        return None;
+    };
+    match ty {
+        // `argv: "echo hello"`: a shell string; show it as the list it should be.
+        PType::StrList => Some(format!(
+            "write a list, one item per argument: `{name}: [{}]`",
+            s.split_whitespace().collect::<Vec<_>>().join(", ")
+        )),
+        PType::Int if s.trim().parse::<i64>().is_ok() => Some(format!(
+            "remove the quotes: `{name}: {}` is a number",
+            s.trim()
+        )),
+        PType::Float if s.trim().parse::<f64>().is_ok() => Some(format!(
+            "remove the quotes: `{name}: {}` is a number",
+            s.trim()
+        )),
+        PType::Bool if matches!(s.trim(), "true" | "false") => Some(format!(
+            "remove the quotes: `{name}: {}` is a boolean",
+            s.trim()
+        )),
+        _ => None,
     }
 }
 
