@@ -21,6 +21,9 @@ const FAILED: u8 = 1;
 const INVALID: u8 = 2;
 const CANCELLED: u8 = 130;
 
+/// `nearby plan` lists instances one by one up to this many, then per task.
+const PLAN_DETAIL_LIMIT: usize = 200;
+
 /// The built-in demo pipeline, shipped inside the binary.
 const DEMO_PIPELINE: &str = include_str!("../pipelines/demo.yaml");
 
@@ -198,12 +201,35 @@ pub fn plan(p: &PipelineArgs, w: &Workdir) -> u8 {
     };
     println!("pipeline `{}`: {} tasks", plan.name, plan.tasks.len());
     let (mut run, mut cached) = (0, 0);
-    for (id, what, why) in &summary.dry_run {
+    for (_, what, _) in &summary.dry_run {
         match what.as_str() {
             "cached" => cached += 1,
             _ => run += 1,
         }
-        println!("  {what:<6} {id:<40} {why}");
+    }
+    if summary.dry_run.len() <= PLAN_DETAIL_LIMIT {
+        for (id, what, why) in &summary.dry_run {
+            println!("  {what:<6} {id:<40} {why}");
+        }
+    } else {
+        // Large plans: one line per task, what and why, with counts.
+        let mut groups: Vec<((String, String, String), usize)> = Vec::new();
+        for (id, what, why) in &summary.dry_run {
+            let task = id.split('[').next().unwrap_or(id).to_owned();
+            let why = if why.starts_with("upstream `") {
+                "upstream will run".to_owned()
+            } else {
+                why.clone()
+            };
+            let key = (task, what.clone(), why);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, n)) => *n += 1,
+                None => groups.push((key, 1)),
+            }
+        }
+        for ((task, what, why), n) in groups {
+            println!("  {what:<6} {task:<30} x{n:<8} {why}");
+        }
     }
     println!("{run} to run, {cached} cached");
     OK
