@@ -419,7 +419,7 @@ tasks:
     outputs: {o: o.txt}
 "#,
     );
-    let mut child = n
+    let child = n
         .command(&["run", p.to_str().unwrap(), "-q", "-j", "2"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

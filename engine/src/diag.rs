@@ -205,8 +205,12 @@ pub fn did_you_mean<'a>(
     let limit = (word.chars().count() / 3).max(2);
     candidates
         .into_iter()
-        .map(|c| (levenshtein(word, c), c))
-        .filter(|(d, _)| *d <= limit)
+        .filter_map(|c| {
+            let d = levenshtein(word, c);
+            // A word that is the start of a name (`sleep` for `sleep_ms`) is a likely slip too.
+            let prefix = word.len() >= 3 && (c.starts_with(word) || word.starts_with(c));
+            (d <= limit || prefix).then_some((d, c))
+        })
         .min()
         .map(|(_, c)| format!("did you mean `{c}`?"))
 }
@@ -229,6 +233,10 @@ mod tests {
             Some("did you mean `calibrate`?")
         );
         assert_eq!(did_you_mean("zzzzzzzz", ["calibrate", "extract"]), None);
+        assert_eq!(
+            did_you_mean("sleep", ["sleep_ms", "fail"]).as_deref(),
+            Some("did you mean `sleep_ms`?")
+        );
     }
 
     #[test]

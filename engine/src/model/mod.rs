@@ -519,9 +519,6 @@ impl Loader {
             pipeline.description =
                 string(&mut self.diags, &source, v, "description").map(|s| s.value);
         }
-        if let Some((_, v)) = get(entries, "imports") {
-            self.imports(&source, v, base, &mut pipeline);
-        }
         if let Some((_, v)) = get(entries, "params") {
             if let Some(ps) = entries_any(&mut self.diags, &source, v, "params") {
                 for (k, v) in ps {
@@ -551,6 +548,21 @@ impl Loader {
                 .help("add a `tasks:` mapping from task names to task definitions"),
             ),
             None => {}
+        }
+        // Imports come after this file's own params and tasks, so that a name defined twice is
+        // reported in the imported file, not in the file the author is editing.
+        let own_tasks = pipeline.tasks.len();
+        if let Some((_, v)) = get(entries, "imports") {
+            self.imports(&source, v, base, &mut pipeline);
+        }
+        if root && own_tasks == 0 && pipeline.tasks.is_empty() {
+            if let Some((k, _)) = get(entries, "tasks") {
+                self.diags.push(
+                    key_at(&source, k)
+                        .error("no-tasks", "the pipeline has no tasks")
+                        .help("define at least one task under `tasks:`"),
+                );
+            }
         }
         Some(pipeline)
     }
@@ -638,6 +650,8 @@ impl Loader {
             value: k.name.clone(),
             at: key_at(source, k),
         };
+        // `${params.NAME}` could not name it otherwise.
+        check_name(&mut self.diags, &name, "param");
         let is_full =
             matches!(&v.value, Value::Map(es) if es.iter().any(|(k, _)| k.name == "type"));
         if !is_full {
@@ -773,6 +787,15 @@ impl Loader {
                 "inputs" => {
                     if let Some(is) = entries_any(&mut self.diags, source, val, "inputs") {
                         for (k, v) in is {
+                            // `${inputs.NAME}` could not name it otherwise.
+                            check_name(
+                                &mut self.diags,
+                                &Sp {
+                                    value: k.name.clone(),
+                                    at: key_at(source, k),
+                                },
+                                "input",
+                            );
                             if let Some(i) = self.input(source, v) {
                                 task.inputs.push((
                                     Sp {
@@ -859,10 +882,25 @@ impl Loader {
                     &["file", "glob", "from"],
                 )?;
                 if es.len() != 1 {
-                    self.diags.push(at(source, v).error(
-                        "bad-input",
-                        "an input has exactly one of `from`, `file` or `glob`",
-                    ));
+                    // Say what was found, not only what is expected.
+                    let found = if es.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        es.iter()
+                            .map(|(k, _)| format!("`{}`", k.name))
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    };
+                    self.diags.push(
+                        at(source, v)
+                            .error(
+                                "bad-input",
+                                format!(
+                                    "an input has exactly one of `from`, `file` or `glob`; found {found}"
+                                ),
+                            )
+                            .help("write one input per source, each under its own name"),
+                    );
                     return None;
                 }
                 let (k, n) = &es[0];
@@ -1057,6 +1095,22 @@ fn entries_any<'n>(
     }
 }
 
+/// Reports a param or input name that templates could not refer to.
+fn check_name(diags: &mut Diagnostics, name: &Sp<String>, what: &str) {
+    if !valid_name(&name.value) {
+        diags.push(
+            name.at
+                .error(
+                    "bad-name",
+                    format!("{what} name `{}` is not a valid name", name.value),
+                )
+                .help(format!(
+                    "{what} names use letters, digits, `_` and `-`, and start with a letter"
+                )),
+        );
+    }
+}
+
 /// Task, param and output names: a letter, then letters, digits, `_` or `-`.
 pub fn valid_name(s: &str) -> bool {
     let mut chars = s.chars();
@@ -1085,6 +1139,103 @@ mod tests {
         };
         assert_eq!((task.value.as_str(), output.value.as_str()), ("a", "out"));
         assert_eq!(output.at.pos, Pos { line: 10, col: 19 });
+    }
+
+    fn errors(text: &str, base: Option<&Path>) -> Vec<String> {
+        load_str("p.yaml", text, base)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|d| {
+                let mut s = format!("{}: {}", d.code, d.message);
+                if let Some(h) = &d.help {
+                    s += &format!(" (help: {h})");
+                }
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn retries_names_both_forms() {
+        assert_eq!(
+            errors("name: t\ntasks:\n  a:\n    uses: noop\n    retries: many\n", None),
+            ["wrong-type: retries: expected a count or a mapping, found a string (help: write `retries: 3` or `retries: {count: 3, backoff_secs: 1, factor: 2}`)"]
+        );
+    }
+
+    #[test]
+    fn quoted_numbers_get_a_help() {
+        assert_eq!(
+            errors("name: t\ntasks:\n  a:\n    uses: noop\n    timeout_secs: \"60\"\n    resources: {cpus: \"2\"}\n", None),
+            [
+                "wrong-type: timeout_secs: expected a number, found a string (help: remove the quotes: `timeout_secs: 60` is a number, `\"60\"` is a string)",
+                "wrong-type: resources.cpus: expected an integer, found a string (help: remove the quotes: `cpus: 2` is a number, `\"2\"` is a string)",
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_file_is_one_clear_error() {
+        assert_eq!(
+            errors("# nothing here\n", None),
+            ["empty-file: the pipeline file is empty (help: a pipeline needs at least `name:` and `tasks:`)"]
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_do_not_hide_other_errors() {
+        assert_eq!(
+            errors(
+                "name: t\nname: u\ntasks:\n  a:\n    uses: noop\n    colour: red\n",
+                None
+            )
+            .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn imported_paths_are_shown_relative_to_the_importer() {
+        assert_eq!(
+            display_import_path("tests/p.yaml", "lib/a.yaml"),
+            "tests/lib/a.yaml"
+        );
+        assert_eq!(
+            display_import_path("tests/p.yaml", "./../x/a.yaml"),
+            "x/a.yaml"
+        );
+        assert_eq!(display_import_path("p.yaml", "a.yaml"), "a.yaml");
+        assert_eq!(display_import_path("p.yaml", "../a.yaml"), "../a.yaml");
+        assert_eq!(display_import_path("/abs/p.yaml", "a.yaml"), "/abs/a.yaml");
+    }
+
+    #[test]
+    fn import_errors_name_files_as_the_author_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("p.yaml");
+        let text = "name: t\nimports: [missing.yaml, p.yaml]\ntasks: {}\n";
+        std::fs::write(&root, text).unwrap();
+        let e = load_str("p.yaml", text, Some(dir.path())).unwrap_err();
+        let msgs: Vec<_> = e.0.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "cannot read imported file `missing.yaml`: no such file",
+                "`p.yaml` imports itself",
+            ]
+        );
+    }
+
+    #[test]
+    fn param_and_input_names_must_be_referable() {
+        assert_eq!(
+            errors("name: t\nparams:\n  my night: x\ntasks:\n  a:\n    uses: noop\n    inputs:\n      raw.frame: {file: f}\n", None),
+            [
+                "bad-name: param name `my night` is not a valid name (help: param names use letters, digits, `_` and `-`, and start with a letter)",
+                "bad-name: input name `raw.frame` is not a valid name (help: input names use letters, digits, `_` and `-`, and start with a letter)",
+            ]
+        );
     }
 
     #[test]

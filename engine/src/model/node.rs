@@ -276,7 +276,7 @@ fn remove_duplicate_keys(node: &mut Node, source: &Arc<Source>, diags: &mut Vec<
                         format!("duplicate key `{}`", k.name),
                     )
                     .note(format!(
-                        "first written at {}:{}:{}",
+                        "first defined at {}:{}:{}",
                         source.path, at.line, at.col
                     ))
                     .help("each key may appear once in a mapping; remove or rename one of them"),
@@ -331,11 +331,15 @@ fn yaml_error(source: &Arc<Source>, e: &serde_saphyr::Error) -> Diagnostic {
             pos.col = i as u32 + 1;
         }
         help = Some("indent with spaces: YAML does not allow tabs in indentation".to_owned());
-    } else if lower.contains("did not find expected key")
-        || lower.contains("mapping values are not allowed")
-    {
+    } else if lower.contains("did not find expected key") {
         help = Some(
             "check the indentation: the keys of one mapping start in the same column".to_owned(),
+        );
+    } else if lower.contains("mapping values are not allowed") {
+        // Usually `key: a: b`, a value with `: ` in it.
+        help = Some(
+            "quote a value that contains `: ` (e.g. `\"a: b\"`), or check the indentation"
+                .to_owned(),
         );
     }
     let mut d = Diagnostic::new(
@@ -403,7 +407,7 @@ fn unclosed_flow(text: &str, end: Pos) -> Option<(Pos, char)> {
         let mut before: Option<char> = None;
         let mut escaped = false;
         for (ci, c) in line.chars().enumerate() {
-            let raw_before = std::mem::replace(&mut before, Some(c));
+            let raw_before = before.replace(c);
             let col = ci as u32 + 1;
             if lno == end.line && col >= end.col {
                 break;
@@ -421,7 +425,7 @@ fn unclosed_flow(text: &str, end: Pos) -> Option<(Pos, char)> {
             }
             let value_start = matches!(prev, None | Some(':' | '-' | ',' | '[' | '{'));
             match c {
-                '#' if raw_before.map_or(true, char::is_whitespace) => break,
+                '#' if matches!(raw_before, None | Some(' ' | '\t')) => break,
                 '"' | '\'' if value_start => quote = Some(c),
                 '[' | '{' if value_start => open.push((Pos { line: lno, col }, c)),
                 ']' | '}' => {
@@ -476,6 +480,100 @@ mod tests {
             panic!()
         };
         assert_eq!(pos.line, 3);
+    }
+
+    fn pos_of_diag(d: &Diagnostic) -> (Pos, u32) {
+        let Where::File { pos, len, .. } = &d.at else {
+            panic!("expected a file position")
+        };
+        (*pos, *len)
+    }
+
+    #[test]
+    fn every_duplicate_key_is_reported_and_the_first_kept() {
+        let (node, diags) =
+            parse(&Source::new("t.yaml", "a: 1\nb:\n  x: 1\n  x: 2\na: 3\n")).unwrap();
+        let found: Vec<_> = diags
+            .iter()
+            .map(|d| (d.code, d.message.as_str(), pos_of_diag(d)))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                // Outer mapping first (the walk order); the loader sorts them by position.
+                (
+                    "duplicate-key",
+                    "duplicate key `a`",
+                    (Pos { line: 5, col: 1 }, 1)
+                ),
+                (
+                    "duplicate-key",
+                    "duplicate key `x`",
+                    (Pos { line: 4, col: 3 }, 1)
+                ),
+            ]
+        );
+        assert_eq!(diags[0].notes, ["first defined at t.yaml:1:1"]);
+        let Value::Map(entries) = &node.value else {
+            panic!("expected a map")
+        };
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].1.value, Value::Int(1));
+    }
+
+    #[test]
+    fn syntax_error_message_is_one_clean_line() {
+        let d = parse_str("a: [1, 2\nb: 3\n").unwrap_err();
+        assert_eq!(d.code, "yaml-syntax");
+        assert!(!d.message.contains('\n'), "{}", d.message);
+        assert!(!d.message.contains("line "), "{}", d.message);
+        assert!(!d.message.contains("column"), "{}", d.message);
+    }
+
+    #[test]
+    fn unclosed_flow_list_is_pointed_at() {
+        let d = parse_str("a:\n  b: [1, 2\n  c: 3\n").unwrap_err();
+        assert_eq!(
+            d.notes,
+            ["the list `[` opened at t.yaml:2:6 is not closed"],
+            "{d}"
+        );
+        assert_eq!(d.help.as_deref(), Some("close the list with `]`"));
+        // Brackets inside quotes, comments and plain text do not count.
+        let text = "a: \"[\" # [\nb: x[0]\nc: [1, 2]\nd: [\n";
+        assert_eq!(unclosed_flow(text, Pos { line: 3, col: 1 }), None);
+        assert_eq!(
+            unclosed_flow(text, Pos { line: 5, col: 1 }),
+            Some((Pos { line: 4, col: 4 }, '['))
+        );
+    }
+
+    #[test]
+    fn tab_error_points_at_the_tab() {
+        let d = parse_str("a:\n\tb: 1\n").unwrap_err();
+        assert_eq!(pos_of_diag(&d).0, Pos { line: 2, col: 1 }, "{d}");
+        assert!(d.help.as_deref().unwrap_or("").contains("spaces"));
+    }
+
+    #[test]
+    fn error_at_end_of_file_points_into_the_last_line() {
+        let d = parse_str("a: \"x\nb: 1").unwrap_err();
+        let (pos, _) = pos_of_diag(&d);
+        assert!(pos.line <= 2, "{d}");
+        assert!(
+            d.to_string().contains(" | "),
+            "a source line is quoted: {d}"
+        );
+    }
+
+    #[test]
+    fn flow_collections_are_underlined_whole() {
+        let n = parse_str("a: [1, \"]\", 3] # c\nb: {x: 1}\nc:\n  - 1\n").unwrap();
+        let Value::Map(entries) = &n.value else {
+            panic!("expected a map")
+        };
+        let lens: Vec<u32> = entries.iter().map(|(_, v)| v.len).collect();
+        assert_eq!(lens, [11, 6, 1]);
     }
 
     #[test]

@@ -282,7 +282,8 @@ impl<'a> Compiler<'a> {
                         .note(format!(
                             "first defined at {}:{}:{}",
                             first.source.path, first.pos.line, first.pos.col
-                        )),
+                        ))
+                        .help("param names are unique across the pipeline and its imports"),
                 );
                 continue;
             }
@@ -293,7 +294,7 @@ impl<'a> Compiler<'a> {
                         self.diags.push(Diagnostic::new(
                             "bad-override",
                             Where::CommandLine(format!("--set {}={s}", p.name.value)),
-                            format!("param `{}` is {}: {e}", p.name.value, p.ty.name()),
+                            format!("param `{}` (type {}): {e}", p.name.value, p.ty.name()),
                         ));
                         None
                     }
@@ -310,7 +311,11 @@ impl<'a> Compiler<'a> {
                             .error(
                                 "wrong-type",
                                 format!("default of param `{}`: {e}", p.name.value),
-                            ),
+                            )
+                            .help(format!(
+                                "give a default of type {}, or change the param's `type:`",
+                                p.ty.name()
+                            )),
                         );
                         None
                     }
@@ -379,15 +384,19 @@ impl<'a> Compiler<'a> {
         let segs = match template::parse(s) {
             Ok(segs) => segs,
             Err(e) => {
-                let inner: String = s
+                let text: String = s
                     .chars()
-                    .skip(e.offset as usize + 2)
-                    .take(e.len.saturating_sub(3) as usize)
+                    .skip(e.offset as usize)
+                    .take(e.len as usize)
                     .collect();
+                let help = match text.strip_prefix("${").and_then(|t| t.strip_suffix('}')) {
+                    Some(inner) => template_help(inner.trim(), rules),
+                    None => "close it with `}`, or write `$${` for a literal `${`".to_owned(),
+                };
                 self.diags.push(
                     at.shifted(e.offset + quote, e.len)
                         .error("bad-template", e.message)
-                        .help(template_help(inner.trim(), rules)),
+                        .help(help),
                 );
                 return;
             }
@@ -1277,4 +1286,93 @@ fn stable_topo(g: &DiGraph<usize, ()>) -> Vec<usize> {
         }
     }
     order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::load_str;
+
+    /// `code: message (help: ...)` of every error of a pipeline text.
+    fn errors(text: &str) -> Vec<String> {
+        let raw = load_str("p.yaml", text, None).expect("the pipeline loads");
+        let e = compile(&raw, &Registry::builtin(), &BTreeMap::new(), Path::new("/"))
+            .err()
+            .expect("the pipeline has errors");
+        e.0.iter()
+            .map(|d| {
+                let mut s = format!("{}: {}", d.code, d.message);
+                if let Some(h) = &d.help {
+                    s += &format!(" (help: {h})");
+                }
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_param_without_value_is_reported_once() {
+        // Not again as "no param `night`" where it is used.
+        let e = errors(
+            "name: t\nparams:\n  night: {type: string}\n  n: {type: int, default: x}\ntasks:\n  a:\n    uses: noop\n    with: {message: \"${params.night} ${params.n}\"}\n",
+        );
+        let codes: Vec<_> = e.iter().map(|m| m.split(':').next().unwrap()).collect();
+        assert_eq!(codes, ["missing-param", "wrong-type"], "{e:?}");
+    }
+
+    #[test]
+    fn a_misspelt_template_gets_a_suggestion() {
+        let e = errors(
+            "name: t\nparams: {night: x}\ntasks:\n  a:\n    uses: noop\n    with: {message: \"${param.night} ${itme} ${params.x\"}\n",
+        );
+        assert_eq!(e.len(), 1, "parsing stops at the first bad template: {e:?}");
+        assert!(
+            e[0].ends_with("(help: did you mean `${params.night}`?)"),
+            "{e:?}"
+        );
+        let rules = RefRules {
+            params: &[],
+            fans_out: false,
+            inputs: vec![],
+            outputs: vec![],
+            params_only: false,
+        };
+        assert_eq!(template_help("itme", &rules), "did you mean `${item}`?");
+        assert_eq!(
+            template_help("outptus.x", &rules),
+            "did you mean `${outputs.x}`?"
+        );
+        assert_eq!(
+            template_help("zzz.q", &rules),
+            "write `$${` for a literal `${`"
+        );
+    }
+
+    #[test]
+    fn a_shell_string_argv_is_shown_as_a_list() {
+        let e =
+            errors("name: t\ntasks:\n  a:\n    uses: command\n    with: {argv: \"ls -l /tmp\"}\n");
+        assert_eq!(
+            e,
+            ["wrong-type: param `argv` of `command`: expected a list of strings, found a string (help: write a list, one item per argument: `argv: [ls, -l, /tmp]`)"]
+        );
+    }
+
+    #[test]
+    fn unknown_override_shows_its_value() {
+        let raw = load_str(
+            "p.yaml",
+            "name: t\nparams: {night: x}\ntasks: {a: {uses: noop}}\n",
+            None,
+        )
+        .unwrap();
+        let overrides = BTreeMap::from([("nigth".to_owned(), "2024".to_owned())]);
+        let e = compile(&raw, &Registry::builtin(), &overrides, Path::new("/"))
+            .err()
+            .unwrap();
+        let Where::CommandLine(arg) = &e.0[0].at else {
+            panic!("expected a command-line error: {e}")
+        };
+        assert_eq!(arg, "--set nigth=2024");
+    }
 }

@@ -64,7 +64,10 @@ impl TaskKind for Command {
     fn validate(&self, params: &Map<String, J>) -> Vec<(&'static str, String)> {
         match params.get("argv").and_then(J::as_array) {
             Some(a) if a.is_empty() => {
-                vec![("argv", "argv is empty: give at least the program".into())]
+                vec![(
+                    "argv",
+                    "the list is empty: give at least the program".into(),
+                )]
             }
             _ => Vec::new(),
         }
