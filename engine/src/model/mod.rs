@@ -1214,7 +1214,7 @@ mod tests {
     fn import_errors_name_files_as_the_author_does() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("p.yaml");
-        let text = "name: t\nimports: [missing.yaml, p.yaml]\ntasks: {}\n";
+        let text = "name: t\nimports: [missing.yaml, p.yaml]\ntasks: {a: {uses: noop}}\n";
         std::fs::write(&root, text).unwrap();
         let e = load_str("p.yaml", text, Some(dir.path())).unwrap_err();
         let msgs: Vec<_> = e.0.iter().map(|d| d.message.as_str()).collect();
