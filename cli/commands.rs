@@ -660,14 +660,21 @@ pub fn explain(run: &str, task: &str, w: &Workdir) -> u8 {
             "  cache:       {}",
             i.cache.as_deref().unwrap_or("(not checked)")
         );
-        let Some(key_json) = &i.key else {
+        let key_of = |r: &InstanceRecord| {
+            r.key.clone().or_else(|| {
+                r.fingerprint
+                    .as_ref()
+                    .and_then(|fp| store.get_key(fp).ok().flatten())
+            })
+        };
+        let Some(key_json) = key_of(&i) else {
             if let Some(e) = &i.error {
                 println!("  error:       {e}");
             }
             println!();
             continue;
         };
-        let key: Option<cache::CacheKey> = serde_json::from_value(key_json.clone()).ok();
+        let key: Option<cache::CacheKey> = serde_json::from_value(key_json).ok();
         if let Some(k) = &key {
             println!("  key parts (blake3 over this, as JSON):");
             println!("    schema:  {}", k.schema);
@@ -693,13 +700,13 @@ pub fn explain(run: &str, task: &str, w: &Workdir) -> u8 {
                 .get_instance(&r.id, &i.id)
                 .ok()
                 .flatten()
-                .filter(|p| p.key.is_some())
+                .filter(|p| key_of(p).is_some())
                 .map(|p| (r.id.clone(), p))
         });
         match (key, previous) {
             (Some(k), Some((rid, p))) => {
                 let old: Option<cache::CacheKey> =
-                    p.key.and_then(|v| serde_json::from_value(v).ok());
+                    key_of(&p).and_then(|v| serde_json::from_value(v).ok());
                 match old.map(|o| k.diff(&o)) {
                     Some(d) if d.is_empty() => println!("  since run {rid}: key unchanged"),
                     Some(d) => {

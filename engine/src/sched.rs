@@ -22,7 +22,9 @@ use crate::cache::{self, CacheKey, CACHE_SCHEMA};
 use crate::events::{Event, Sink};
 use crate::exec::{self, Outcome};
 use crate::plan::{Foreach, InputSource, Plan};
-use crate::store::{CacheEntry, InstanceRecord, OutputRecord, RunRecord, State, Store, StoreError};
+use crate::store::{
+    CacheEntry, Durable, InstanceRecord, OutputRecord, RunRecord, State, Store, StoreError,
+};
 use crate::task::{Action, Invocation, TaskError};
 use crate::template::{self, Ref, Scope};
 
@@ -188,12 +190,16 @@ struct Tpl {
 enum JobDone {
     Ran(Box<Ran>),
     Requeue(u32),
+    /// A batch of finished instances whose outputs are now synced to disk.
+    Synced(Vec<Durable>),
 }
 
 struct Ran {
     inst: u32,
     outcome: Outcome,
     outputs: Vec<OutputRecord>,
+    /// Files and directories to sync before the outputs are recorded.
+    sync: Vec<PathBuf>,
     key: CacheKey,
     cache: String,
     log: Option<String>,
@@ -221,6 +227,13 @@ pub struct Scheduler {
     cancelled: bool,
     dry_lines: Vec<(String, String, String)>,
     would_run: BTreeSet<u32>,
+    /// Records waiting to be written (batched).
+    unwritten: Vec<Durable>,
+    /// Records waiting for their outputs to be synced, with the paths to sync.
+    unsynced: Vec<(Durable, Vec<PathBuf>)>,
+    /// Paths to sync per instance that just finished running.
+    to_sync: HashMap<u32, Vec<PathBuf>>,
+    syncing: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -271,6 +284,10 @@ impl Scheduler {
             cancelled: false,
             dry_lines: Vec::new(),
             would_run: BTreeSet::new(),
+            unwritten: Vec::new(),
+            unsynced: Vec::new(),
+            to_sync: HashMap::new(),
+            syncing: false,
         })
     }
 
@@ -303,7 +320,9 @@ impl Scheduler {
             if !self.stopping {
                 self.dispatch(&mut jobs);
             }
-            if self.stopping && self.running == 0 {
+            self.write_records()?;
+            self.start_sync(&mut jobs);
+            if self.stopping && self.running == 0 && !self.syncing {
                 // Only retry timers can be left: their instances end as cancelled.
                 jobs.abort_all();
                 break;
@@ -328,12 +347,19 @@ impl Scheduler {
                 }
             }
         }
+        // Finished work not yet recorded: sync its outputs here, then record it.
+        let unsynced = std::mem::take(&mut self.unsynced);
+        sync_paths(unsynced.iter().flat_map(|(_, p)| p.iter()));
+        self.unwritten.extend(unsynced.into_iter().map(|(d, _)| d));
+        if !dry {
+            self.write_records()?;
+        }
         // Whatever never ran was cancelled (Ctrl-C or fail-fast).
         let mut leftover = Vec::new();
         for i in 0..self.insts.len() {
             if !self.insts[i].state.is_final() {
                 self.insts[i].state = State::Cancelled;
-                leftover.push(self.record(i as u32, None, None, None, None));
+                leftover.push(self.record(i as u32, None, None, None));
             }
         }
         for r in &leftover {
@@ -911,7 +937,6 @@ impl Scheduler {
         if !cheap {
             let rec = self.record(
                 i,
-                Some(&job.key),
                 Some(job.fingerprint.clone()),
                 Some(job.cache.clone()),
                 None,
@@ -919,6 +944,14 @@ impl Scheduler {
             // A failed state write is not fatal here: the final record is written on completion.
             let _ = self.store.put_instance(&self.run.id, &rec);
             self.emit(Event::Started { id, attempt });
+        }
+        if cheap {
+            // Microseconds of work: run it here rather than pay for a task and a thread hop.
+            let done = job.run_inline(i, &flag);
+            if let Err(e) = self.complete(done, jobs) {
+                tracing::error!("cannot record {}: {e}", self.insts[i as usize].id);
+            }
+            return;
         }
         let stop = self.stop_tx.subscribe();
         jobs.spawn(job.execute(i, flag, stop));
@@ -931,15 +964,23 @@ impl Scheduler {
             JobDone::Requeue(i) => {
                 if self.stopping {
                     self.insts[i as usize].state = State::Cancelled;
-                    let rec = self.record(i, None, None, None, None);
+                    let rec = self.record(i, None, None, None);
                     self.store.put_instance(&self.run.id, &rec)?;
                 } else {
                     self.ready.push_front(i);
                 }
                 return Ok(());
             }
+            JobDone::Synced(batch) => {
+                self.syncing = false;
+                self.unwritten.extend(batch);
+                return Ok(());
+            }
             JobDone::Ran(r) => {
                 let r = *r;
+                if !r.sync.is_empty() {
+                    self.to_sync.insert(r.inst, r.sync);
+                }
                 (
                     r.inst,
                     r.outcome,
@@ -1044,39 +1085,79 @@ impl Scheduler {
             return;
         }
         let fingerprint = fingerprint.or_else(|| key.map(CacheKey::fingerprint));
-        let mut rec = self.record(i, key, fingerprint, cache.clone(), log);
+        let mut rec = self.record(i, fingerprint.clone(), cache.clone(), log);
         rec.error = error.clone();
         rec.quarantined = error.as_deref().is_some_and(|e| e.starts_with("bad input"));
-        if let Err(e) = self.store.put_instance(&self.run.id, &rec) {
-            tracing::error!("cannot record {}: {e}", rec.id);
-        }
+        let ran = matches!(state, State::Succeeded | State::Failed);
+        let key_json = match (key, &fingerprint) {
+            (Some(k), Some(fp)) if ran => serde_json::to_value(k).ok().map(|v| (fp.clone(), v)),
+            _ => None,
+        };
+        let cache_entry = match (state, &fingerprint, key) {
+            (State::Succeeded, Some(fp), Some(k)) => Some(CacheEntry {
+                fingerprint: fp.clone(),
+                task: rec.task.clone(),
+                kind: k.kind.clone(),
+                created_at: now(),
+                run: self.run.id.clone(),
+                outputs: rec.outputs.clone(),
+                key: J::Null,
+            }),
+            _ => None,
+        };
         let duration_ms = rec.duration_ms.unwrap_or(0);
-        self.emit(Event::Finished {
-            id: rec.id,
+        let event = Event::Finished {
+            id: rec.id.clone(),
             state,
             attempts: rec.attempts,
             duration_ms,
             error,
             cache,
-        });
-        if state == State::Succeeded {
-            if let Some(key) = key {
-                let inst = &self.insts[i as usize];
-                if let Err(e) = put_cache(
-                    &self.store,
-                    key,
-                    &self.plan.tasks[inst.template as usize].name,
-                    &self.run.id,
-                    &inst.outputs,
-                ) {
-                    tracing::error!("cannot record the cache entry of {}: {e}", inst.id);
-                }
-            }
+        };
+        let durable = Durable {
+            record: rec,
+            cache: cache_entry,
+            key: key_json,
+        };
+        // Outputs must be on disk before any record claims them: those wait for a sync.
+        match self.to_sync.remove(&i) {
+            Some(paths) if state == State::Succeeded => self.unsynced.push((durable, paths)),
+            _ => self.unwritten.push(durable),
         }
+        self.emit(event);
         if state == State::Failed && self.opts.fail_fast {
             self.stop();
         }
         self.wake_dependents(i, state);
+    }
+
+    /// Writes buffered records (one sled batch per tree).
+    fn write_records(&mut self) -> Result<(), RunError> {
+        if self.unwritten.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.unwritten);
+        self.store.persist(&self.run.id, &batch)?;
+        Ok(())
+    }
+
+    /// Starts syncing the outputs of finished instances, off the walker: dependents go on at once,
+    /// their records are written when the sync is done.
+    fn start_sync(&mut self, jobs: &mut JoinSet<JobDone>) {
+        if self.syncing || self.unsynced.is_empty() {
+            return;
+        }
+        self.syncing = true;
+        let batch = std::mem::take(&mut self.unsynced);
+        jobs.spawn(async move {
+            let batch = tokio::task::spawn_blocking(move || {
+                sync_paths(batch.iter().flat_map(|(_, p)| p.iter()));
+                batch.into_iter().map(|(d, _)| d).collect()
+            })
+            .await
+            .unwrap_or_default();
+            JobDone::Synced(batch)
+        });
     }
 
     fn wake_dependents(&mut self, i: u32, state: State) {
@@ -1119,7 +1200,6 @@ impl Scheduler {
     fn record(
         &self,
         i: u32,
-        key: Option<&CacheKey>,
         fingerprint: Option<String>,
         cache: Option<String>,
         log: Option<String>,
@@ -1143,7 +1223,7 @@ impl Scheduler {
             },
             outputs: inst.outputs.clone(),
             fingerprint,
-            key: key.and_then(|k| serde_json::to_value(k).ok()),
+            key: None,
             cache,
             log,
             error: None,
@@ -1231,15 +1311,43 @@ impl Job {
         let store_key = self.key.clone();
         let cache = self.cache.clone();
         let log = log_path(&self.workdir, &self.run, &self.id);
-        let (outcome, outputs) = self.attempt(&flag, cancel).await;
+        let (outcome, outputs, sync) = self.attempt(&flag, cancel).await;
         let log = log.exists().then(|| log.display().to_string());
         JobDone::Ran(Box::new(Ran {
             inst,
             outcome,
             outputs,
+            sync,
             key: store_key,
             cache,
             log,
+        }))
+    }
+
+    /// Runs a cheap in-process job (no outputs) on the caller's thread.
+    fn run_inline(self, inst: u32, flag: &AtomicBool) -> JobDone {
+        let outputs = BTreeMap::new();
+        let inv = Invocation {
+            id: &self.id,
+            params: &self.params,
+            inputs: &self.inputs,
+            outputs: &outputs,
+            out_dir: &self.final_dir,
+            item: self.item.as_deref(),
+            cancel: flag,
+        };
+        let outcome = match self.kind.run(&inv, &mut std::io::sink()) {
+            Ok(()) => Outcome::Ok,
+            Err(e) => task_error(e),
+        };
+        JobDone::Ran(Box::new(Ran {
+            inst,
+            outcome,
+            outputs: Vec::new(),
+            sync: Vec::new(),
+            key: self.key,
+            cache: self.cache,
+            log: None,
         }))
     }
 
@@ -1247,7 +1355,7 @@ impl Job {
         self,
         flag: &Arc<AtomicBool>,
         cancel: watch::Receiver<bool>,
-    ) -> (Outcome, Vec<OutputRecord>) {
+    ) -> (Outcome, Vec<OutputRecord>, Vec<PathBuf>) {
         let has_outputs = !self.outputs_rel.is_empty();
         let staging = staging_dir(&self.workdir, &self.run, &self.id, self.attempt);
         let log = log_path(&self.workdir, &self.run, &self.id);
@@ -1257,6 +1365,7 @@ impl Job {
                 if let Err(e) = std::fs::create_dir_all(parent) {
                     return (
                         Outcome::Failed(format!("cannot create {}: {e}", parent.display())),
+                        vec![],
                         vec![],
                     );
                 }
@@ -1287,7 +1396,7 @@ impl Job {
         };
         let action = match self.kind.action(&inv) {
             Ok(a) => a,
-            Err(e) => return (task_error(e), vec![]),
+            Err(e) => return (task_error(e), vec![], vec![]),
         };
         let needs_dir = has_outputs || matches!(action, Action::Process(_));
         if needs_dir {
@@ -1295,6 +1404,7 @@ impl Job {
             if let Err(e) = std::fs::create_dir_all(&staging) {
                 return (
                     Outcome::Failed(format!("cannot create {}: {e}", staging.display())),
+                    vec![],
                     vec![],
                 );
             }
@@ -1362,20 +1472,21 @@ impl Job {
             if needs_dir {
                 let _ = std::fs::remove_dir_all(&staging);
             }
-            return (outcome, vec![]);
+            return (outcome, vec![], vec![]);
         }
         if !needs_dir {
-            return (Outcome::Ok, vec![]);
+            return (Outcome::Ok, vec![], vec![]);
         }
-        // Commit: check and sync outputs, rename the staging directory into place, record.
+        // Commit: check the outputs, move the staging directory into place, hash (the walker
+        // syncs them before anything records them).
         let committed = tokio::task::spawn_blocking(move || {
             commit(&staging, &self.final_dir, &self.outputs_rel)
         })
         .await
         .unwrap_or_else(|e| Err(format!("commit panicked: {e}")));
         match committed {
-            Ok(records) => (Outcome::Ok, records),
-            Err(e) => (Outcome::Failed(e), vec![]),
+            Ok((records, sync)) => (Outcome::Ok, records, sync),
+            Err(e) => (Outcome::Failed(e), vec![], vec![]),
         }
     }
 }
@@ -1437,23 +1548,45 @@ impl Write for LazyLog {
     }
 }
 
-fn sync_tree(path: &Path) -> std::io::Result<()> {
-    if path.is_dir() {
-        for e in std::fs::read_dir(path)? {
-            sync_tree(&e?.path())?;
+/// Syncs files and directories to disk. A large batch is one `syncfs` of the filesystem that
+/// holds them (group commit: one flush instead of thousands of fsyncs); a small one is fsynced
+/// path by path. A path that vanished is skipped.
+fn sync_paths<'a>(paths: impl Iterator<Item = &'a PathBuf>) {
+    let unique: BTreeSet<&PathBuf> = paths.collect();
+    if unique.len() > 16 {
+        if let Some(f) = unique.iter().find_map(|p| std::fs::File::open(p).ok()) {
+            use std::os::fd::AsRawFd;
+            // SAFETY: syncfs only reads the descriptor, which `f` keeps open.
+            if unsafe { libc::syncfs(f.as_raw_fd()) } == 0 {
+                return;
+            }
         }
     }
-    std::fs::File::open(path)?.sync_all()
+    for p in unique {
+        if let Ok(f) = std::fs::File::open(p) {
+            let _ = f.sync_all();
+        }
+    }
 }
 
-/// Makes a finished attempt durable, then records it in the cache:
-/// every declared output exists -> fsync -> rename staging to the final directory -> fsync the
-/// parent -> hash -> cache entry.
+/// Every file and directory under `path` (inclusive), for syncing.
+fn tree(path: &Path, out: &mut Vec<PathBuf>) {
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for e in entries.flatten() {
+            tree(&e.path(), out);
+        }
+    }
+    out.push(path.to_path_buf());
+}
+
+/// Moves a finished attempt into place and hashes its outputs: every declared output exists ->
+/// rename staging to the final directory -> hash. Returns the records and the paths the walker
+/// must sync (outputs, their directory and its parent) before it records them.
 fn commit(
     staging: &Path,
     final_dir: &Path,
     outputs_rel: &BTreeMap<String, String>,
-) -> Result<Vec<OutputRecord>, String> {
+) -> Result<(Vec<OutputRecord>, Vec<PathBuf>), String> {
     for (name, rel) in outputs_rel {
         if !staging.join(rel).exists() {
             return Err(format!(
@@ -1462,45 +1595,27 @@ fn commit(
             ));
         }
     }
-    sync_tree(staging).map_err(|e| format!("cannot sync outputs: {e}"))?;
     if let Some(parent) = final_dir.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
     if final_dir.exists() {
-        // Keep other fan-out instances' directories: only this instance's own directory goes.
+        // Only this instance's own directory goes; other instances' stay.
         std::fs::remove_dir_all(final_dir)
             .map_err(|e| format!("cannot replace {}: {e}", final_dir.display()))?;
     }
     std::fs::rename(staging, final_dir)
         .map_err(|e| format!("cannot move outputs into {}: {e}", final_dir.display()))?;
-    if let Some(parent) = final_dir.parent() {
-        let _ = std::fs::File::open(parent).and_then(|f| f.sync_all());
-    }
     let mut records = Vec::new();
     for (name, rel) in outputs_rel {
         let rec = cache::record_output(name, &final_dir.join(rel))
             .map_err(|e| format!("cannot hash output `{name}`: {e}"))?;
         records.push(rec);
     }
-    Ok(records)
-}
-
-/// Stores a cache entry for a committed instance.
-pub fn put_cache(
-    store: &Store,
-    key: &CacheKey,
-    task: &str,
-    run: &str,
-    outputs: &[OutputRecord],
-) -> Result<(), StoreError> {
-    store.cache_put(&CacheEntry {
-        fingerprint: key.fingerprint(),
-        task: task.to_owned(),
-        kind: key.kind.clone(),
-        created_at: now(),
-        run: run.to_owned(),
-        outputs: outputs.to_vec(),
-        key: serde_json::to_value(key).unwrap_or_default(),
-    })
+    let mut sync = Vec::new();
+    tree(final_dir, &mut sync);
+    if let Some(parent) = final_dir.parent() {
+        sync.push(parent.to_path_buf());
+    }
+    Ok((records, sync))
 }

@@ -7,6 +7,8 @@
 //! - `instances`: `run id \0 instance id` -> [`InstanceRecord`] (JSON).
 //! - `filehash`: absolute path -> [`FileStamp`] (JSON): content hashes of source files, reused
 //!   while size and mtime are unchanged.
+//! - `keys`: fingerprint -> the cache key's parts (JSON), for `nearby cache explain`. Kept apart
+//!   so that cache lookups and instance records stay small.
 //!
 //! Records are JSON with `#[serde(default)]` on every field added after schema 1, so old stores
 //! keep loading (tests/fixtures/store-v1 is a store written by schema 1 that must always open).
@@ -89,7 +91,8 @@ pub struct CacheEntry {
     pub created_at: String,
     pub run: String,
     pub outputs: Vec<OutputRecord>,
-    /// The key's parts, for `cache explain`.
+    /// The key's parts. Written by schema 1 before the `keys` tree existed; now empty.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub key: serde_json::Value,
 }
 
@@ -139,7 +142,8 @@ pub struct InstanceRecord {
     pub outputs: Vec<OutputRecord>,
     #[serde(default)]
     pub fingerprint: Option<String>,
-    #[serde(default)]
+    /// The key's parts (early schema-1 records only; now in the `keys` tree by fingerprint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<serde_json::Value>,
     /// Why it hit or missed the cache.
     #[serde(default)]
@@ -160,6 +164,14 @@ pub struct FileStamp {
     pub hash: String,
 }
 
+/// What a finished instance writes: its record, and for work that ran, its cache entry and key.
+#[derive(Debug, Clone)]
+pub struct Durable {
+    pub record: InstanceRecord,
+    pub cache: Option<CacheEntry>,
+    pub key: Option<(String, serde_json::Value)>,
+}
+
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
@@ -168,6 +180,7 @@ pub struct Store {
     runs: sled::Tree,
     instances: sled::Tree,
     filehash: sled::Tree,
+    keys: sled::Tree,
     path: PathBuf,
 }
 
@@ -209,6 +222,7 @@ impl Store {
             runs: db.open_tree("runs")?,
             instances: db.open_tree("instances")?,
             filehash: db.open_tree("filehash")?,
+            keys: db.open_tree("keys")?,
             db,
             path,
         };
@@ -310,13 +324,11 @@ impl Store {
         Ok(())
     }
 
-    /// Writes many instance records at once (one sled batch).
+    /// Writes many instance records.
     pub fn put_instances(&self, run: &str, rs: &[InstanceRecord]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
         for r in rs {
-            batch.insert(instance_key(run, &r.id), encode(r));
+            self.instances.insert(instance_key(run, &r.id), encode(r))?;
         }
-        self.instances.apply_batch(batch)?;
         Ok(())
     }
 
@@ -334,6 +346,38 @@ impl Store {
             .values()
             .map(|v| decode("task instance", &v?))
             .collect()
+    }
+
+    pub fn put_key(&self, fingerprint: &str, key: &serde_json::Value) -> Result<(), StoreError> {
+        self.keys.insert(fingerprint.as_bytes(), encode(key))?;
+        Ok(())
+    }
+
+    pub fn get_key(&self, fingerprint: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.keys
+            .get(fingerprint.as_bytes())?
+            .map(|v| decode("cache key", &v))
+            .transpose()
+    }
+
+    /// Writes finished work in order: cache entries and keys first, then instance records, so
+    /// that a record never claims more than the store holds. Plain inserts, not a sled `Batch`:
+    /// applying a batch seals and writes sled's log buffer each time, which costs a disk write
+    /// per call; single inserts stay in memory until sled's periodic flush, in order.
+    pub fn persist(&self, run: &str, batch: &[Durable]) -> Result<(), StoreError> {
+        for d in batch {
+            if let Some(c) = &d.cache {
+                self.cache.insert(c.fingerprint.as_bytes(), encode(c))?;
+            }
+            if let Some((fp, k)) = &d.key {
+                self.keys.insert(fp.as_bytes(), encode(k))?;
+            }
+        }
+        for d in batch {
+            self.instances
+                .insert(instance_key(run, &d.record.id), encode(&d.record))?;
+        }
+        Ok(())
     }
 
     pub fn file_stamp(&self, path: &str) -> Result<Option<FileStamp>, StoreError> {
