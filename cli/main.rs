@@ -162,6 +162,31 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Simulate a night (INT WFC geometry by default) with its truth: raw frames, biases, flats,
+    /// a reference catalog and truth.json. Same as `nearby task simulate`.
+    Simulate {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// `small` (tests, demo) or `int_wfc` (4 CCDs of 2048x4100).
+        #[arg(long, default_value = "int_wfc")]
+        preset: String,
+        #[arg(long)]
+        n_fields: Option<u32>,
+        #[arg(long)]
+        n_exposures: Option<u32>,
+        #[arg(long)]
+        n_ccds: Option<u32>,
+        #[arg(long)]
+        n_asteroids: Option<u32>,
+        #[arg(long)]
+        exptime_secs: Option<f64>,
+        /// Write tile-compressed (.fz) frames.
+        #[arg(long)]
+        compress: bool,
+    },
     /// List task kinds with their params and ports.
     Kinds,
     /// Run the built-in demo pipeline (pipelines/demo.yaml) on built-in data.
@@ -233,6 +258,35 @@ fn main() -> ExitCode {
             output,
             out,
         } => commands::task(&kind, &with, &input, &output, &out),
+        Command::Simulate {
+            out,
+            seed,
+            preset,
+            n_fields,
+            n_exposures,
+            n_ccds,
+            n_asteroids,
+            exptime_secs,
+            compress,
+        } => {
+            let mut with = vec![format!("seed={seed}"), format!("preset={preset}")];
+            let optional = [
+                ("n_fields", n_fields.map(|v| v.to_string())),
+                ("n_exposures", n_exposures.map(|v| v.to_string())),
+                ("n_ccds", n_ccds.map(|v| v.to_string())),
+                ("n_asteroids", n_asteroids.map(|v| v.to_string())),
+                ("exptime_secs", exptime_secs.map(|v| v.to_string())),
+            ];
+            with.extend(
+                optional
+                    .into_iter()
+                    .filter_map(|(k, v)| v.map(|v| format!("{k}={v}"))),
+            );
+            if compress {
+                with.push("compress=true".into());
+            }
+            commands::task("simulate", &with, &[], &[], &out)
+        }
         Command::Kinds => commands::kinds(),
         Command::Demo { w, x } => commands::demo(&w, &x),
     };

@@ -509,10 +509,22 @@ impl Scheduler {
                 };
                 let text = std::fs::read_to_string(&o.path)
                     .map_err(|e| format!("cannot read {}: {e}", o.path))?;
+                // A line naming a file beside the list (a relative path) becomes that file's
+                // absolute path: outputs move when they are committed, so tasks write their lists
+                // relative to themselves.
+                let dir = Path::new(&o.path).parent().unwrap_or(Path::new("/"));
                 text.lines()
                     .map(str::trim)
                     .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(|l| (Some(key_of(l)), Some(l.to_owned())))
+                    .map(|l| {
+                        let beside = dir.join(l);
+                        let item = if Path::new(l).is_relative() && beside.exists() {
+                            beside.display().to_string()
+                        } else {
+                            l.to_owned()
+                        };
+                        (Some(key_of(&item)), Some(item))
+                    })
                     .collect()
             }
         })
