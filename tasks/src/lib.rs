@@ -4,11 +4,16 @@
 //! extract, astrometry, stack, link, known, cutout, report, ceres) join this list as they land,
 //! each in its own module with its tests beside it.
 
+pub mod calibrate;
+pub mod extract;
+pub mod fits;
+pub mod simulate;
+
 use nearby_engine::task::Registry;
 
 /// Every task kind, in the order `nearby kinds` lists them.
 pub fn registry() -> Registry {
-    Registry::builtin()
+    Registry::builtin().extend(vec![std::sync::Arc::new(simulate::task::Simulate)])
 }
 
 #[cfg(test)]
