@@ -279,6 +279,7 @@ fn execute(
     let _ = std::fs::create_dir_all(events.parent().unwrap_or(&dir));
     record.log_path = events.display().to_string();
     let mut sinks: Vec<Box<dyn Sink>> = vec![
+        Box::new(PrintRunId),
         Box::new(crate::progress::Progress::new(x.quiet)),
         Box::new(Tracing),
     ];
@@ -289,8 +290,6 @@ fn execute(
             events.display()
         ),
     }
-    println!("{}", record.id);
-    let _ = std::io::stdout().flush();
     let mut opts = RunOptions {
         memory_mb: x.memory_mb,
         fail_fast: x.fail_fast,
@@ -320,6 +319,18 @@ fn execute(
         Err(e) => {
             eprintln!("error: {e}");
             FAILED
+        }
+    }
+}
+
+/// Prints the run id on stdout once the run is recorded (scripts and `resume` rely on it).
+struct PrintRunId;
+
+impl Sink for PrintRunId {
+    fn event(&mut self, _at: &str, e: &nearby_engine::events::Event) {
+        if let nearby_engine::events::Event::RunStarted { run, .. } = e {
+            println!("{run}");
+            let _ = std::io::stdout().flush();
         }
     }
 }

@@ -234,6 +234,8 @@ pub struct Scheduler {
     /// Paths to sync per instance that just finished running.
     to_sync: HashMap<u32, Vec<PathBuf>>,
     syncing: bool,
+    /// Templates not expanded yet.
+    unexpanded: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -288,6 +290,7 @@ impl Scheduler {
             unsynced: Vec::new(),
             to_sync: HashMap::new(),
             syncing: false,
+            unexpanded: n,
         })
     }
 
@@ -306,7 +309,9 @@ impl Scheduler {
         self.run.state = "running".into();
         let dry = self.opts.dry_run;
         if !dry {
+            // Durable before anyone is told the run id, so that `resume RUN` always finds it.
             self.store.put_run(&self.run)?;
+            self.store.flush()?;
         }
         self.emit(Event::RunStarted {
             run: self.run.id.clone(),
@@ -545,6 +550,7 @@ impl Scheduler {
 
     fn expand(&mut self, t: usize) {
         self.tpls[t].expanded = true;
+        self.unexpanded -= 1;
         let plan = self.plan.clone();
         let tpl = &plan.tasks[t];
         let (items, error) = match self.items(t) {
@@ -1192,7 +1198,7 @@ impl Scheduler {
             .neighbors(petgraph::graph::NodeIndex::new(t))
             .next()
             .is_some()
-            && self.tpls.iter().any(|x| !x.expanded)
+            && self.unexpanded > 0
         {
             self.expand_all();
         }

@@ -80,8 +80,8 @@ impl Node {
 }
 
 /// The token length to underline, from the source text (for scalars) or 1.
-fn token_len(source: &Source, pos: Pos, value: &Value) -> u32 {
-    let Some(line) = source.text.lines().nth(pos.line.saturating_sub(1) as usize) else {
+fn token_len(lines: &[&str], pos: Pos, value: &Value) -> u32 {
+    let Some(line) = lines.get(pos.line.saturating_sub(1) as usize) else {
         return 1;
     };
     let rest: String = line
@@ -218,13 +218,12 @@ fn spanned_to_node_unsourced(s: Spanned<RawValue>) -> Node {
     }
 }
 
-fn fill_lengths(node: &mut Node, source: &Source) {
-    node.len = token_len(source, node.pos, &node.value);
+/// `lines` is the source split once (finding a line per node would be quadratic).
+fn fill_lengths(node: &mut Node, lines: &[&str]) {
+    node.len = token_len(lines, node.pos, &node.value);
     match &mut node.value {
-        Value::Seq(items) => items.iter_mut().for_each(|n| fill_lengths(n, source)),
-        Value::Map(entries) => entries
-            .iter_mut()
-            .for_each(|(_, n)| fill_lengths(n, source)),
+        Value::Seq(items) => items.iter_mut().for_each(|n| fill_lengths(n, lines)),
+        Value::Map(entries) => entries.iter_mut().for_each(|(_, n)| fill_lengths(n, lines)),
         _ => {}
     }
 }
@@ -243,7 +242,8 @@ pub fn parse(source: &Arc<Source>) -> Result<(Node, Vec<Diagnostic>), Diagnostic
     match serde_saphyr::from_str_with_options::<Spanned<RawValue>>(&source.text, options) {
         Ok(root) => {
             let mut node = spanned_to_node_unsourced(root);
-            fill_lengths(&mut node, source);
+            let lines: Vec<&str> = source.text.lines().collect();
+            fill_lengths(&mut node, &lines);
             let mut diags = Vec::new();
             remove_duplicate_keys(&mut node, source, &mut diags);
             Ok((node, diags))
@@ -259,10 +259,10 @@ fn remove_duplicate_keys(node: &mut Node, source: &Arc<Source>, diags: &mut Vec<
             .iter_mut()
             .for_each(|n| remove_duplicate_keys(n, source, diags)),
         Value::Map(entries) => {
-            let mut first: Vec<(String, Pos)> = Vec::new();
+            let mut first: std::collections::HashMap<String, Pos> = Default::default();
             entries.retain(|(k, _)| {
-                let Some((_, at)) = first.iter().find(|(name, _)| *name == k.name) else {
-                    first.push((k.name.clone(), k.pos));
+                let Some(at) = first.get(&k.name) else {
+                    first.insert(k.name.clone(), k.pos);
                     return true;
                 };
                 diags.push(

@@ -581,6 +581,7 @@ impl<'a> Compiler<'a> {
         for (from, to, _) in &edges {
             if seen.insert((*from, *to)) {
                 graph.add_edge(NodeIndex::new(*from), NodeIndex::new(*to), ());
+                templates[*to].upstream.push(*from);
             }
         }
         let order = stable_topo(&graph);
@@ -883,12 +884,8 @@ impl<'a> Compiler<'a> {
 
         let (inputs, foreach) = self.references(ti, t, index, task_names, all_outputs, edges);
         let foreach = self.foreach_value(t, params, foreach);
-        let mut upstream = Vec::new();
-        for (from, to, _) in edges.iter() {
-            if *to == ti && !upstream.contains(from) {
-                upstream.push(*from);
-            }
-        }
+        // Filled in once every edge is known (see `tasks`).
+        let upstream = Vec::new();
         let inputs = inputs
             .into_iter()
             .map(|(n, src)| {
