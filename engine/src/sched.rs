@@ -158,6 +158,9 @@ fn key_of(item: &str) -> String {
     }
 }
 
+/// Finished records are written to the store in groups of at most this many.
+const WRITE_BATCH: usize = 256;
+
 /// Fan-out items: (instance key, item).
 type Items = Vec<(Option<String>, Option<String>)>;
 
@@ -1108,7 +1111,7 @@ impl Scheduler {
         rec.quarantined = error.as_deref().is_some_and(|e| e.starts_with("bad input"));
         let ran = matches!(state, State::Succeeded | State::Failed);
         let key_json = match (key, &fingerprint) {
-            (Some(k), Some(fp)) if ran => serde_json::to_value(k).ok().map(|v| (fp.clone(), v)),
+            (Some(k), Some(fp)) if ran => serde_json::to_vec(k).ok().map(|v| (fp.clone(), v)),
             _ => None,
         };
         let cache_entry = match (state, &fingerprint, key) {
@@ -1141,6 +1144,12 @@ impl Scheduler {
         match self.to_sync.remove(&i) {
             Some(paths) if state == State::Succeeded => self.unsynced.push((durable, paths)),
             _ => self.unwritten.push(durable),
+        }
+        if self.unwritten.len() >= WRITE_BATCH {
+            // Bounded memory: a wide fan-out of inline tasks finishes thousands per pass.
+            if let Err(e) = self.write_records() {
+                tracing::error!("cannot write task records: {e}");
+            }
         }
         self.emit(event);
         if state == State::Failed && self.opts.fail_fast {

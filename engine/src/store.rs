@@ -169,7 +169,8 @@ pub struct FileStamp {
 pub struct Durable {
     pub record: InstanceRecord,
     pub cache: Option<CacheEntry>,
-    pub key: Option<(String, serde_json::Value)>,
+    /// (fingerprint, the key's JSON bytes)
+    pub key: Option<(String, Vec<u8>)>,
 }
 
 #[derive(Clone)]
@@ -370,7 +371,7 @@ impl Store {
                 self.cache.insert(c.fingerprint.as_bytes(), encode(c))?;
             }
             if let Some((fp, k)) = &d.key {
-                self.keys.insert(fp.as_bytes(), encode(k))?;
+                self.keys.insert(fp.as_bytes(), k.as_slice())?;
             }
         }
         for d in batch {
