@@ -839,15 +839,22 @@ impl Scheduler {
                     }
                 }
                 InputSource::File(p) => {
-                    let p =
-                        PathBuf::from(template::render(&p.display().to_string(), &ItemScope(item)));
+                    let p = self
+                        .plan
+                        .base_dir
+                        .join(template::render(&p.display().to_string(), &ItemScope(item)));
                     let h = cache::source_hash(Some(&self.store), &p)
                         .map_err(|e| format!("input `{name}`: cannot read {}: {e}", p.display()))?;
                     paths.push(p);
                     hs.push(h);
                 }
                 InputSource::Glob(g) => {
-                    let g = template::render(g, &ItemScope(item));
+                    let g = self
+                        .plan
+                        .base_dir
+                        .join(template::render(g, &ItemScope(item)))
+                        .display()
+                        .to_string();
                     let mut found: Vec<PathBuf> = glob::glob(&g)
                         .map_err(|e| format!("input `{name}`: bad glob `{g}`: {e}"))?
                         .filter_map(Result::ok)

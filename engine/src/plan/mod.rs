@@ -512,10 +512,12 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// Resolves params in a path and makes it absolute against the pipeline's directory. A path
+    /// that still holds `${item}` is left as it is: it is made absolute when the item is known.
     fn resolve_path(&self, s: &str, params: &[Param]) -> PathBuf {
         let s = template::render(s, &ParamScope(params));
         let p = Path::new(&s);
-        if p.is_absolute() {
+        if p.is_absolute() || s.contains("${") {
             p.to_path_buf()
         } else {
             self.base_dir.join(p)
