@@ -8,12 +8,18 @@ pub mod calibrate;
 pub mod extract;
 pub mod fits;
 pub mod simulate;
+pub mod wcs;
 
 use nearby_engine::task::Registry;
 
 /// Every task kind, in the order `nearby kinds` lists them.
 pub fn registry() -> Registry {
-    Registry::builtin().extend(vec![std::sync::Arc::new(simulate::task::Simulate)])
+    Registry::builtin().extend(vec![
+        std::sync::Arc::new(simulate::task::Simulate),
+        std::sync::Arc::new(calibrate::task::Masters),
+        std::sync::Arc::new(calibrate::task::Calibrate),
+        std::sync::Arc::new(extract::task::Extract),
+    ])
 }
 
 #[cfg(test)]

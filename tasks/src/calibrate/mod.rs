@@ -672,5 +672,6 @@ fn apply_kernel(
         });
 }
 
+pub mod task;
 #[cfg(test)]
 mod tests;

@@ -529,5 +529,6 @@ fn weight_scale(img: &Image, mesh: &background::Mesh) -> f32 {
     *m
 }
 
+pub mod task;
 #[cfg(test)]
 mod tests;

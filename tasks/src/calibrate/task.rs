@@ -1,0 +1,742 @@
+//! The `masters` and `calibrate` task kinds: FITS I/O around the calibration functions.
+//!
+//! - `masters` reads a directory of bias and flat frames, groups them by IMAGETYP, FILTER and CCD,
+//!   overscan-corrects and trims each, and combines them into `master_bias.fits` (one HDU per
+//!   CCD) and `master_flat.fits` (one HDU per filter and CCD, with a FILTER key, normalised to a
+//!   median of 1).
+//! - `calibrate` turns one raw multi-extension frame into `image.fits` (float32, one HDU per CCD,
+//!   headers kept with the WCS moved to the trimmed pixels) and `weight.fits` (inverse variance,
+//!   0 where masked).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use nearby_engine::task::{Invocation, PType, ParamSpec, PortSpec, Ports, TaskError, TaskKind};
+use serde_json::{Map, Value as J};
+
+use super::{
+    apply, master_bias, master_flat, overscan_correct, parse_section, robust_level, Combine,
+    Detector, OverscanOptions, Section, MASK_SATURATED,
+};
+use crate::fits::{read_all_images, read_headers, read_image, write_mef, Header, Image, Pixel};
+
+/// The CCD a header describes: CCDNAME, else IMAGEID, else EXTNAME, else the HDU number.
+pub fn ccd_key(h: &Header, hdu: usize) -> String {
+    for k in ["CCDNAME", "IMAGEID", "EXTNAME"] {
+        if let Ok(v) = h.str(k) {
+            if !v.trim().is_empty() {
+                return v.trim().to_owned();
+            }
+        }
+    }
+    format!("HDU{hdu}")
+}
+
+/// A key from the CCD header, else from the primary header.
+fn key_str(h: &Header, primary: &Header, key: &str) -> Option<String> {
+    h.str(key)
+        .ok()
+        .or_else(|| primary.str(key).ok())
+        .map(|s| s.trim().to_owned())
+}
+
+fn bad_input(h: &Header, what: impl std::fmt::Display) -> TaskError {
+    TaskError::BadInput(format!("{}: {what}", h.loc()))
+}
+
+/// Overscan-corrects and trims one CCD: BIASSEC and TRIMSEC (or DATASEC) from its header.
+/// Returns the trimmed pixels, their size and the trim section.
+fn correct(img: &Image) -> Result<(Vec<f32>, usize, usize, Section), TaskError> {
+    let h = &img.header;
+    let sec = |key: &str| -> Result<Section, TaskError> {
+        let text = h.str(key)?;
+        parse_section(&text).map_err(|e| bad_input(h, format!("key {key}: {e}")))
+    };
+    let trimsec = if h.contains("TRIMSEC") {
+        sec("TRIMSEC")?
+    } else {
+        sec("DATASEC")?
+    };
+    let biassec = sec("BIASSEC")?;
+    let (data, w, hh) = overscan_correct(
+        &img.data,
+        img.width,
+        img.height,
+        biassec,
+        trimsec,
+        OverscanOptions::default(),
+    )
+    .map_err(|e| bad_input(h, format!("BIASSEC/TRIMSEC: {e}")))?;
+    Ok((data, w, hh, trimsec))
+}
+
+fn combine_method(inv: &Invocation) -> Result<Combine, TaskError> {
+    match inv.str("method").unwrap_or("median") {
+        "median" => Ok(Combine::Median),
+        "sigma_clip" => Ok(Combine::SigmaClippedMean {
+            sigma: inv.float("clip_sigma").unwrap_or(3.0) as f32,
+        }),
+        m => Err(TaskError::Failed(format!(
+            "method `{m}`: expected median or sigma_clip"
+        ))),
+    }
+}
+
+/// The files an input names: a directory gives its `*.fits` and `*.fits.fz` files, sorted.
+fn input_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, TaskError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    let n = f.to_string_lossy().to_ascii_lowercase();
+                    n.ends_with(".fits") || n.ends_with(".fits.fz") || n.ends_with(".fit")
+                })
+                .collect();
+            v.sort();
+            out.extend(v);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+const MASTERS_PARAMS: &[ParamSpec] = &[
+    ParamSpec {
+        name: "method",
+        ty: PType::Str,
+        required: false,
+        default: Some("\"median\""),
+        doc: "How frames are combined pixel by pixel: `median` or `sigma_clip` (mean of the \
+              values within `clip_sigma` of the median, iterated).",
+    },
+    ParamSpec {
+        name: "clip_sigma",
+        ty: PType::Float,
+        required: false,
+        default: Some("3.0"),
+        doc: "Clipping limit of `sigma_clip`, in standard deviations.",
+    },
+];
+
+const MASTERS_INPUTS: &[PortSpec] = &[PortSpec {
+    name: "calib",
+    file: "",
+    required: true,
+    doc: "A directory of bias and flat frames (IMAGETYP bias/zero and flat), or the files.",
+}];
+
+const MASTERS_OUTPUTS: &[PortSpec] = &[
+    PortSpec {
+        name: "bias",
+        file: "master_bias.fits",
+        required: true,
+        doc: "Master bias: one float32 HDU per CCD (EXTNAME, CCDNAME, NCOMBINE), trimmed.",
+    },
+    PortSpec {
+        name: "flat",
+        file: "master_flat.fits",
+        required: true,
+        doc: "Master flat: one float32 HDU per filter and CCD (FILTER, NCOMBINE), median 1.",
+    },
+];
+
+pub struct Masters;
+
+/// Frames of one group, trimmed: pixels, width, height, the first frame's header.
+type Stack = (Vec<Vec<f32>>, usize, usize, Header);
+
+/// One CCD of one calibration frame.
+struct Member {
+    file: PathBuf,
+    hdu: usize,
+}
+
+impl TaskKind for Masters {
+    fn name(&self) -> &'static str {
+        "masters"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "Combine bias and flat frames into a master bias and a master flat per CCD (and filter)."
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        MASTERS_PARAMS
+    }
+    fn inputs(&self) -> Ports {
+        Ports::Fixed(MASTERS_INPUTS)
+    }
+    fn outputs(&self) -> Ports {
+        Ports::Fixed(MASTERS_OUTPUTS)
+    }
+    fn validate(&self, params: &Map<String, J>) -> Vec<(&'static str, String)> {
+        let mut p = Vec::new();
+        if let Some(m) = params.get("method").and_then(J::as_str) {
+            if !m.contains("${") && m != "median" && m != "sigma_clip" {
+                p.push(("method", format!("`{m}`: expected median or sigma_clip")));
+            }
+        }
+        if let Some(s) = params.get("clip_sigma").and_then(J::as_f64) {
+            if s <= 0.0 {
+                p.push(("clip_sigma", format!("{s}: must be > 0")));
+            }
+        }
+        p
+    }
+    fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
+        let method = combine_method(inv)?;
+        let files = input_files(inv.inputs.get("calib").map_or(&[][..], |v| &v[..]))?;
+        // (ccd) -> bias members; (filter, ccd) -> flat members; ccd -> EXTNAME.
+        let mut biases: BTreeMap<String, Vec<Member>> = BTreeMap::new();
+        let mut flats: BTreeMap<(String, String), Vec<Member>> = BTreeMap::new();
+        let mut extnames: BTreeMap<String, String> = BTreeMap::new();
+        for f in &files {
+            let headers = match read_headers(f) {
+                Ok(h) => h,
+                Err(e) => {
+                    writeln!(log, "masters: skipping {}: {e}", f.display())?;
+                    continue;
+                }
+            };
+            let primary = headers[0].clone();
+            for (hdu, h) in headers.iter().enumerate() {
+                if h.i64("NAXIS").unwrap_or(0) != 2 {
+                    continue;
+                }
+                let typ = key_str(h, &primary, "IMAGETYP")
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                let ccd = ccd_key(h, hdu);
+                extnames
+                    .entry(ccd.clone())
+                    .or_insert_with(|| h.str("EXTNAME").unwrap_or_else(|_| ccd.clone()));
+                let m = Member {
+                    file: f.clone(),
+                    hdu,
+                };
+                if typ == "bias" || typ == "zero" {
+                    biases.entry(ccd).or_default().push(m);
+                } else if typ.contains("flat") {
+                    let filter = key_str(h, &primary, "FILTER").unwrap_or_default();
+                    flats.entry((filter, ccd)).or_default().push(m);
+                } else if hdu <= 1 {
+                    writeln!(log, "masters: ignoring {} (IMAGETYP `{typ}`)", f.display())?;
+                }
+            }
+        }
+        if biases.is_empty() && flats.is_empty() {
+            return Err(TaskError::BadInput(format!(
+                "no bias or flat frames among the {} files given",
+                files.len()
+            )));
+        }
+        let load = |ms: &[Member], log: &mut dyn Write| -> Result<Stack, TaskError> {
+            let mut frames = Vec::new();
+            let mut size = None;
+            let mut first = None;
+            for m in ms {
+                if inv.cancel.load(Ordering::Relaxed) {
+                    return Err(TaskError::Cancelled);
+                }
+                let r = read_image(&m.file, m.hdu)
+                    .map_err(TaskError::from)
+                    .and_then(|img| {
+                        img.check_usable()?;
+                        let (d, w, h, _) = correct(&img)?;
+                        Ok((d, w, h, img.header))
+                    });
+                match r {
+                    Ok((d, w, h, hd)) => {
+                        if *size.get_or_insert((w, h)) != (w, h) {
+                            writeln!(
+                                log,
+                                "masters: skipping {}: {w}x{h} differs from the first frame",
+                                hd.loc()
+                            )?;
+                            continue;
+                        }
+                        first.get_or_insert(hd);
+                        frames.push(d);
+                    }
+                    Err(e) => writeln!(
+                        log,
+                        "masters: skipping {}, HDU {}: {e}",
+                        m.file.display(),
+                        m.hdu
+                    )?,
+                }
+            }
+            let (w, h) = size.unwrap_or((0, 0));
+            match first {
+                Some(hd) if !frames.is_empty() => Ok((frames, w, h, hd)),
+                _ => Err(TaskError::BadInput(format!(
+                    "no usable frame among {} ({})",
+                    ms.len(),
+                    ms.first()
+                        .map(|m| m.file.display().to_string())
+                        .unwrap_or_default()
+                ))),
+            }
+        };
+        let out_header = |src: &Header, typ: &str, n: usize| {
+            let mut h = Header::new();
+            for k in [
+                "EXTNAME", "CCDNAME", "IMAGEID", "FILTER", "GAIN", "RDNOISE", "SATURATE",
+            ] {
+                if let Some(c) = src.card(k) {
+                    h.set(k, c.value.clone(), &c.comment);
+                }
+            }
+            h.set("IMAGETYP", typ, "master calibration frame")
+                .set("NCOMBINE", n as i64, "frames combined")
+                .set("BUNIT", "ADU", "");
+            h
+        };
+        let mut bias_images = Vec::new();
+        let mut bias_data: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+        for (ccd, ms) in &biases {
+            let (frames, w, h, hd) = load(ms, log)?;
+            let refs: Vec<&[f32]> = frames.iter().map(Vec::as_slice).collect();
+            let (data, _) = master_bias(&refs, method)
+                .map_err(|e| TaskError::BadInput(format!("master bias of CCD {ccd}: {e}")))?;
+            writeln!(
+                log,
+                "masters: bias {ccd}: {} frames, {w}x{h}, level {:.2} ADU",
+                frames.len(),
+                robust_level(&data, None)
+            )?;
+            let mut img = Image::new(w, h, data.clone());
+            img.header = out_header(&hd, "bias", frames.len());
+            bias_images.push(img);
+            bias_data.insert(ccd.clone(), data);
+        }
+        let filters: Vec<&String> = {
+            let mut f: Vec<&String> = flats.keys().map(|(f, _)| f).collect();
+            f.dedup();
+            f
+        };
+        if filters.len() > 1 {
+            writeln!(log, "masters: flats in {} filters ({:?}): one HDU per filter and CCD, told apart by FILTER", filters.len(), filters)?;
+        }
+        let mut flat_images = Vec::new();
+        for ((filter, ccd), ms) in &flats {
+            let (frames, w, h, hd) = load(ms, log)?;
+            let bias = bias_data.get(ccd).filter(|b| b.len() == w * h);
+            if bias.is_none() {
+                writeln!(log, "masters: no master bias of the flat's size for CCD {ccd}: flats used without bias subtraction")?;
+            }
+            let refs: Vec<&[f32]> = frames.iter().map(Vec::as_slice).collect();
+            let (data, _) = master_flat(&refs, bias.map(Vec::as_slice), method).map_err(|e| {
+                TaskError::BadInput(format!("master flat of CCD {ccd}, filter {filter}: {e}"))
+            })?;
+            writeln!(
+                log,
+                "masters: flat {filter} {ccd}: {} frames, {w}x{h}",
+                frames.len()
+            )?;
+            let mut img = Image::new(w, h, data);
+            img.header = out_header(&hd, "flat", frames.len());
+            img.header.set("FILTER", filter.as_str(), "");
+            if filters.len() > 1 {
+                let ext = extnames.get(ccd).cloned().unwrap_or_else(|| ccd.clone());
+                img.header.set("EXTNAME", format!("{ext}_{filter}"), "");
+            }
+            flat_images.push(img);
+        }
+        let mut primary = Header::new();
+        primary.set("ORIGIN", "nearby masters", "");
+        write_mef(inv.output("bias")?, &primary, &bias_images, Pixel::F32)?;
+        write_mef(inv.output("flat")?, &primary, &flat_images, Pixel::F32)?;
+        if bias_images.is_empty() || flat_images.is_empty() {
+            writeln!(
+                log,
+                "masters: warning: {} bias and {} flat HDUs written",
+                bias_images.len(),
+                flat_images.len()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+const CALIBRATE_INPUTS: &[PortSpec] = &[
+    PortSpec {
+        name: "frame",
+        file: "",
+        required: true,
+        doc: "One raw multi-extension frame (BIASSEC, TRIMSEC or DATASEC, GAIN, RDNOISE, SATURATE per CCD).",
+    },
+    PortSpec {
+        name: "bias",
+        file: "",
+        required: true,
+        doc: "The master bias (`masters.bias`).",
+    },
+    PortSpec {
+        name: "flat",
+        file: "",
+        required: true,
+        doc: "The master flat (`masters.flat`).",
+    },
+];
+
+const CALIBRATE_OUTPUTS: &[PortSpec] = &[
+    PortSpec {
+        name: "image",
+        file: "image.fits",
+        required: true,
+        doc: "Calibrated frame: float32, one HDU per CCD, trimmed, headers kept (WCS moved to the trimmed pixels, LTV1/LTV2 the offset), BUNIT ADU.",
+    },
+    PortSpec {
+        name: "weight",
+        file: "weight.fits",
+        required: true,
+        doc: "Inverse variance (1/ADU^2) per pixel, 0 where masked (bad flat, saturated, not finite).",
+    },
+];
+
+pub struct Calibrate;
+
+impl TaskKind for Calibrate {
+    fn name(&self) -> &'static str {
+        "calibrate"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "Overscan, bias and flat correction of one raw frame, with an inverse-variance weight map."
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &[]
+    }
+    fn inputs(&self) -> Ports {
+        Ports::Fixed(CALIBRATE_INPUTS)
+    }
+    fn outputs(&self) -> Ports {
+        Ports::Fixed(CALIBRATE_OUTPUTS)
+    }
+    fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
+        let frame = inv.input("frame")?;
+        let biases = masters_by_ccd(inv.input("bias")?)?;
+        let flats = masters_by_ccd(inv.input("flat")?)?;
+        let raw = read_all_images(frame)?;
+        let mut primary = crate::fits::read_header(frame, 0)?;
+        primary.set_origin(None);
+        let (mut images, mut weights) = (Vec::new(), Vec::new());
+        for (k, img) in raw.iter().enumerate() {
+            if inv.cancel.load(Ordering::Relaxed) {
+                return Err(TaskError::Cancelled);
+            }
+            let h = &img.header;
+            img.check_usable()?;
+            let gain = h.f64("GAIN")? as f32;
+            let rdnoise = h.f64("RDNOISE")? as f32;
+            let saturate = h.f64("SATURATE")? as f32;
+            let (data, w, hh, trimsec) = correct(img)?;
+            let hdu = h.origin().map_or(k + 1, |o| o.hdu);
+            let ccd = ccd_key(h, hdu);
+            let filter = key_str(h, &primary, "FILTER").unwrap_or_default();
+            let bias = pick(&biases, &ccd, None, w, hh).ok_or_else(|| {
+                bad_input(
+                    h,
+                    format!(
+                        "no master bias for CCD {ccd} of {w}x{hh} pixels in {}",
+                        inv.input("bias")
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
+                    ),
+                )
+            })?;
+            let flat = pick(&flats, &ccd, Some(&filter), w, hh).ok_or_else(|| {
+                bad_input(
+                    h,
+                    format!("no master flat for CCD {ccd}, filter `{filter}`, of {w}x{hh} pixels"),
+                )
+            })?;
+            // The overscan level subtracted, to express SATURATE in calibrated units.
+            let level = robust_level(&img.data, None) - robust_level(&data, None);
+            // apply() compares raw values with the saturation level: add the overscan back.
+            let det = Detector::new(gain, rdnoise, saturate - level.max(0.0));
+            let cal = apply(&data, bias, flat, &det, None)
+                .map_err(|e| bad_input(h, format!("calibration: {e}")))?;
+            let sat_cal = cal
+                .science
+                .iter()
+                .zip(&cal.mask)
+                .filter(|(_, m)| **m & MASK_SATURATED != 0)
+                .map(|(v, _)| *v)
+                .fold(f32::INFINITY, f32::min);
+            let sat_cal = if sat_cal.is_finite() {
+                sat_cal
+            } else {
+                let fmax = flat
+                    .iter()
+                    .copied()
+                    .filter(|v| v.is_finite())
+                    .fold(1.0f32, f32::max);
+                (saturate - level - robust_level(bias, None)) / fmax
+            };
+            let masked = cal.mask.iter().filter(|m| **m != 0).count();
+            writeln!(
+                log,
+                "calibrate: {ccd}: {w}x{hh}, overscan {level:.1} ADU, {masked} masked pixels"
+            )?;
+            let mut oh = h.clone();
+            oh.set_origin(None);
+            for k in ["BIASSEC", "TRIMSEC", "BZERO", "BSCALE"] {
+                oh.remove(k);
+            }
+            oh.set("DATASEC", format!("[1:{w},1:{hh}]"), "trimmed");
+            oh.set("LTV1", -(trimsec.x0 as f64), "[px] trimmed = raw + LTV");
+            oh.set("LTV2", -(trimsec.y0 as f64), "[px] trimmed = raw + LTV");
+            for (key, off) in [("CRPIX1", trimsec.x0), ("CRPIX2", trimsec.y0)] {
+                if let Ok(v) = oh.f64(key) {
+                    oh.set(key, v - off as f64, "reference pixel (trimmed frame)");
+                }
+            }
+            oh.set(
+                "SATURATE",
+                sat_cal as f64,
+                "[ADU] saturation level, calibrated",
+            );
+            oh.set("BUNIT", "ADU", "bias-subtracted, flat-fielded");
+            oh.set("FILTER", filter.as_str(), "");
+            oh.add_history("nearby calibrate: overscan, master bias, master flat");
+            let mut wh = Header::new();
+            for k in ["EXTNAME", "CCDNAME", "IMAGEID"] {
+                if let Some(c) = oh.card(k) {
+                    wh.set(k, c.value.clone(), &c.comment);
+                }
+            }
+            wh.set("BUNIT", "1/ADU**2", "inverse variance, 0 where masked");
+            let mut im = Image::new(w, hh, cal.science);
+            im.header = oh;
+            let mut wt = Image::new(w, hh, cal.weight);
+            wt.header = wh;
+            images.push(im);
+            weights.push(wt);
+        }
+        for k in ["BZERO", "BSCALE"] {
+            primary.remove(k);
+        }
+        primary.add_history("nearby calibrate");
+        write_mef(inv.output("image")?, &primary, &images, Pixel::F32)?;
+        write_mef(inv.output("weight")?, &Header::new(), &weights, Pixel::F32)?;
+        Ok(())
+    }
+}
+
+/// A master file's HDUs by CCD: (filter, pixels, width, height).
+type MasterSet = BTreeMap<String, Vec<(String, Vec<f32>, usize, usize)>>;
+
+fn masters_by_ccd(path: &Path) -> Result<MasterSet, TaskError> {
+    let mut out: MasterSet = BTreeMap::new();
+    for (k, img) in read_all_images(path)
+        .map_err(|e| TaskError::Failed(format!("master {}: {e}", path.display())))?
+        .into_iter()
+        .enumerate()
+    {
+        let ccd = ccd_key(&img.header, k + 1);
+        let filter = img
+            .header
+            .str("FILTER")
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        out.entry(ccd)
+            .or_default()
+            .push((filter, img.data, img.width, img.height));
+    }
+    Ok(out)
+}
+
+fn pick<'a>(
+    m: &'a MasterSet,
+    ccd: &str,
+    filter: Option<&str>,
+    w: usize,
+    h: usize,
+) -> Option<&'a [f32]> {
+    m.get(ccd)?
+        .iter()
+        .find(|(f, _, mw, mh)| *mw == w && *mh == h && filter.is_none_or(|x| x == f))
+        .map(|(_, d, ..)| d.as_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    const W: usize = 40;
+    const H: usize = 24;
+
+    fn ccd(typ: &str, level: f32, edit: impl Fn(&mut Image)) -> Image {
+        let data = (0..W * H)
+            .map(|p| {
+                let (x, y) = (p % W, p / W);
+                let sky = if x < 32 {
+                    level + ((x * 7 + y * 3) % 5) as f32
+                } else {
+                    0.0
+                };
+                1000.0 + sky
+            })
+            .collect();
+        let mut img = Image::new(W, H, data);
+        img.header
+            .set("EXTNAME", "CCD1", "")
+            .set("CCDNAME", "A1", "")
+            .set("IMAGETYP", typ, "")
+            .set("FILTER", "R", "")
+            .set("BIASSEC", "[33:40,1:24]", "")
+            .set("TRIMSEC", "[1:32,1:24]", "")
+            .set("GAIN", 2.0, "")
+            .set("RDNOISE", 5.0, "")
+            .set("SATURATE", 60000.0, "")
+            .set("CRPIX1", 10.0, "")
+            .set("CRPIX2", 12.0, "");
+        edit(&mut img);
+        img
+    }
+
+    fn run(
+        kind: &dyn TaskKind,
+        inputs: &[(&str, &Path)],
+        out: &Path,
+    ) -> Result<BTreeMap<String, PathBuf>, TaskError> {
+        std::fs::create_dir_all(out).unwrap();
+        let params = nearby_engine::task::with_defaults(kind, Map::new());
+        let inputs: BTreeMap<String, Vec<PathBuf>> = inputs
+            .iter()
+            .map(|(k, p)| (k.to_string(), vec![p.to_path_buf()]))
+            .collect();
+        let Ports::Fixed(ports) = kind.outputs() else {
+            unreachable!()
+        };
+        let outputs: BTreeMap<String, PathBuf> = ports
+            .iter()
+            .map(|p| (p.name.to_string(), out.join(p.file)))
+            .collect();
+        let cancel = AtomicBool::new(false);
+        let inv = Invocation {
+            id: "test",
+            params: &params,
+            inputs: &inputs,
+            outputs: &outputs,
+            out_dir: out,
+            item: None,
+            cancel: &cancel,
+        };
+        kind.run(&inv, &mut Vec::new())?;
+        Ok(outputs)
+    }
+
+    #[test]
+    fn masters_then_calibrate_and_bad_frames_are_bad_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let calib = dir.path().join("calib");
+        std::fs::create_dir_all(&calib).unwrap();
+        let empty = Header::new();
+        for i in 0..3 {
+            let b = ccd("bias", 0.0, |_| {});
+            write_mef(&calib.join(format!("b{i}.fits")), &empty, &[b], Pixel::F32).unwrap();
+            let f = ccd("flat", 20000.0, |_| {});
+            write_mef(&calib.join(format!("f{i}.fits")), &empty, &[f], Pixel::F32).unwrap();
+        }
+        let m = run(&Masters, &[("calib", &calib)], &dir.path().join("m")).unwrap();
+        let bias = read_all_images(&m["bias"]).unwrap();
+        assert_eq!((bias[0].width, bias[0].height), (32, 24));
+        assert_eq!(bias[0].header.i64("NCOMBINE").unwrap(), 3);
+        let flat = read_all_images(&m["flat"]).unwrap();
+        assert!((robust_level(&flat[0].data, None) - 1.0).abs() < 1e-3);
+
+        let frame = |name: &str, edit: &dyn Fn(&mut Image)| {
+            let p = dir.path().join(name);
+            write_mef(&p, &empty, &[ccd("object", 500.0, edit)], Pixel::F32).unwrap();
+            p
+        };
+        let calibrate = |p: &Path, out: &str| {
+            run(
+                &Calibrate,
+                &[("frame", p), ("bias", &m["bias"]), ("flat", &m["flat"])],
+                &dir.path().join(out),
+            )
+        };
+        let good = frame("good.fits", &|_| {});
+        let o = calibrate(&good, "c").unwrap();
+        let img = &read_all_images(&o["image"]).unwrap()[0];
+        assert_eq!((img.width, img.height), (32, 24));
+        assert_eq!(img.header.f64("CRPIX1").unwrap(), 10.0);
+        assert_eq!(img.header.str("BUNIT").unwrap(), "ADU");
+        assert!((robust_level(&img.data, None) - 502.0).abs() < 3.0);
+        let wt = &read_all_images(&o["weight"]).unwrap()[0];
+        assert!(wt.data.iter().all(|w| *w > 0.0));
+
+        let expect_bad = |p: PathBuf, words: &[&str]| match calibrate(&p, "x") {
+            Err(TaskError::BadInput(msg)) => {
+                for w in words {
+                    assert!(msg.contains(w), "`{w}` not in: {msg}");
+                }
+            }
+            other => panic!("{}: expected BadInput, got {other:?}", p.display()),
+        };
+        expect_bad(
+            frame("nogain.fits", &|i| {
+                i.header.remove("GAIN");
+            }),
+            &["nogain.fits", "HDU 1", "GAIN"],
+        );
+        expect_bad(
+            frame("zero.fits", &|i| i.data.iter_mut().for_each(|v| *v = 0.0)),
+            &["zero.fits", "HDU 1", "zero"],
+        );
+        expect_bad(
+            frame("nan.fits", &|i| {
+                i.data.iter_mut().for_each(|v| *v = f32::NAN)
+            }),
+            &["nan.fits", "HDU 1", "NaN"],
+        );
+        expect_bad(
+            frame("badsec.fits", &|i| {
+                i.header.set("BIASSEC", "[33:50,1:24]", "");
+            }),
+            &["badsec.fits", "HDU 1", "BIASSEC"],
+        );
+        let cut = frame("cut.fits", &|_| {});
+        let len = std::fs::metadata(&cut).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&cut)
+            .unwrap()
+            .set_len(len - 1000)
+            .unwrap();
+        expect_bad(cut, &["cut.fits", "HDU 1", "truncated"]);
+        // A 1-D "frame": wrong NAXIS.
+        let flat1d = dir.path().join("oned.fits");
+        let mut one = Image::new(W * H, 1, vec![1.0; W * H]);
+        one.header = ccd("object", 0.0, |_| {}).header;
+        write_mef(&flat1d, &empty, &[one], Pixel::F32).unwrap();
+        match calibrate(&flat1d, "y") {
+            Err(TaskError::BadInput(msg)) => assert!(msg.contains("oned.fits"), "{msg}"),
+            other => panic!("expected BadInput, got {other:?}"),
+        }
+
+        // extract on the calibrated frame writes one table per CCD.
+        let e = run(
+            &crate::extract::task::Extract,
+            &[("image", &o["image"]), ("weight", &o["weight"])],
+            &dir.path().join("e"),
+        )
+        .unwrap();
+        let t = crate::fits::read_table(&e["catalog"], "CCD1").unwrap();
+        assert!(t.column("X_IMAGE").is_ok() && t.column("FLAGS").is_ok());
+    }
+}
