@@ -130,9 +130,9 @@ pub struct InstanceRecord {
     pub kind: String,
     pub state: State,
     pub attempts: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
     #[serde(default)]
     pub finished_at: Option<String>,
@@ -148,12 +148,12 @@ pub struct InstanceRecord {
     /// Why it hit or missed the cache.
     #[serde(default)]
     pub cache: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// True when the failure was bad input (quarantined: not retried).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub quarantined: bool,
 }
 
