@@ -21,7 +21,111 @@ type Res<T> = Result<T, String>;
 /// Pixels, width, height and the numeric header keys the run needs (GAIN, SATURATE).
 type Frame = (Vec<f32>, usize, usize, HashMap<String, f64>);
 
+/// The primary image of a plain (uncompressed, single-image) FITS file, read once and converted
+/// here in cache-sized pieces (no whole-file buffer to fault in): `None` when the file needs
+/// cfitsio (extensions only, BLANK, tile compression, odd BITPIX, short file). Conversion matches
+/// cfitsio's: `(float)(i * BSCALE + BZERO)` in double precision.
+fn read_fits_plain(path: &str) -> Res<Option<Frame>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+    let mut keys: HashMap<String, String> = HashMap::new();
+    let mut block = [0u8; 2880];
+    'header: loop {
+        if file.read_exact(&mut block).is_err() {
+            return Ok(None);
+        }
+        for card in block.chunks_exact(80) {
+            let name = std::str::from_utf8(&card[..8]).unwrap_or("").trim_end();
+            if name == "END" {
+                break 'header;
+            }
+            if &card[8..10] == b"= " {
+                let v = String::from_utf8_lossy(&card[10..]);
+                let v = if v.trim_start().starts_with('\'') {
+                    v.trim().to_string()
+                } else {
+                    v.split('/').next().unwrap_or("").trim().to_string()
+                };
+                keys.entry(name.to_string()).or_insert(v);
+            }
+        }
+    }
+    let int = |k: &str| keys.get(k).and_then(|v| v.parse::<i64>().ok());
+    let num = |k: &str| {
+        keys.get(k)
+            .and_then(|v| v.replace(['D', 'd'], "E").parse::<f64>().ok())
+    };
+    let (Some(bitpix), Some(2), Some(w), Some(h)) =
+        (int("BITPIX"), int("NAXIS"), int("NAXIS1"), int("NAXIS2"))
+    else {
+        return Ok(None);
+    };
+    if keys.contains_key("BLANK") || keys.contains_key("ZIMAGE") || w <= 0 || h <= 0 {
+        return Ok(None);
+    }
+    if ![8, 16, 32, -32, -64].contains(&bitpix) {
+        return Ok(None);
+    }
+    let (w, h) = (w as usize, h as usize);
+    let n = w * h;
+    let size = (bitpix.unsigned_abs() / 8) as usize;
+    let (scale, zero) = (num("BSCALE").unwrap_or(1.0), num("BZERO").unwrap_or(0.0));
+    let scaled = scale != 1.0 || zero != 0.0;
+    let conv = |x: f64| -> f32 {
+        if scaled {
+            (x * scale + zero) as f32
+        } else {
+            x as f32
+        }
+    };
+    let mut data: Vec<f32> = Vec::with_capacity(n);
+    // Pieces of whole FITS blocks: a multiple of 8 bytes, so no pixel straddles two pieces.
+    let mut buf = vec![0u8; 2880 * 64];
+    let mut left = n * size;
+    while left > 0 {
+        let m = left.min(buf.len());
+        if file.read_exact(&mut buf[..m]).is_err() {
+            return Ok(None);
+        }
+        let raw = &buf[..m];
+        match bitpix {
+            8 => data.extend(raw.iter().map(|b| conv(*b as f64))),
+            16 => data.extend(
+                raw.chunks_exact(2)
+                    .map(|b| conv(i16::from_be_bytes([b[0], b[1]]) as f64)),
+            ),
+            32 => data.extend(
+                raw.chunks_exact(4)
+                    .map(|b| conv(i32::from_be_bytes([b[0], b[1], b[2], b[3]]) as f64)),
+            ),
+            -32 => data.extend(raw.chunks_exact(4).map(|b| {
+                let v = f32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                if scaled {
+                    conv(v as f64)
+                } else {
+                    v
+                }
+            })),
+            _ => data.extend(
+                raw.chunks_exact(8)
+                    .map(|b| conv(f64::from_be_bytes(b.try_into().expect("8 bytes")))),
+            ),
+        }
+        left -= m;
+    }
+    let mut out = HashMap::new();
+    for k in ["GAIN", "SATURATE"] {
+        if let Some(v) = num(k) {
+            out.insert(k.to_string(), v);
+        }
+    }
+    Ok(Some((data, w, h, out)))
+}
+
 fn read_fits(path: &str) -> Res<Frame> {
+    if let Some(frame) = read_fits_plain(path)? {
+        return Ok(frame);
+    }
     let mut f = FitsFile::open(path).map_err(|e| format!("{path}: {e}"))?;
     let nhdu = f.iter().count();
     for i in 0..nhdu {

@@ -237,7 +237,7 @@ pub fn overscan_correct_into(
     let (tw, th) = (trimsec.width(), trimsec.height());
     let by_row = biassec.y0 <= trimsec.y0 && biassec.y1 >= trimsec.y1;
     let by_col = biassec.x0 <= trimsec.x0 && biassec.x1 >= trimsec.x1;
-    out.resize(tw * th, 0.0);
+    zeroed(out, tw * th);
     if by_row {
         let levels: Vec<f32> = (trimsec.y0..trimsec.y1)
             .into_par_iter()
@@ -312,6 +312,18 @@ pub fn overscan_correct_into(
         });
     }
     Ok((tw, th))
+}
+
+/// Resize `v` to `n` elements. A buffer too small is replaced by a fresh zeroed allocation
+/// (`vec![0; n]` asks the allocator for zeroed memory: fresh pages come zeroed from the kernel,
+/// with no memset pass over them); one large enough is reused. Every element is overwritten by
+/// the caller either way.
+fn zeroed<T: Copy + Default>(v: &mut Vec<T>, n: usize) {
+    if v.capacity() < n {
+        *v = vec![T::default(); n];
+    } else {
+        v.resize(n, T::default());
+    }
 }
 
 /// Trim without overscan subtraction (e.g. to `DATASEC` of a frame whose overscan was already
@@ -612,9 +624,9 @@ pub fn apply_into(
             reason: format!("must be >= 0, found {}", det.read_noise_e),
         });
     }
-    out.science.resize(n, 0.0);
-    out.weight.resize(n, 0.0);
-    out.mask.resize(n, 0);
+    zeroed(&mut out.science, n);
+    zeroed(&mut out.weight, n);
+    zeroed(&mut out.mask, n);
     apply_kernel(raw, bias, flat, det, bad, out);
     Ok(())
 }

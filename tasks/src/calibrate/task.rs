@@ -17,8 +17,8 @@ use nearby_engine::task::{Invocation, PType, ParamSpec, PortSpec, Ports, TaskErr
 use serde_json::{Map, Value as J};
 
 use super::{
-    apply, master_bias, master_flat, overscan_correct, parse_section, robust_level, Combine,
-    Detector, OverscanOptions, Section, MASK_SATURATED,
+    apply_into, master_bias, master_flat, overscan_correct_into, parse_section, robust_level,
+    Calibrated, Combine, Detector, OverscanOptions, Section, MASK_SATURATED,
 };
 use crate::fits::{read_all_images, read_headers, read_image, write_mef, Header, Image, Pixel};
 
@@ -49,6 +49,14 @@ fn bad_input(h: &Header, what: impl std::fmt::Display) -> TaskError {
 /// Overscan-corrects and trims one CCD: BIASSEC and TRIMSEC (or DATASEC) from its header.
 /// Returns the trimmed pixels, their size and the trim section.
 fn correct(img: &Image) -> Result<(Vec<f32>, usize, usize, Section), TaskError> {
+    let mut out = Vec::new();
+    let (w, hh, trimsec) = correct_into(img, &mut out)?;
+    Ok((out, w, hh, trimsec))
+}
+
+/// [`correct`] into `out` (its memory reused from CCD to CCD); returns the trimmed size and the
+/// trim section.
+fn correct_into(img: &Image, out: &mut Vec<f32>) -> Result<(usize, usize, Section), TaskError> {
     let h = &img.header;
     let sec = |key: &str| -> Result<Section, TaskError> {
         let text = h.str(key)?;
@@ -60,16 +68,17 @@ fn correct(img: &Image) -> Result<(Vec<f32>, usize, usize, Section), TaskError> 
         sec("DATASEC")?
     };
     let biassec = sec("BIASSEC")?;
-    let (data, w, hh) = overscan_correct(
+    let (w, hh) = overscan_correct_into(
         &img.data,
         img.width,
         img.height,
         biassec,
         trimsec,
         OverscanOptions::default(),
+        out,
     )
     .map_err(|e| bad_input(h, format!("BIASSEC/TRIMSEC: {e}")))?;
-    Ok((data, w, hh, trimsec))
+    Ok((w, hh, trimsec))
 }
 
 fn combine_method(inv: &Invocation) -> Result<Combine, TaskError> {
@@ -430,6 +439,14 @@ impl TaskKind for Calibrate {
         let mut primary = crate::fits::read_header(frame, 0)?;
         primary.set_origin(None);
         let (mut images, mut weights) = (Vec::new(), Vec::new());
+        // Per-CCD scratch reused from CCD to CCD: the trimmed frame and the mask (science and
+        // weight become the output images, so they are fresh for each CCD).
+        let mut data = Vec::new();
+        let mut cal = Calibrated {
+            science: Vec::new(),
+            weight: Vec::new(),
+            mask: Vec::new(),
+        };
         for (k, img) in raw.iter().enumerate() {
             if inv.cancel.load(Ordering::Relaxed) {
                 return Err(TaskError::Cancelled);
@@ -439,7 +456,7 @@ impl TaskKind for Calibrate {
             let gain = h.f64("GAIN")? as f32;
             let rdnoise = h.f64("RDNOISE")? as f32;
             let saturate = h.f64("SATURATE")? as f32;
-            let (data, w, hh, trimsec) = correct(img)?;
+            let (w, hh, trimsec) = correct_into(img, &mut data)?;
             let hdu = h.origin().map_or(k + 1, |o| o.hdu);
             let ccd = ccd_key(h, hdu);
             let filter = key_str(h, &primary, "FILTER").unwrap_or_default();
@@ -464,7 +481,7 @@ impl TaskKind for Calibrate {
             let level = robust_level(&img.data, None) - robust_level(&data, None);
             // apply() compares raw values with the saturation level: add the overscan back.
             let det = Detector::new(gain, rdnoise, saturate - level.max(0.0));
-            let cal = apply(&data, bias, flat, &det, None)
+            apply_into(&data, bias, flat, &det, None, &mut cal)
                 .map_err(|e| bad_input(h, format!("calibration: {e}")))?;
             let sat_cal = cal
                 .science
@@ -516,9 +533,9 @@ impl TaskKind for Calibrate {
                 }
             }
             wh.set("BUNIT", "1/ADU**2", "inverse variance, 0 where masked");
-            let mut im = Image::new(w, hh, cal.science);
+            let mut im = Image::new(w, hh, std::mem::take(&mut cal.science));
             im.header = oh;
-            let mut wt = Image::new(w, hh, cal.weight);
+            let mut wt = Image::new(w, hh, std::mem::take(&mut cal.weight));
             wt.header = wh;
             images.push(im);
             weights.push(wt);

@@ -83,7 +83,7 @@ fn cell_stats(
     buf: &[f32],
     cell_area: usize,
     hist: &mut Vec<u32>,
-    scratch: &mut Vec<f64>,
+    scratch: &mut Vec<u64>,
 ) -> Option<(f32, f32)> {
     let npix = buf.len();
     if (npix as f64) < cell_area as f64 * MIN_GOOD_FRACTION || npix == 0 {
@@ -118,9 +118,12 @@ fn cell_stats(
     let inv_q = (1.0 / qscale) as f32;
     let cste = (0.499999 - qzero / qscale) as f32;
     for v in buf {
-        let b = (*v * inv_q + cste) as i64; // truncation toward zero, as the bins are defined
-        if b >= 0 && (b as usize) < nlevels {
-            hist[b as usize] += 1;
+        // Bin = the value truncated toward zero, as the bins are defined: bin 0 takes (-1, 1).
+        let b = *v * inv_q + cste;
+        if b > -1.0 {
+            if let Some(c) = hist.get_mut(b as usize) {
+                *c += 1;
+            }
         }
     }
     let (mode, s) = histogram_mode(hist, mean, qzero, qscale, scratch);
@@ -199,28 +202,34 @@ fn histogram_mode(
     mean0: f64,
     qzero: f64,
     qscale: f64,
-    scratch: &mut Vec<f64>,
+    scratch: &mut Vec<u64>,
 ) -> (f64, f64) {
     let nlevels = hist.len();
-    // Prefix sums of counts, counts x bin and counts x bin^2 (every element is written).
-    scratch.resize(3 * (nlevels + 1), 0.0);
+    // Prefix sums of counts, counts x bin and counts x bin^2 (every element is written), in
+    // exact integers (bins and counts are far below 2^21, so nothing overflows).
+    scratch.resize(3 * (nlevels + 1), 0);
     let (c0, rest) = scratch.split_at_mut(nlevels + 1);
     let (c1, c2) = rest.split_at_mut(nlevels + 1);
-    c0[0] = 0.0;
-    c1[0] = 0.0;
-    c2[0] = 0.0;
-    let (mut a0, mut a1, mut a2) = (0.0f64, 0.0f64, 0.0f64);
-    for (i, h) in hist.iter().enumerate() {
-        if *h != 0 {
-            let (h, x) = (*h as f64, i as f64);
-            a0 += h;
-            a1 += h * x;
-            a2 += h * x * x;
-        }
-        c0[i + 1] = a0;
-        c1[i + 1] = a1;
-        c2[i + 1] = a2;
+    c0[0] = 0;
+    c1[0] = 0;
+    c2[0] = 0;
+    let (mut a0, mut a1, mut a2) = (0u64, 0u64, 0u64);
+    for ((((o0, o1), o2), h), x) in c0[1..]
+        .iter_mut()
+        .zip(c1[1..].iter_mut())
+        .zip(c2[1..].iter_mut())
+        .zip(hist)
+        .zip(0u64..)
+    {
+        let hx = *h as u64 * x;
+        a0 += *h as u64;
+        a1 += hx;
+        a2 += hx * x;
+        *o0 = a0;
+        *o1 = a1;
+        *o2 = a2;
     }
+    let (c0, c1, c2) = (&*c0, &*c1, &*c2);
     let top = nlevels as i64 - 1;
     let (mut lcut, mut hcut) = (0i64, top);
     let mut sig = 10.0 * top as f64;
@@ -232,16 +241,21 @@ fn histogram_mode(
         iter += 1;
         sig1 = sig;
         let (l, h) = (lcut as usize, hcut as usize + 1);
-        let sum = c0[h] - c0[l];
+        let sum = (c0[h] - c0[l]) as f64;
         if sum > 0.0 {
-            mea = (c1[h] - c1[l]) / sum;
-            sig = (c2[h] - c2[l]) / sum - mea * mea;
+            mea = (c1[h] - c1[l]) as f64 / sum;
+            sig = (c2[h] - c2[l]) as f64 / sum - mea * mea;
             // Interpolated median: the bin where the cumulative count crosses half.
-            let target = c0[l] + 0.5 * sum;
-            let m = c0[l..=h].partition_point(|c| *c <= target) + l - 1;
+            let target = c0[l] as f64 + 0.5 * sum;
+            let m = c0[l..=h].partition_point(|c| *c as f64 <= target) + l - 1;
             let m = m.min(h - 1);
             let hm = hist[m] as f64;
-            med = m as f64 - 0.5 + if hm > 0.0 { (target - c0[m]) / hm } else { 0.5 };
+            med = m as f64 - 0.5
+                + if hm > 0.0 {
+                    (target - c0[m] as f64) / hm
+                } else {
+                    0.5
+                };
         } else {
             mea = 0.0;
             sig = 0.0;

@@ -553,14 +553,18 @@ pub(crate) fn measure(f: &Frame, cfg: &ExtractConfig, piece: &Piece, number: u32
         // Errors of the converged window centroid.
         let (xl, xh, yl, yh) = win_bounds(wx, wy, &mut flags);
         let (mut tvw, mut es, mut e2x, mut e2y, mut e2xy) = (0.0f64, 0.0f64, 0.0, 0.0, 0.0);
+        // Separable window again: one exp per column and per row.
+        gx.clear();
+        gx.extend((xl..xh).map(|x| (-(x as f64 - wx).powi(2) * inv2s2).exp()));
         for y in yl..yh {
             let dy = y as f64 - wy;
             let Some((xa, xb)) = span(wx, dy, xl, xh) else {
                 continue;
             };
+            let gy = (-dy * dy * inv2s2).exp();
             for x in xa..xb {
                 let dx = x as f64 - wx;
-                let wgt = (-(dx * dx + dy * dy) * inv2s2).exp();
+                let wgt = gx[x - xl] * gy;
                 let (v, var) = stamp.get(&px, x, y);
                 tvw += wgt * v;
                 let mut err = var;
