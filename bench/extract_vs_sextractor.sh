@@ -2,7 +2,9 @@
 # Compare nearby's extractor with SExtractor (source-extractor) on the same frames, with the same
 # thresholds: fraction of SExtractor's clean sources (FLAGS=0, S/N>10) that we find within 1 px,
 # median FLUX_AUTO ratio (ours / SExtractor), and speed (median of several runs, one thread and
-# all threads). Then completeness per S/N bin of both on a synthetic star field with a truth list.
+# all threads). Then completeness per S/N bin of both on a synthetic star field with a truth list,
+# and (bench/extract_vs_sextractor_sim.sh; SIM=0 skips it) completeness, purity and centroids of
+# both on the simulated demo night's calibrated frames against the simulator's truth.
 #
 #   bench/extract_vs_sextractor.sh [FRAME.fits ...]
 #
@@ -112,3 +114,9 @@ echo "S/N = flux / (noise sqrt(4 pi sigma^2)), matched within 1.5 px):"
 "$sex" "$work/sim.fits" "${sexargs[@]}" -CATALOG_NAME "$work/sex_sim.cat" -NTHREADS 1
 "$ours" run "$work/sim.fits" --threads 1 --out "$work/nearby_sim.cat" >/dev/null
 "$ours" completeness "$work/truth.txt" "$work/nearby_sim.cat" "$work/sex_sim.cat"
+
+# The demo night's calibrated frames against the simulator's truth (SIM=0 skips it).
+if [ "${SIM:-1}" != 0 ]; then
+  echo
+  "$root/bench/extract_vs_sextractor_sim.sh"
+fi
