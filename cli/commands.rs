@@ -214,6 +214,8 @@ pub fn plan(p: &PipelineArgs, w: &Workdir) -> u8 {
     } else {
         // Large plans: one line per task, what and why, with counts.
         let mut groups: Vec<((String, String, String), usize)> = Vec::new();
+        let mut index: std::collections::HashMap<(String, String, String), usize> =
+            Default::default();
         for (id, what, why) in &summary.dry_run {
             let task = id.split('[').next().unwrap_or(id).to_owned();
             let why = if why.starts_with("upstream `") {
@@ -222,9 +224,12 @@ pub fn plan(p: &PipelineArgs, w: &Workdir) -> u8 {
                 why.clone()
             };
             let key = (task, what.clone(), why);
-            match groups.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, n)) => *n += 1,
-                None => groups.push((key, 1)),
+            match index.get(&key) {
+                Some(&g) => groups[g].1 += 1,
+                None => {
+                    index.insert(key.clone(), groups.len());
+                    groups.push((key, 1));
+                }
             }
         }
         for ((task, what, why), n) in groups {

@@ -525,3 +525,29 @@ fn bad_command_lines_exit_2_without_panicking() {
         r.stderr
     );
 }
+
+/// Regression: a 100k-task chain overflowed the stack (recursive SCC search) and the YAML
+/// reader's default node budget refused it; planning it was quadratic in three places.
+#[test]
+fn regression_a_100k_task_chain_validates() {
+    let n = Nearby::new();
+    let mut yaml =
+        String::from("name: chain\ntasks:\n  t0:\n    uses: noop\n    outputs: {o: o.txt}\n");
+    for i in 1..100_000 {
+        yaml.push_str(&format!(
+            "  t{i}:\n    uses: noop\n    inputs: {{x: t{}.o}}\n    outputs: {{o: o.txt}}\n",
+            i - 1
+        ));
+    }
+    let p = n.write("chain.yaml", &yaml);
+    let out = std::process::Command::new(common::bin())
+        .args(["validate", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("100000 tasks"));
+}

@@ -236,8 +236,15 @@ fn fill_lengths(node: &mut Node, lines: &[&str]) {
 pub fn parse(source: &Arc<Source>) -> Result<(Node, Vec<Diagnostic>), Diagnostic> {
     // `PassThrough` hands repeated keys to our visitor, which keeps their positions; the crate's
     // own `Error` policy would stop at the first one and say less about it.
+    // The default budget (250k nodes) guards against YAML bombs but stops a 100k-task
+    // pipeline; alias and anchor limits stay at their defaults, so bombs are still refused.
     let options = serde_saphyr::options! {
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
+        budget: serde_saphyr::budget! {
+            max_nodes: 50_000_000,
+            max_events: 100_000_000,
+            max_total_scalar_bytes: 1 << 30,
+        },
     };
     match serde_saphyr::from_str_with_options::<Spanned<RawValue>>(&source.text, options) {
         Ok(root) => {

@@ -1126,16 +1126,22 @@ impl<'a> Compiler<'a> {
         for (ei, (from, to, _)) in edges.iter().enumerate() {
             g.add_edge(NodeIndex::new(*from), NodeIndex::new(*to), ei);
         }
-        let mut sccs = petgraph::algo::tarjan_scc(&g);
+        // Kosaraju's algorithm is iterative in petgraph; its Tarjan recursion overflows the stack
+        // on a chain of 100k tasks.
+        let mut sccs = petgraph::algo::kosaraju_scc(&g);
         sccs.iter_mut().for_each(|c| c.sort());
         sccs.sort();
+        let loops: BTreeSet<usize> = edges
+            .iter()
+            .filter(|(f, t, _)| f == t)
+            .map(|(f, _, _)| *f)
+            .collect();
         for scc in sccs {
-            let members: BTreeSet<usize> = scc.iter().map(|n| n.index()).collect();
-            let self_loop =
-                scc.len() == 1 && edges.iter().any(|(f, t, _)| f == t && members.contains(f));
+            let self_loop = scc.len() == 1 && loops.contains(&scc[0].index());
             if scc.len() < 2 && !self_loop {
                 continue;
             }
+            let members: BTreeSet<usize> = scc.iter().map(|n| n.index()).collect();
             // Walk the cycle from its first task (in YAML order), following edges inside the SCC.
             let start = *members.iter().next().unwrap_or(&0);
             let mut chain = vec![start];
