@@ -390,10 +390,30 @@ fn status_json_lists_every_instance_with_its_fields() {
             );
         }
     }
+    // Cached instances have the same fields.
+    let again = n.run(&["run", p.to_str().unwrap(), "-q"]);
+    let s2 = n.status(&again.run_id);
+    for i in s2["instances"].as_array().unwrap() {
+        assert_eq!(i["state"], "cached");
+        for field in [
+            "id",
+            "kind",
+            "state",
+            "attempts",
+            "started_at",
+            "finished_at",
+            "outputs",
+        ] {
+            assert!(
+                i.get(field).is_some_and(|v| !v.is_null()),
+                "{field} missing in {i:#}"
+            );
+        }
+    }
     // Without RUN, status shows the latest run.
     let latest = n.output(&["status", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&latest.stdout).unwrap();
-    assert_eq!(v["run"]["id"], r.run_id.as_str());
+    assert_eq!(v["run"]["id"], again.run_id.as_str());
     let runs = n.output(&["runs"]);
     assert!(String::from_utf8_lossy(&runs.stdout).contains(&r.run_id));
     // The JSON-lines event log has one line per event.

@@ -683,6 +683,12 @@ impl Scheduler {
                 self.finish(i, State::Skipped, Some(err), None, None, None, None);
                 continue;
             }
+            // Started = when the walker took it up, also for instances the cache answers.
+            let inst = &mut self.insts[i as usize];
+            if inst.started.is_none() {
+                inst.started = Some(Instant::now());
+                inst.started_at = Some(now());
+            }
             match self.prepare(i) {
                 Ok(Prepared::Reuse {
                     state,
