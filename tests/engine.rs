@@ -571,3 +571,41 @@ fn regression_a_100k_task_chain_validates() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("100000 tasks"));
 }
+
+/// Regression: when the task that lists a fan-out's items fails, the fan-out (a placeholder) and
+/// the fan-outs paired with it are skipped; they used to run with no inputs.
+#[test]
+fn regression_a_failed_list_skips_the_fan_outs_built_on_it() {
+    let n = Nearby::new();
+    let p = n.write(
+        "list.yaml",
+        r#"
+name: failing-list
+tasks:
+  list:
+    uses: command
+    with: {argv: ['false'], stdout: items}
+    outputs: {items: items.txt}
+  each:
+    uses: noop
+    foreach: {from: list.items}
+    outputs: {o: o.txt}
+  paired:
+    uses: noop
+    foreach: {from: each.o}
+    inputs: {x: each.o}
+  gather:
+    uses: noop
+    inputs: {all: paired.x}
+"#
+        .replace("paired.x", "each.o")
+        .as_str(),
+    );
+    let r = n.run(&["run", p.to_str().unwrap(), "-q"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let st = states(&n.status(&r.run_id));
+    assert_eq!(st["list"], "failed");
+    assert_eq!(st["each"], "skipped", "{st:?}");
+    assert_eq!(st["paired"], "skipped", "{st:?}");
+    assert_eq!(st["gather"], "skipped", "{st:?}");
+}

@@ -580,12 +580,11 @@ impl Scheduler {
             let mut deps: Vec<u32> = Vec::new();
             let push_dep = |deps: &mut Vec<u32>, u: usize| {
                 let keyed = domain.is_some() && plan.domain(u) == domain;
-                if keyed {
-                    if let Some(&d) = key.as_deref().and_then(|k| self.tpls[u].by_key.get(k)) {
-                        deps.push(d);
-                    }
-                } else {
-                    deps.extend(self.tpls[u].instances.iter().copied());
+                match key.as_deref().and_then(|k| self.tpls[u].by_key.get(k)) {
+                    Some(&d) if keyed => deps.push(d),
+                    // No instance to pair with (an upstream fan-out that could not expand left a
+                    // single placeholder): depend on all of them, so a failure propagates.
+                    _ => deps.extend(self.tpls[u].instances.iter().copied()),
                 }
             };
             for (_, src) in &tpl.inputs {
@@ -668,11 +667,12 @@ impl Scheduler {
             let inst = &self.insts[i as usize];
             let partial = self.plan.tasks[inst.template as usize].partial_inputs;
             if self.opts.dry_run && inst.upstream_failed {
-                let line = (
-                    inst.id.to_string(),
-                    "run".to_owned(),
-                    "fan-out expands at run time, after its upstream runs".to_owned(),
-                );
+                let why = if self.plan.tasks[inst.template as usize].fans_out() {
+                    "fan-out expands at run time, after its upstream runs"
+                } else {
+                    "after an upstream fan-out that expands at run time"
+                };
+                let line = (inst.id.to_string(), "run".to_owned(), why.to_owned());
                 self.dry_lines.push(line);
                 self.insts[i as usize].state = State::Skipped;
                 self.finish(i, State::Skipped, None, None, None, None, None);
