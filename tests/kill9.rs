@@ -26,7 +26,7 @@ tasks:
     uses: command
     foreach: {{range: {N}}}
     with:
-      argv: [sh, -c, 'echo "$1" >> "$2"; echo "item $1" > "$3"', sh, "${{item}}", "{{dir}}/ledger", "${{outputs.o}}"]
+      argv: [sh, -c, 'echo "$1" >> "$2"; sleep 0.01; echo "item $1" > "$3"', sh, "${{item}}", "{{dir}}/ledger", "${{outputs.o}}"]
     outputs: {{o: o.txt}}
   gather:
     uses: noop
@@ -81,9 +81,10 @@ fn kill_dash_nine_then_resume_never_redoes_finished_work() {
     let mut run = String::new();
     // (ledger length at the kill, instances the store said had succeeded)
     let mut checkpoints: Vec<(usize, BTreeSet<String>)> = Vec::new();
-    // Kill until five kills have landed in the middle of the run (at most 15 rounds).
+    // Kill until five kills have landed in the middle of the run (at most 20 rounds). Each task
+    // sleeps 10 ms, so a run lasts seconds even on a fast, idle machine.
     let mut mid_run_kills = 0;
-    for (round, delay) in delays(seed, 15).into_iter().enumerate() {
+    for (round, delay) in delays(seed, 20).into_iter().enumerate() {
         if mid_run_kills == 5 {
             break;
         }
