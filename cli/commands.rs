@@ -165,10 +165,16 @@ pub fn graph(p: &PipelineArgs, format: GraphFormat) -> u8 {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("cannot start the tokio runtime")
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime (threads, epoll): {e}");
+            std::process::exit(FAILED as i32);
+        }
+    }
 }
 
 pub fn plan(p: &PipelineArgs, w: &Workdir) -> u8 {
@@ -937,32 +943,16 @@ pub fn task(kind: &str, with: &[String], input: &[String], output: &[String], ou
             .collect(),
     };
     // Templates in params see the inputs, outputs and output directory.
-    struct Scope<'a>(
-        &'a BTreeMap<String, Vec<PathBuf>>,
-        &'a BTreeMap<String, PathBuf>,
-        &'a Path,
-    );
-    impl nearby_engine::template::Scope for Scope<'_> {
-        fn lookup(&self, r: &nearby_engine::template::Ref) -> Option<Vec<String>> {
-            use nearby_engine::template::Ref;
-            match r {
-                Ref::Input(n) => self
-                    .0
-                    .get(n)
-                    .map(|v| v.iter().map(|p| p.display().to_string()).collect()),
-                Ref::Output(n) => self.1.get(n).map(|p| vec![p.display().to_string()]),
-                Ref::OutDir => Some(vec![self.2.display().to_string()]),
-                _ => None,
-            }
-        }
-    }
-    let params = match nearby_engine::template::render_json(
-        &serde_json::Value::Object(params),
-        &Scope(&input_paths, &output_paths, &out),
-    ) {
-        serde_json::Value::Object(m) => m,
-        _ => serde_json::Map::new(),
+    let scope = sched::PathScope {
+        inputs: &input_paths,
+        outputs: &output_paths,
+        out_dir: &out,
     };
+    let params =
+        match nearby_engine::template::render_json(&serde_json::Value::Object(params), &scope) {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
     let flag = std::sync::atomic::AtomicBool::new(false);
     let inv = Invocation {
         id: kind,

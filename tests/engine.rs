@@ -363,6 +363,24 @@ tasks:
     );
 }
 
+/// The fields `status --json` promises for every instance.
+fn assert_has_status_fields(i: &serde_json::Value) {
+    for field in [
+        "id",
+        "kind",
+        "state",
+        "attempts",
+        "started_at",
+        "finished_at",
+        "outputs",
+    ] {
+        assert!(
+            i.get(field).is_some_and(|v| !v.is_null()),
+            "{field} missing in {i:#}"
+        );
+    }
+}
+
 #[test]
 fn status_json_lists_every_instance_with_its_fields() {
     let n = Nearby::new();
@@ -370,40 +388,14 @@ fn status_json_lists_every_instance_with_its_fields() {
     let r = n.run(&["run", p.to_str().unwrap(), "-q"]);
     let s = n.status(&r.run_id);
     for i in s["instances"].as_array().unwrap() {
-        for field in [
-            "id",
-            "kind",
-            "state",
-            "attempts",
-            "started_at",
-            "finished_at",
-            "outputs",
-        ] {
-            assert!(
-                i.get(field).is_some_and(|v| !v.is_null()),
-                "{field} missing in {i:#}"
-            );
-        }
+        assert_has_status_fields(i);
     }
     // Cached instances have the same fields.
     let again = n.run(&["run", p.to_str().unwrap(), "-q"]);
     let s2 = n.status(&again.run_id);
     for i in s2["instances"].as_array().unwrap() {
         assert_eq!(i["state"], "cached");
-        for field in [
-            "id",
-            "kind",
-            "state",
-            "attempts",
-            "started_at",
-            "finished_at",
-            "outputs",
-        ] {
-            assert!(
-                i.get(field).is_some_and(|v| !v.is_null()),
-                "{field} missing in {i:#}"
-            );
-        }
+        assert_has_status_fields(i);
     }
     // Without RUN, status shows the latest run.
     let latest = n.output(&["status", "--json"]);

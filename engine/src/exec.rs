@@ -22,6 +22,19 @@ pub enum Outcome {
     Cancelled,
 }
 
+impl Outcome {
+    /// The outcome in words, as recorded in a failed instance's `error`.
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Ok => "succeeded".into(),
+            Outcome::Failed(e) => e.clone(),
+            Outcome::BadInput(e) => format!("bad input: {e}"),
+            Outcome::TimedOut(s) => format!("timed out after {s} s"),
+            Outcome::Cancelled => "cancelled".into(),
+        }
+    }
+}
+
 /// Grace between SIGTERM and SIGKILL when a process group is stopped.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 

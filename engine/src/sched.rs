@@ -1061,11 +1061,7 @@ impl Scheduler {
                 );
             }
             Outcome::Failed(_) | Outcome::TimedOut(_) => {
-                let e = match outcome {
-                    Outcome::TimedOut(s) => format!("timed out after {s} s"),
-                    Outcome::Failed(e) => e,
-                    _ => unreachable!(),
-                };
+                let e = outcome.describe();
                 let retries = self.plan.tasks[t].retries;
                 let attempts = self.insts[i as usize].attempts;
                 if attempts <= retries.count && !self.stopping {
@@ -1297,10 +1293,10 @@ impl Scope for ItemScope<'_> {
 }
 
 /// Resolves input and output paths and the output directory at run time.
-struct PathScope<'a> {
-    inputs: &'a BTreeMap<String, Vec<PathBuf>>,
-    outputs: &'a BTreeMap<String, PathBuf>,
-    out_dir: &'a Path,
+pub struct PathScope<'a> {
+    pub inputs: &'a BTreeMap<String, Vec<PathBuf>>,
+    pub outputs: &'a BTreeMap<String, PathBuf>,
+    pub out_dir: &'a Path,
 }
 
 impl Scope for PathScope<'_> {
@@ -1399,16 +1395,14 @@ impl Job {
         let has_outputs = !self.outputs_rel.is_empty();
         let staging = staging_dir(&self.workdir, &self.run, &self.id, self.attempt);
         let log = log_path(&self.workdir, &self.run, &self.id);
-        let cheap = self.is_cheap();
-        if !cheap {
-            if let Some(parent) = log.parent() {
-                if let Err(e) = std::fs::create_dir_all(parent) {
-                    return (
-                        Outcome::Failed(format!("cannot create {}: {e}", parent.display())),
-                        vec![],
-                        vec![],
-                    );
-                }
+        // Cheap jobs never get here (they run in `run_inline`): every job here has a log.
+        if let Some(parent) = log.parent() {
+            if let Err(e) = std::fs::create_dir_all(parent) {
+                return (
+                    Outcome::Failed(format!("cannot create {}: {e}", parent.display())),
+                    vec![],
+                    vec![],
+                );
             }
         }
         let outputs: BTreeMap<String, PathBuf> = self
@@ -1464,13 +1458,6 @@ impl Job {
                     let _ = writeln!(f, "# attempt {}: {}", self.attempt, shell_words(&spec.argv));
                 }
                 exec::run_process(&spec, &log, self.timeout, cancel).await
-            }
-            Action::InProcess if cheap => {
-                let mut sink = std::io::sink();
-                match self.kind.run(&inv, &mut sink) {
-                    Ok(()) => Outcome::Ok,
-                    Err(e) => task_error(e),
-                }
             }
             Action::InProcess => {
                 let kind = self.kind.clone();
