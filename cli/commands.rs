@@ -1,6 +1,6 @@
 //! One function per subcommand. Each returns the process exit code.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -670,6 +670,8 @@ pub fn explain(run: &str, task: &str, w: &Workdir) -> u8 {
         .into_iter()
         .filter(|r| r.id < record.id)
         .collect();
+    // Earlier runs' records, read once per run when first needed.
+    let mut earlier_records: HashMap<String, Vec<InstanceRecord>> = HashMap::new();
     for i in instances {
         println!("{}  ({})", i.id, i.state.name());
         println!(
@@ -683,65 +685,63 @@ pub fn explain(run: &str, task: &str, w: &Workdir) -> u8 {
             i.cache.as_deref().unwrap_or("(not checked)")
         );
         let key_of = |r: &InstanceRecord| {
-            r.key.clone().or_else(|| {
-                r.fingerprint
-                    .as_ref()
-                    .and_then(|fp| store.get_key(fp).ok().flatten())
-            })
+            r.key
+                .clone()
+                .or_else(|| {
+                    r.fingerprint
+                        .as_ref()
+                        .and_then(|fp| store.key_parts(fp).ok().flatten())
+                })
+                .and_then(|raw| serde_json::from_str::<cache::CacheKey>(raw.get()).ok())
         };
-        let Some(key_json) = key_of(&i) else {
+        let Some(k) = key_of(&i) else {
             if let Some(e) = &i.error {
                 println!("  error:       {e}");
             }
             println!();
             continue;
         };
-        let key: Option<cache::CacheKey> = serde_json::from_value(key_json).ok();
-        if let Some(k) = &key {
-            println!("  key parts (blake3 over this, as JSON):");
-            println!("    schema:  {}", k.schema);
-            println!("    task:    {} (kind {} v{})", k.task, k.kind, k.version);
-            println!("    params:  {}", k.params);
-            if let Some(item) = &k.item {
-                println!("    item:    {item}");
-            }
-            for (name, hashes) in &k.inputs {
-                let short: Vec<String> = hashes
-                    .iter()
-                    .map(|h| h.chars().take(16).collect())
-                    .collect();
-                println!("    input {name}: {}", short.join(" "));
-            }
-            for (name, path) in &k.outputs {
-                println!("    output {name}: {path}");
-            }
+        println!("  key parts (blake3 over this, as JSON):");
+        println!("    schema:  {}", k.schema);
+        println!("    task:    {} (kind {} v{})", k.task, k.kind, k.version);
+        println!("    params:  {}", k.params);
+        if let Some(item) = &k.item {
+            println!("    item:    {item}");
         }
-        // Compare with the newest earlier run that recorded this instance.
+        for (name, hashes) in &k.inputs {
+            let short: Vec<String> = hashes
+                .iter()
+                .map(|h| h.chars().take(16).collect())
+                .collect();
+            println!("    input {name}: {}", short.join(" "));
+        }
+        for (name, path) in &k.outputs {
+            println!("    output {name}: {path}");
+        }
+        // Compare with the newest earlier run that recorded this instance's key.
         let previous = earlier.iter().rev().find_map(|r| {
-            store
-                .get_instance(&r.id, &i.id)
-                .ok()
-                .flatten()
-                .filter(|p| key_of(p).is_some())
-                .map(|p| (r.id.clone(), p))
+            let records = earlier_records
+                .entry(r.id.clone())
+                .or_insert_with(|| store.instances(&r.id).unwrap_or_default());
+            records
+                .iter()
+                .find(|p| p.id == i.id)
+                .and_then(key_of)
+                .map(|old| (r.id.clone(), old))
         });
-        match (key, previous) {
-            (Some(k), Some((rid, p))) => {
-                let old: Option<cache::CacheKey> =
-                    key_of(&p).and_then(|v| serde_json::from_value(v).ok());
-                match old.map(|o| k.diff(&o)) {
-                    Some(d) if d.is_empty() => println!("  since run {rid}: key unchanged"),
-                    Some(d) => {
-                        println!("  since run {rid}:");
-                        for line in d {
-                            println!("    - {line}");
-                        }
+        match previous {
+            Some((rid, old)) => {
+                let d = k.diff(&old);
+                if d.is_empty() {
+                    println!("  since run {rid}: key unchanged");
+                } else {
+                    println!("  since run {rid}:");
+                    for line in d {
+                        println!("    - {line}");
                     }
-                    None => {}
                 }
             }
-            (Some(_), None) => println!("  no earlier run recorded this instance"),
-            _ => {}
+            None => println!("  no earlier run recorded this instance"),
         }
         println!();
     }

@@ -27,7 +27,7 @@ fn the_schema_1_store_still_opens_and_reads() {
     copy_dir(&fixture.join("state"), &n.workdir().join("state"));
 
     let store = nearby_engine::store::Store::open(&n.workdir()).expect("schema 1 store opens");
-    assert_eq!(store.schema().unwrap(), 1);
+    assert_eq!(store.schema().unwrap(), 2, "opening migrates schema 1 to 2");
     let runs = store.runs().expect("run records decode");
     assert_eq!(
         runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),

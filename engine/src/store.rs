@@ -4,24 +4,36 @@
 //! - `meta`: `schema` -> the store schema version (u32, big endian).
 //! - `cache`: fingerprint (32 bytes) -> [`CacheEntry`] (JSON).
 //! - `runs`: run id -> [`RunRecord`] (JSON). Run ids sort by start time.
-//! - `instances`: `run id \0 instance id` -> [`InstanceRecord`] (JSON).
+//! - `log`: `run id \0 sequence (u64, big endian)` -> a JSON array of [`InstanceRecord`]s: the
+//!   run's instance records, appended in groups (one insert per group of finished instances, not
+//!   one per instance). Reading a run folds its groups in order; the last record of an id wins.
+//!   The records of instances that ran carry their cache key's parts (for `cache explain`).
 //! - `filehash`: absolute path -> [`FileStamp`] (JSON): content hashes of source files, reused
 //!   while size and mtime are unchanged.
-//! - `keys`: fingerprint -> the cache key's parts (JSON), for `nearby cache explain`. Kept apart
-//!   so that cache lookups and instance records stay small.
+//! - Schema 1 only, still read: `instances` (`run id \0 instance id` -> one [`InstanceRecord`])
+//!   and `keys` (fingerprint -> the key's parts).
 //!
 //! Records are JSON with `#[serde(default)]` on every field added after schema 1, so old stores
 //! keep loading (tests/fixtures/store-v1 is a store written by schema 1 that must always open).
 //!
 //! Schema history:
-//! - 1: first version.
+//! - 1: first version: one `instances` entry and one `keys` entry per instance.
+//! - 2: instance records appended in groups to `log`, keys inside the records of instances that
+//!   ran; cache entries name the instance that made them. Opening a schema 1 store migrates it by
+//!   raising the number: schema 1 trees are read as they are, new records go to `log`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::value::RawValue;
 
-pub const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 2;
+
+/// Size of one group of instance records in the `log` tree. sled copies a whole leaf (up to 16
+/// entries) on every insert and writes leaves over 128 KB as separate blob files: groups of a
+/// few KB keep both cheap.
+const GROUP_BYTES: usize = 16 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -29,6 +41,8 @@ pub enum StoreError {
     Open { path: PathBuf, source: sled::Error },
     #[error("state store error: {0}")]
     Sled(#[from] sled::Error),
+    #[error("corrupt cache entry {0} in the state store")]
+    CorruptEntry(String),
     #[error("corrupt record in the state store ({what}): {source}")]
     Corrupt {
         what: String,
@@ -90,6 +104,9 @@ pub struct CacheEntry {
     pub kind: String,
     pub created_at: String,
     pub run: String,
+    /// The instance (of `run`) that made this entry; its record holds the key's parts.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance: String,
     pub outputs: Vec<OutputRecord>,
     /// The key's parts. Written by schema 1 before the `keys` tree existed; now empty.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
@@ -142,9 +159,9 @@ pub struct InstanceRecord {
     pub outputs: Vec<OutputRecord>,
     #[serde(default)]
     pub fingerprint: Option<String>,
-    /// The key's parts (early schema-1 records only; now in the `keys` tree by fingerprint).
+    /// The cache key's parts, as JSON (instances that ran; early schema 1 records too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<serde_json::Value>,
+    pub key: Option<Box<RawValue>>,
     /// Why it hit or missed the cache.
     #[serde(default)]
     pub cache: Option<String>,
@@ -164,13 +181,11 @@ pub struct FileStamp {
     pub hash: String,
 }
 
-/// What a finished instance writes: its record, and for work that ran, its cache entry and key.
+/// What a finished instance writes: its record, and for work that succeeded, its cache entry.
 #[derive(Debug, Clone)]
 pub struct Durable {
     pub record: InstanceRecord,
     pub cache: Option<CacheEntry>,
-    /// (fingerprint, the key's JSON bytes)
-    pub key: Option<(String, Vec<u8>)>,
 }
 
 #[derive(Clone)]
@@ -179,6 +194,7 @@ pub struct Store {
     meta: sled::Tree,
     cache: sled::Tree,
     runs: sled::Tree,
+    log: sled::Tree,
     instances: sled::Tree,
     filehash: sled::Tree,
     keys: sled::Tree,
@@ -205,6 +221,12 @@ fn instance_key(run: &str, id: &str) -> Vec<u8> {
     k
 }
 
+fn log_key(run: &str, seq: u64) -> Vec<u8> {
+    let mut k = instance_key(run, "");
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
 impl Store {
     /// Opens (or creates) the store under `workdir/state`.
     pub fn open(workdir: &Path) -> Result<Store, StoreError> {
@@ -212,6 +234,9 @@ impl Store {
         let db = sled::Config::new()
             .path(&path)
             .flush_every_ms(Some(200))
+            // sled's page cache defaults to 1 GB and keeps what was written: a night's records
+            // need far less, and the rest is only memory taken from the tasks.
+            .cache_capacity(8 << 20)
             .open()
             .map_err(|source| StoreError::Open {
                 path: path.clone(),
@@ -221,6 +246,7 @@ impl Store {
             meta: db.open_tree("meta")?,
             cache: db.open_tree("cache")?,
             runs: db.open_tree("runs")?,
+            log: db.open_tree("log")?,
             instances: db.open_tree("instances")?,
             filehash: db.open_tree("filehash")?,
             keys: db.open_tree("keys")?,
@@ -239,7 +265,11 @@ impl Store {
                         found,
                     });
                 }
-                // Migrations from older schemas go here, one step at a time.
+                // Migrations from older schemas, one step at a time.
+                if found < 2 {
+                    // 1 -> 2: nothing to convert (schema 1 trees stay readable).
+                    store.meta.insert("schema", &2u32.to_be_bytes())?;
+                }
             }
         }
         Ok(store)
@@ -262,12 +292,13 @@ impl Store {
     pub fn cache_get(&self, fingerprint: &str) -> Result<Option<CacheEntry>, StoreError> {
         self.cache
             .get(fingerprint.as_bytes())?
-            .map(|v| decode("cache entry", &v))
+            .map(|v| entry::decode(fingerprint, &v))
             .transpose()
     }
 
     pub fn cache_put(&self, e: &CacheEntry) -> Result<(), StoreError> {
-        self.cache.insert(e.fingerprint.as_bytes(), encode(e))?;
+        self.cache
+            .insert(e.fingerprint.as_bytes(), entry::encode(e))?;
         Ok(())
     }
 
@@ -279,8 +310,10 @@ impl Store {
     pub fn cache_entries(&self) -> Result<Vec<CacheEntry>, StoreError> {
         self.cache
             .iter()
-            .values()
-            .map(|v| decode("cache entry", &v?))
+            .map(|kv| {
+                let (k, v) = kv?;
+                entry::decode(&String::from_utf8_lossy(&k), &v)
+            })
             .collect()
     }
 
@@ -313,72 +346,98 @@ impl Store {
     }
 
     pub fn delete_run(&self, id: &str) -> Result<(), StoreError> {
-        for k in self.instances.scan_prefix(instance_key(id, "")).keys() {
-            self.instances.remove(k?)?;
+        for tree in [&self.instances, &self.log] {
+            for k in tree.scan_prefix(instance_key(id, "")).keys() {
+                tree.remove(k?)?;
+            }
         }
         self.runs.remove(id.as_bytes())?;
         Ok(())
     }
 
-    pub fn put_instance(&self, run: &str, r: &InstanceRecord) -> Result<(), StoreError> {
-        self.instances.insert(instance_key(run, &r.id), encode(r))?;
-        Ok(())
-    }
-
-    /// Writes many instance records.
-    pub fn put_instances(&self, run: &str, rs: &[InstanceRecord]) -> Result<(), StoreError> {
-        for r in rs {
-            self.instances.insert(instance_key(run, &r.id), encode(r))?;
+    /// Appends records to the run's log, in groups of about [`GROUP_BYTES`] each.
+    fn append(&self, run: &str, records: &[&InstanceRecord]) -> Result<(), StoreError> {
+        let mut group = Vec::with_capacity(GROUP_BYTES + 1024);
+        for (n, r) in records.iter().enumerate() {
+            group.push(if group.is_empty() { b'[' } else { b',' });
+            // Records are plain structs of strings and numbers: serialization cannot fail.
+            let _ = serde_json::to_writer(&mut group, r);
+            if group.len() >= GROUP_BYTES || n + 1 == records.len() {
+                group.push(b']');
+                let seq = self.db.generate_id()?;
+                self.log.insert(log_key(run, seq), group.as_slice())?;
+                group.clear();
+            }
         }
         Ok(())
     }
 
+    pub fn put_instance(&self, run: &str, r: &InstanceRecord) -> Result<(), StoreError> {
+        self.append(run, &[r])
+    }
+
+    /// Writes many instance records.
+    pub fn put_instances(&self, run: &str, rs: &[InstanceRecord]) -> Result<(), StoreError> {
+        self.append(run, &rs.iter().collect::<Vec<_>>())
+    }
+
     pub fn get_instance(&self, run: &str, id: &str) -> Result<Option<InstanceRecord>, StoreError> {
-        self.instances
-            .get(instance_key(run, id))?
-            .map(|v| decode("task instance", &v))
-            .transpose()
+        Ok(self.instances(run)?.into_iter().find(|r| r.id == id))
     }
 
-    /// Every instance of a run, in id order.
+    /// Every instance of a run, in id order: the latest record of each.
     pub fn instances(&self, run: &str) -> Result<Vec<InstanceRecord>, StoreError> {
-        self.instances
-            .scan_prefix(instance_key(run, ""))
-            .values()
-            .map(|v| decode("task instance", &v?))
-            .collect()
+        let prefix = instance_key(run, "");
+        let mut latest: BTreeMap<String, InstanceRecord> = BTreeMap::new();
+        // Schema 1 records first: a schema 2 group written later for the same run supersedes them.
+        for v in self.instances.scan_prefix(&prefix).values() {
+            let r: InstanceRecord = decode("task instance", &v?)?;
+            latest.insert(r.id.clone(), r);
+        }
+        for v in self.log.scan_prefix(&prefix).values() {
+            let group: Vec<InstanceRecord> = decode("task instance records", &v?)?;
+            for r in group {
+                latest.insert(r.id.clone(), r);
+            }
+        }
+        Ok(latest.into_values().collect())
     }
 
-    pub fn put_key(&self, fingerprint: &str, key: &serde_json::Value) -> Result<(), StoreError> {
-        self.keys.insert(fingerprint.as_bytes(), encode(key))?;
-        Ok(())
+    /// The parts of the cache key with this fingerprint, as JSON: from the record of the instance
+    /// that made the cache entry (or, for schema 1 stores, from the `keys` tree).
+    pub fn key_parts(&self, fingerprint: &str) -> Result<Option<Box<RawValue>>, StoreError> {
+        if let Some(v) = self.keys.get(fingerprint.as_bytes())? {
+            let text = String::from_utf8_lossy(&v).into_owned();
+            return RawValue::from_string(text)
+                .map(Some)
+                .map_err(|source| StoreError::Corrupt {
+                    what: "cache key".into(),
+                    source,
+                });
+        }
+        let Some(entry) = self.cache_get(fingerprint)? else {
+            return Ok(None);
+        };
+        if entry.instance.is_empty() {
+            return Ok(None);
+        }
+        Ok(self
+            .get_instance(&entry.run, &entry.instance)?
+            .and_then(|r| r.key))
     }
 
-    pub fn get_key(&self, fingerprint: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        self.keys
-            .get(fingerprint.as_bytes())?
-            .map(|v| decode("cache key", &v))
-            .transpose()
-    }
-
-    /// Writes finished work in order: cache entries and keys first, then instance records, so
-    /// that a record never claims more than the store holds. Plain inserts, not a sled `Batch`:
+    /// Writes finished work in order: cache entries first, then the instance records (one group),
+    /// so that a record never claims more than the store holds. Plain inserts, not a sled `Batch`:
     /// applying a batch seals and writes sled's log buffer each time, which costs a disk write
     /// per call; single inserts stay in memory until sled's periodic flush, in order.
     pub fn persist(&self, run: &str, batch: &[Durable]) -> Result<(), StoreError> {
         for d in batch {
             if let Some(c) = &d.cache {
-                self.cache.insert(c.fingerprint.as_bytes(), encode(c))?;
-            }
-            if let Some((fp, k)) = &d.key {
-                self.keys.insert(fp.as_bytes(), k.as_slice())?;
+                self.cache
+                    .insert(c.fingerprint.as_bytes(), entry::encode(c))?;
             }
         }
-        for d in batch {
-            self.instances
-                .insert(instance_key(run, &d.record.id), encode(&d.record))?;
-        }
-        Ok(())
+        self.append(run, &batch.iter().map(|d| &d.record).collect::<Vec<_>>())
     }
 
     pub fn file_stamp(&self, path: &str) -> Result<Option<FileStamp>, StoreError> {
@@ -395,6 +454,101 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Cache entries, written in a compact binary form: a hit is the commonest read of a rerun, and
+/// decoding JSON was a sixth of a "nothing to do" run. Schema 1 entries (JSON, starting with `{`)
+/// are still read. Layout (version 2): the byte 2, then task, kind, created_at, run, instance as
+/// strings (u32 length, little endian, then UTF-8), the number of outputs (u32), and per output
+/// name, path, size (u64), mtime_ns (i128) and hash. The fingerprint is the sled key.
+mod entry {
+    use super::{CacheEntry, OutputRecord, StoreError};
+
+    const VERSION: u8 = 2;
+
+    pub fn encode(e: &CacheEntry) -> Vec<u8> {
+        let mut b = Vec::with_capacity(128 + e.outputs.len() * 160);
+        b.push(VERSION);
+        for s in [&e.task, &e.kind, &e.created_at, &e.run, &e.instance] {
+            put_str(&mut b, s);
+        }
+        b.extend_from_slice(&(e.outputs.len() as u32).to_le_bytes());
+        for o in &e.outputs {
+            put_str(&mut b, &o.name);
+            put_str(&mut b, &o.path);
+            b.extend_from_slice(&o.size.to_le_bytes());
+            b.extend_from_slice(&o.mtime_ns.to_le_bytes());
+            put_str(&mut b, &o.hash);
+        }
+        b
+    }
+
+    pub fn decode(fingerprint: &str, bytes: &[u8]) -> Result<CacheEntry, StoreError> {
+        if bytes.first() == Some(&b'{') {
+            return super::decode("cache entry", bytes);
+        }
+        let bad = || StoreError::CorruptEntry(fingerprint.to_owned());
+        let mut r = Reader(bytes);
+        if r.take(1).ok_or_else(bad)? != [VERSION] {
+            return Err(bad());
+        }
+        let mut strs = [(); 5].map(|_| String::new());
+        for s in &mut strs {
+            *s = r.str().ok_or_else(bad)?;
+        }
+        let n = r.u32().ok_or_else(bad)?;
+        let mut outputs = Vec::with_capacity(n.min(1024) as usize);
+        for _ in 0..n {
+            let name = r.str().ok_or_else(bad)?;
+            let path = r.str().ok_or_else(bad)?;
+            let size = u64::from_le_bytes(r.array().ok_or_else(bad)?);
+            let mtime_ns = i128::from_le_bytes(r.array().ok_or_else(bad)?);
+            let hash = r.str().ok_or_else(bad)?;
+            outputs.push(OutputRecord {
+                name,
+                path,
+                size,
+                mtime_ns,
+                hash,
+            });
+        }
+        let [task, kind, created_at, run, instance] = strs;
+        Ok(CacheEntry {
+            fingerprint: fingerprint.to_owned(),
+            task,
+            kind,
+            created_at,
+            run,
+            instance,
+            outputs,
+            key: serde_json::Value::Null,
+        })
+    }
+
+    fn put_str(b: &mut Vec<u8>, s: &str) {
+        b.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        b.extend_from_slice(s.as_bytes());
+    }
+
+    struct Reader<'a>(&'a [u8]);
+
+    impl<'a> Reader<'a> {
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            let (head, tail) = (self.0.get(..n)?, self.0.get(n..)?);
+            self.0 = tail;
+            Some(head)
+        }
+        fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+            self.take(N)?.try_into().ok()
+        }
+        fn u32(&mut self) -> Option<u32> {
+            Some(u32::from_le_bytes(self.array()?))
+        }
+        fn str(&mut self) -> Option<String> {
+            let n = self.u32()? as usize;
+            String::from_utf8(self.take(n)?.to_vec()).ok()
+        }
     }
 }
 
@@ -441,5 +595,32 @@ mod tests {
         let got = s.instances("run1").unwrap();
         assert_eq!(got.len(), 1, "prefix scan must not leak into run10");
         assert_eq!(got[0].state, State::Succeeded);
+    }
+
+    #[test]
+    fn cache_entries_round_trip_and_truncation_is_an_error() {
+        let e = CacheEntry {
+            fingerprint: "ab".repeat(32),
+            task: "calibrate".into(),
+            kind: "calibrate".into(),
+            created_at: "2026-11-27T00:00:00Z".into(),
+            run: "r1".into(),
+            instance: "calibrate[f1]".into(),
+            outputs: vec![OutputRecord {
+                name: "image".into(),
+                path: "/w/out/image.fits".into(),
+                size: 72 << 20,
+                mtime_ns: -5,
+                hash: "cd".repeat(32),
+            }],
+            key: serde_json::Value::Null,
+        };
+        let bytes = entry::encode(&e);
+        let back = entry::decode(&e.fingerprint, &bytes).unwrap();
+        assert_eq!(back.outputs, e.outputs);
+        assert_eq!((back.run, back.instance), (e.run, e.instance));
+        for cut in [1, 10, bytes.len() - 1] {
+            assert!(entry::decode(&e.fingerprint, &bytes[..cut]).is_err());
+        }
     }
 }
