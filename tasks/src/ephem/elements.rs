@@ -160,6 +160,28 @@ impl Elements {
     }
 }
 
+/// The parts of a full name that select the object alone: `(433) Eros` and
+/// `433 Eros (A898 PA)` both give 433 and Eros, the latter also A898 PA.
+fn names_in(full: &str) -> Vec<String> {
+    let mut rest = full.trim();
+    let mut out = Vec::new();
+    if let Some(open) = rest.rfind('(').filter(|_| rest.ends_with(')')) {
+        out.push(rest[open + 1..rest.len() - 1].to_owned());
+        rest = rest[..open].trim();
+    }
+    let (first, name) = match rest.strip_prefix('(') {
+        Some(r) => r.split_once(')').unwrap_or((r, "")),
+        None => rest.split_once(' ').unwrap_or((rest, "")),
+    };
+    if first.chars().all(|c| c.is_ascii_digit()) && !first.is_empty() {
+        out.push(first.to_owned());
+        if !name.trim().is_empty() {
+            out.push(name.trim().to_owned());
+        }
+    }
+    out
+}
+
 fn normalise(s: &str) -> String {
     s.chars()
         .filter(|c| !c.is_whitespace() && *c != '(' && *c != ')')
@@ -234,15 +256,7 @@ fn mpcorb_line(at: &str, line: &str) -> Result<Raw, EphemError> {
     };
     let mut aliases = vec![packed.to_owned()];
     aliases.extend(unpacked);
-    // `(433) Eros`: the number and the name select it too.
-    if let Some(rest) = readable.strip_prefix('(') {
-        if let Some((number, name)) = rest.split_once(')') {
-            aliases.push(number.to_owned());
-            if !name.trim().is_empty() {
-                aliases.push(name.trim().to_owned());
-            }
-        }
-    }
+    aliases.extend(names_in(readable));
     let epoch_text = col(21, 25);
     let epoch_mjd = if epoch_text.is_empty() {
         None
@@ -440,7 +454,7 @@ fn sbdb_object(v: &Value) -> Result<Raw, EphemError> {
         .unwrap_or("?")
         .trim()
         .to_owned();
-    let mut aliases = Vec::new();
+    let mut aliases = names_in(&designation);
     for key in ["des", "prefix"] {
         if let Some(s) = object.get(key).and_then(Value::as_str) {
             aliases.push(s.to_owned());
@@ -520,7 +534,11 @@ fn query_rows(file: &str, v: &Value) -> Vec<(String, Result<Raw, EphemError>)> {
                         .or_else(|| text("pdes"))
                         .or_else(|| text("name"))
                         .unwrap_or_else(|| "?".into()),
-                    aliases: ["pdes", "name"].iter().filter_map(|k| text(k)).collect(),
+                    aliases: ["pdes", "name"]
+                        .iter()
+                        .filter_map(|k| text(k))
+                        .chain(text("full_name").iter().flat_map(|f| names_in(f)))
+                        .collect(),
                     epoch_mjd,
                     e: num("e")?,
                     a: num("a")?,

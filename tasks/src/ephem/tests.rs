@@ -371,7 +371,9 @@ fn sbdb_json_reads_like_the_csv() {
     let parsed = elements::parse("asteroids.dat", query);
     assert_eq!(parsed.elements.len(), 1);
     assert_eq!(parsed.elements[0].designation, "2 Pallas (A802 FA)");
-    assert!(parsed.elements[0].is_named("2"));
+    for id in ["2", "Pallas", "A802 FA", "2 Pallas (A802 FA)"] {
+        assert!(parsed.elements[0].is_named(id), "{id}");
+    }
     assert_eq!(parsed.errors.len(), 1);
     assert_eq!(
         parsed.errors[0].to_string(),
