@@ -641,3 +641,42 @@ fn two_body_is_not_enough() {
         .fold(0.0, f64::max);
     assert!(worst > 30.0, "{worst}");
 }
+
+#[test]
+fn hyperbolic_and_near_parabolic_orbits_predict_through_the_planets() {
+    // 1I/'Oumuamua's osculating elements (JPL SBDB, epoch 2017-11-23) and a near-parabolic
+    // comet-like orbit: n-body and two-body agree to the planets' pull over 10 days.
+    let spk = de421();
+    let geocentre = parse_obscodes("builtin", BUILTIN_OBSCODES).unwrap()["500"].clone();
+    let oumuamua = Elements {
+        designation: "1I".into(),
+        aliases: vec![],
+        epoch_mjd: 58080.0,
+        q: 0.255_912,
+        e: 1.201_134,
+        i_deg: 122.741_9,
+        node_deg: 24.597_4,
+        peri_deg: 241.810_5,
+        tp_mjd: 58006.007,
+        h: Some(22.1),
+        g: 0.15,
+    };
+    let near_parabolic = Elements {
+        designation: "C/near".into(),
+        e: 0.999_999_9,
+        q: 1.3,
+        ..oumuamua.clone()
+    };
+    for e in [oumuamua, near_parabolic] {
+        let times = [Instant::from_tdb_mjd(e.epoch_mjd + 10.0)];
+        let n = predict(&spk, &e, &geocentre, &times, Propagation::NBody).unwrap();
+        let k = predict(&spk, &e, &geocentre, &times, Propagation::TwoBody).unwrap();
+        let sep = separation_arcsec(n[0].ra_deg, n[0].dec_deg, k[0].ra_deg, k[0].dec_deg);
+        assert!(
+            sep > 0.0 && sep < 20.0,
+            "{}: n-body vs two-body {sep}\"",
+            e.designation
+        );
+        assert!(n[0].v_mag.unwrap().is_finite() && n[0].r_au > e.q);
+    }
+}
