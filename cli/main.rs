@@ -4,6 +4,7 @@
 //! 130 cancelled (Ctrl-C / SIGTERM).
 
 mod commands;
+mod ephem;
 mod progress;
 
 use std::path::PathBuf;
@@ -187,6 +188,9 @@ enum Command {
         #[arg(long)]
         compress: bool,
     },
+    /// Predict where known asteroids and comets are, offline (like JPL Horizons): RA, Dec,
+    /// rates, distances and V per object and time, from orbital elements and a JPL ephemeris.
+    Ephem(ephem::EphemArgs),
     /// List task kinds with their params and ports.
     Kinds,
     /// Run the built-in demo pipeline (pipelines/demo.yaml) on built-in data.
@@ -287,6 +291,7 @@ fn main() -> ExitCode {
             }
             commands::task("simulate", &with, &[], &[], &out)
         }
+        Command::Ephem(args) => ephem::ephem(&args),
         Command::Kinds => commands::kinds(),
         Command::Demo { w, x } => commands::demo(&w, &x),
     };

@@ -5,6 +5,7 @@
 //! each in its own module with its tests beside it.
 
 pub mod calibrate;
+pub mod ephem;
 pub mod extract;
 pub mod fits;
 pub mod simulate;
