@@ -10,6 +10,7 @@ pub mod diag;
 pub mod events;
 pub mod exec;
 pub mod model;
+pub mod ops;
 pub mod plan;
 pub mod sched;
 pub mod store;

@@ -283,6 +283,39 @@ impl Store {
             .unwrap_or(0))
     }
 
+    /// A small named value kept with the store (the service's schedule state, for one).
+    pub fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .meta
+            .get(format!("user:{key}"))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn put_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.meta.insert(format!("user:{key}"), value.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn remove_meta(&self, key: &str) -> Result<(), StoreError> {
+        self.meta.remove(format!("user:{key}"))?;
+        Ok(())
+    }
+
+    /// Named values whose names start with `prefix`.
+    pub fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.meta
+            .scan_prefix(format!("user:{prefix}"))
+            .map(|kv| {
+                let (k, v) = kv?;
+                let k = String::from_utf8_lossy(&k);
+                Ok((
+                    k.trim_start_matches("user:").to_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                ))
+            })
+            .collect()
+    }
+
     /// Forces everything written so far to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;

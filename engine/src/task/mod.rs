@@ -236,3 +236,36 @@ pub fn with_defaults(kind: &dyn TaskKind, mut params: Map<String, J>) -> Map<Str
     }
     params
 }
+
+/// The file in a task instance's output directory that holds its science numbers (sources found,
+/// tracklets linked, ...): a flat JSON object of numbers. Run reports and `nearby nights` add them
+/// up per run; cached instances keep theirs, since the file travels with the outputs.
+pub const METRICS_FILE: &str = "metrics.json";
+
+/// Writes an instance's science numbers into its output directory (see [`METRICS_FILE`]).
+pub fn write_metrics(out_dir: &Path, metrics: &[(&str, f64)]) -> Result<(), TaskError> {
+    let map: Map<String, J> = metrics
+        .iter()
+        .filter(|(_, v)| v.is_finite())
+        .map(|(k, v)| ((*k).to_owned(), J::from(*v)))
+        .collect();
+    std::fs::create_dir_all(out_dir)?;
+    std::fs::write(
+        out_dir.join(METRICS_FILE),
+        serde_json::to_vec_pretty(&J::Object(map)).unwrap_or_default(),
+    )?;
+    Ok(())
+}
+
+/// Reads the science numbers of an instance from its output directory (none if absent or bad).
+pub fn read_metrics(out_dir: &Path) -> BTreeMap<String, f64> {
+    std::fs::read(out_dir.join(METRICS_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Map<String, J>>(&b).ok())
+        .map(|m| {
+            m.into_iter()
+                .filter_map(|(k, v)| Some((k, v.as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
