@@ -1,0 +1,1 @@
+//! Tests of the solver against synthetic fields and the simulator.
