@@ -4,6 +4,7 @@
 //! D = 3), triangle invariants within a tolerance (D = 2) and nearest neighbours on the image
 //! plane (D = 2).
 
+#[derive(Debug)]
 pub struct KdTree<const D: usize> {
     pts: Vec<[f64; D]>,
     /// `ids[k]`: the caller's index of `pts[k]`.

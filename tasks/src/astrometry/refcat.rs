@@ -66,6 +66,7 @@ fn unit(ra_deg: f64, dec_deg: f64) -> [f64; 3] {
 }
 
 /// A reference catalog with its spatial index.
+#[derive(Debug)]
 pub struct RefCatalog {
     pub stars: Vec<RefStar>,
     /// Rows left out (no finite RA/Dec, or Dec outside -90..90), with the first as an example.

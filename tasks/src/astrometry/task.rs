@@ -214,8 +214,12 @@ fn f64_of(hs: &[&Header], key: &str) -> Option<f64> {
 
 /// The image size: NAXIS1/2 of the image, else SEXIMASX/SEXIMASY of extract's table.
 fn image_size(c: &Ccd) -> Result<(usize, usize), String> {
+    // NAXIS1/2 of a table header are its row length and row count, not an image size.
+    let is_table =
+        |h: &Header| matches!(h.get("XTENSION"), Some(Value::Str(s)) if s.trim() == "BINTABLE");
+    let image: Vec<&Header> = [&c.header].into_iter().filter(|h| !is_table(h)).collect();
     let hs = [&c.header, &c.table.header];
-    let get = |a: &str, b: &str| f64_of(&hs, a).or_else(|| f64_of(&hs, b));
+    let get = |a: &str, b: &str| f64_of(&image, a).or_else(|| f64_of(&hs, b));
     match (get("NAXIS1", "SEXIMASX"), get("NAXIS2", "SEXIMASY")) {
         (Some(w), Some(h)) if w >= 1.0 && h >= 1.0 => Ok((w as usize, h as usize)),
         _ => Err(
