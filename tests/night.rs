@@ -59,6 +59,16 @@ fn demo_night_makes_catalogs() {
     assert!(t.column("ALPHA_J2000").is_ok() && t.column("X_IMAGE").is_ok());
     let list = std::fs::read_to_string(n.workdir().join("out/catalogs/catalogs.txt")).unwrap();
     assert_eq!(list.lines().count(), 4, "{list}");
+    // Every exposure went through astrometry, and most CCDs were solved.
+    let mut solved = 0;
+    for line in list.lines() {
+        let wcs = Path::new(line.trim()).with_file_name("wcs.fits");
+        for (name, w) in nearby_tasks::astrometry::task::read_wcs_file(&wcs).unwrap() {
+            assert!(name.starts_with("CCD"), "{name}");
+            solved += usize::from(w.is_some_and(|w| w.sip.is_some()));
+        }
+    }
+    assert!(solved >= 6, "{solved} of 8 CCDs solved");
 }
 
 fn dist_to_segment(px: f64, py: f64, (x0, y0): (f64, f64), (x1, y1): (f64, f64)) -> f64 {

@@ -4,6 +4,7 @@
 //! extract, astrometry, stack, link, known, cutout, report, ceres) join this list as they land,
 //! each in its own module with its tests beside it.
 
+pub mod astrometry;
 pub mod calibrate;
 pub mod ephem;
 pub mod extract;
@@ -20,6 +21,7 @@ pub fn registry() -> Registry {
         std::sync::Arc::new(calibrate::task::Masters),
         std::sync::Arc::new(calibrate::task::Calibrate),
         std::sync::Arc::new(extract::task::Extract),
+        std::sync::Arc::new(astrometry::task::Astrometry),
     ])
 }
 

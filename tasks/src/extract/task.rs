@@ -1,7 +1,7 @@
 //! The `extract` task kind: reads a (calibrated) multi-extension image and its optional weight
 //! map, runs [`super::extract`] on every CCD, and writes `catalog.fits`: one binary table per
 //! image HDU with SExtractor's column names and units, plus ALPHA_J2000/DELTA_J2000 from the
-//! header's TAN WCS when it has one.
+//! header's TAN(-SIP) WCS when it has one.
 
 use std::io::Write;
 use std::sync::atomic::Ordering;
@@ -226,7 +226,7 @@ impl TaskKind for Extract {
             }
             let mut cat = extract(&im, &cfg);
             let wcs = TanWcs::from_header(h);
-            if let Some(wcs) = wcs {
+            if let Some(wcs) = &wcs {
                 cat.set_world(|x, y| Some(wcs.pix_to_sky(x, y)));
             }
             let hdu = h.origin().map_or(k + 1, |o| o.hdu);

@@ -642,3 +642,19 @@ pub fn write_mef(
     }
     h.close().map_err(|s| write_error(path, "close", s))
 }
+
+/// Writes a file of headers without pixels: a primary HDU with `primary`'s cards, then one
+/// image extension with NAXIS = 0 per header (as a solved WCS per CCD is written: SCAMP's
+/// `.head` files as FITS). An existing file is replaced.
+pub fn write_headers(path: &Path, primary: &Header, headers: &[Header]) -> Result<(), FitsError> {
+    let mut h = Handle::create(path, false).map_err(|s| write_error(path, "create", s))?;
+    h.create_image(8, &[])
+        .map_err(|s| write_error(path, "create primary HDU", s))?;
+    write_cards(&mut h, primary)?;
+    for header in headers {
+        h.create_image(8, &[])
+            .map_err(|s| write_error(path, "create header HDU", s))?;
+        write_cards(&mut h, header)?;
+    }
+    h.close().map_err(|s| write_error(path, "close", s))
+}

@@ -103,6 +103,14 @@ const PARAMS: &[ParamSpec] = &[
         doc: "Dec of the first field's centre, degrees (default -20).",
     },
     ParamSpec {
+        name: "refcat_mag_max",
+        ty: PType::Float,
+        required: false,
+        default: None,
+        doc: "Faintest star in the reference catalog, magnitudes (default: the preset's, 21; \
+              deeper for small CCDs, which hold few stars as bright as that).",
+    },
+    ParamSpec {
         name: "compress",
         ty: PType::Bool,
         required: false,
@@ -193,6 +201,7 @@ fn config(params: &Map<String, J>) -> Result<SimConfig, Vec<(&'static str, Strin
     real("exptime_secs", &mut cfg.exptime_secs);
     real("ra_deg", &mut cfg.field_ra_deg);
     real("dec_deg", &mut cfg.field_dec_deg);
+    real("refcat_mag_max", &mut cfg.refcat_mag_max);
     if let Some(v) = params.get("seed").filter(|v| !is_template(v)) {
         match v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()) {
             Some(n) if n >= 0 => cfg.seed = n as u64,
