@@ -4,9 +4,12 @@
 //! extract, astrometry, stack, link, known, cutout, report, ceres) join this list as they land,
 //! each in its own module with its tests beside it.
 
+pub mod ades;
 pub mod calibrate;
 pub mod extract;
 pub mod fits;
+pub mod mpc80;
+pub mod obs;
 pub mod simulate;
 pub mod wcs;
 
