@@ -11,6 +11,7 @@ pub mod fits;
 pub mod mpc80;
 pub mod obs;
 pub mod simulate;
+pub mod skybot;
 pub mod wcs;
 
 use nearby_engine::task::Registry;
