@@ -10,6 +10,7 @@ pub mod extract;
 pub mod fits;
 pub mod mpc80;
 pub mod obs;
+pub mod report;
 pub mod simulate;
 pub mod skybot;
 pub mod wcs;
@@ -23,6 +24,7 @@ pub fn registry() -> Registry {
         std::sync::Arc::new(calibrate::task::Masters),
         std::sync::Arc::new(calibrate::task::Calibrate),
         std::sync::Arc::new(extract::task::Extract),
+        std::sync::Arc::new(report::Report),
     ])
 }
 

@@ -14,4 +14,6 @@ mod tests;
 
 pub use designation::{pack, pack_number, unpack, unpack_number, Designation, DesignationError};
 pub use line::{FieldError, Fixed, Magnitude, MpcDate, ObjectId, ObsLine, Precision, Sexagesimal};
-pub use report::{write_submission, Header, Line, LineError, Parsed, Record, Report};
+pub use report::{
+    read_observations, write_submission, Header, Line, LineError, Parsed, Record, Report,
+};

@@ -227,6 +227,18 @@ impl Report {
     }
 }
 
+/// The observations of a report (an astronomer's validated detections, say) with the problems
+/// of the lines that could not be read: a bad line costs only itself.
+pub fn read_observations(text: &str) -> (Vec<Observation>, Vec<LineError>) {
+    let parsed = Report::parse(text);
+    let obs = parsed
+        .report
+        .observations()
+        .map(ObsLine::to_observation)
+        .collect();
+    (obs, parsed.errors)
+}
+
 /// The header of a submission. `COD`, `CON`, `OBS`, `MEA`, `TEL` and `NET` are required by the
 /// MPC; `BND` (the band the magnitudes are in), `COM` and `ACK`/`AC2` are optional.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
