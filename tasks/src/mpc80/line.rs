@@ -363,8 +363,9 @@ impl ObjectId {
     }
 }
 
-/// A temporary designation as it goes in columns 6-12, or why it cannot.
-fn check_temporary(t: &str) -> Result<String, String> {
+/// A temporary designation as it goes in columns 6-12, or why it cannot: 1-7 letters and digits
+/// that do not read as a packed designation (the `link` task names new objects with it).
+pub fn check_temporary(t: &str) -> Result<String, String> {
     if t.is_empty() || t.len() > 7 || !t.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(format!(
             "temporary designation `{t}`: expected 1 to 7 letters and digits"

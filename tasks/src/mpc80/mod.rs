@@ -13,7 +13,10 @@ pub mod report;
 mod tests;
 
 pub use designation::{pack, pack_number, unpack, unpack_number, Designation, DesignationError};
-pub use line::{FieldError, Fixed, Magnitude, MpcDate, ObjectId, ObsLine, Precision, Sexagesimal};
+pub use line::{
+    check_temporary, FieldError, Fixed, Magnitude, MpcDate, ObjectId, ObsLine, Precision,
+    Sexagesimal,
+};
 pub use report::{
     read_observations, write_submission, Header, Line, LineError, Parsed, Record, Report,
 };

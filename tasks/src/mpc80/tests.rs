@@ -279,6 +279,8 @@ fn writer_refuses_what_the_format_cannot_hold() {
     };
     assert!(bad(&|o| o.designation = "K07Ta6E".into()).contains("2007 TE366"));
     assert!(bad(&|o| o.designation = "TOOLONG1".into()).contains("1 to 7"));
+    assert_eq!(check_temporary("NBY0001").as_deref(), Ok("NBY0001"));
+    assert!(check_temporary("J98Q55S").is_err());
     assert!(bad(&|o| o.band = Some("Rc".into())).contains("one character"));
     assert!(bad(&|o| o.ra_deg = 360.0).contains("ra_deg"));
     assert!(bad(&|o| o.code = "95".into()).contains("code"));
