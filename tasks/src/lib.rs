@@ -4,12 +4,17 @@
 //! extract, astrometry, stack, link, known, cutout, report, ceres) join this list as they land,
 //! each in its own module with its tests beside it.
 
+pub mod ades;
 pub mod astrometry;
 pub mod calibrate;
 pub mod ephem;
 pub mod extract;
 pub mod fits;
+pub mod mpc80;
+pub mod obs;
+pub mod report;
 pub mod simulate;
+pub mod skybot;
 pub mod wcs;
 
 use nearby_engine::task::Registry;
@@ -22,6 +27,7 @@ pub fn registry() -> Registry {
         std::sync::Arc::new(calibrate::task::Calibrate),
         std::sync::Arc::new(extract::task::Extract),
         std::sync::Arc::new(astrometry::task::Astrometry),
+        std::sync::Arc::new(report::Report),
     ])
 }
 
