@@ -16,9 +16,9 @@ use serde_json::json;
 
 use crate::{ExecArgs, GraphFormat, PipelineArgs, Workdir};
 
-const OK: u8 = 0;
-const FAILED: u8 = 1;
-const INVALID: u8 = 2;
+pub const OK: u8 = 0;
+pub const FAILED: u8 = 1;
+pub const INVALID: u8 = 2;
 const CANCELLED: u8 = 130;
 
 /// `nearby plan` lists instances one by one up to this many, then per task.
@@ -31,12 +31,16 @@ fn registry() -> Registry {
     nearby_tasks::registry()
 }
 
-fn err(msg: impl std::fmt::Display) -> u8 {
+pub fn err(msg: impl std::fmt::Display) -> u8 {
     eprintln!("error: {msg}");
     INVALID
 }
 
-fn parse_pairs(args: &[String], flag: &str, what: &str) -> Result<BTreeMap<String, String>, u8> {
+pub fn parse_pairs(
+    args: &[String],
+    flag: &str,
+    what: &str,
+) -> Result<BTreeMap<String, String>, u8> {
     let mut out = BTreeMap::new();
     for a in args {
         match a.split_once('=') {
@@ -52,7 +56,7 @@ fn parse_pairs(args: &[String], flag: &str, what: &str) -> Result<BTreeMap<Strin
 }
 
 /// Loads and compiles a pipeline from a file, printing diagnostics.
-fn compile_file(
+pub fn compile_file(
     path: &Path,
     overrides: &BTreeMap<String, String>,
 ) -> Result<(Plan, String, PathBuf), u8> {
@@ -92,7 +96,7 @@ fn open_workdir(w: &Workdir) -> Result<(PathBuf, Store), u8> {
     Ok((dir, store))
 }
 
-fn open_existing(w: &Workdir) -> Result<(PathBuf, Store), u8> {
+pub fn open_existing(w: &Workdir) -> Result<(PathBuf, Store), u8> {
     if !w.workdir.join("state").exists() {
         return Err(err(format!(
             "no nearby state in {} (run a pipeline there first, or pass --workdir)",
@@ -102,7 +106,7 @@ fn open_existing(w: &Workdir) -> Result<(PathBuf, Store), u8> {
     open_workdir(w)
 }
 
-fn find_run(store: &Store, run: Option<&str>) -> Result<RunRecord, u8> {
+pub fn find_run(store: &Store, run: Option<&str>) -> Result<RunRecord, u8> {
     match run {
         Some(id) => match store.get_run(id).map_err(err)? {
             Some(r) => Ok(r),
@@ -319,11 +323,16 @@ fn execute(
         wait_for_signal().await;
         std::process::exit(CANCELLED as i32);
     });
+    let run_id = record.id.clone();
+    let kept = store.clone();
+    let workdir = dir.clone();
     let sched = match Scheduler::new(Arc::new(plan), store, dir, record, opts, sinks, rx) {
         Ok(s) => s,
         Err(e) => return err(e),
     };
-    match rt.block_on(sched.run()) {
+    let result = rt.block_on(sched.run());
+    crate::ops::after_run(&kept, &workdir, &run_id, x);
+    match result {
         Ok(s) if s.state == "succeeded" => OK,
         Ok(s) if s.state == "cancelled" => CANCELLED,
         Ok(_) => FAILED,
@@ -346,7 +355,7 @@ impl Sink for PrintRunId {
     }
 }
 
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let term = async {
         match &mut term {

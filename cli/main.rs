@@ -5,6 +5,7 @@
 
 mod commands;
 mod ephem;
+mod ops;
 mod progress;
 
 use std::path::PathBuf;
@@ -59,6 +60,12 @@ pub struct ExecArgs {
     /// Print only failures and the summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// POST the run's outcome as JSON to this URL when it ends (repeatable).
+    #[arg(long, value_name = "URL")]
+    pub notify: Vec<String>,
+    /// POST the run's outcome to this URL only when it fails (repeatable).
+    #[arg(long, value_name = "URL")]
+    pub notify_failures: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -114,7 +121,13 @@ enum Command {
     /// Start a new run of a past run's pipeline and params: the failed part (default), or
     /// everything from a task on.
     Rerun {
-        run: String,
+        /// The run to redo (or use --night).
+        #[arg(required_unless_present = "night")]
+        run: Option<String>,
+        /// Redo this night's latest run (in WORKDIR/nights/NIGHT, as `serve` and `backfill`
+        /// lay nights out).
+        #[arg(long, conflicts_with = "run")]
+        night: Option<String>,
         #[command(flatten)]
         w: Workdir,
         /// Rerun failed, skipped and cancelled tasks and what depends on them (the default).
@@ -193,6 +206,57 @@ enum Command {
     Ephem(ephem::EphemArgs),
     /// List task kinds with their params and ports.
     Kinds,
+    /// The nights under WORKDIR/nights: state, frames, sources, tracklets, failures.
+    Nights {
+        #[command(flatten)]
+        w: Workdir,
+    },
+    /// Run a pipeline for every night from --from to --to, oldest first, each in its own
+    /// WORKDIR/nights/NIGHT (nights already complete are cache hits).
+    Backfill {
+        #[command(flatten)]
+        p: PipelineArgs,
+        #[command(flatten)]
+        w: Workdir,
+        /// First night, YYYY-MM-DD.
+        #[arg(long)]
+        from: String,
+        /// Last night, YYYY-MM-DD (inclusive).
+        #[arg(long)]
+        to: String,
+        /// Nights at once. Capped by the run slots (--slots) less the one kept for `serve`.
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
+        /// Run slots of this work directory (as `slots` in the serve configuration).
+        #[arg(long, default_value_t = 2)]
+        slots: usize,
+        #[command(flatten)]
+        x: ExecArgs,
+    },
+    /// Write a run's HTML report (the latest run if RUN is omitted) and print its path.
+    Report {
+        run: Option<String>,
+        #[command(flatten)]
+        w: Workdir,
+        /// Where to write it [default: WORKDIR/logs/RUN/report.html].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The unattended service: cron schedules and data-arrival triggers start nightly runs
+    /// (config/serve.yaml describes the configuration).
+    Serve {
+        /// The service configuration (YAML).
+        #[arg(long, default_value = "config/serve.yaml")]
+        config: PathBuf,
+        #[command(flatten)]
+        w: Workdir,
+        /// Testing aid: start the service's clock at this UTC time (RFC 3339)...
+        #[arg(long, hide = true)]
+        clock_start: Option<String>,
+        /// ...and run it this many times faster than real time.
+        #[arg(long, hide = true, default_value_t = 1.0)]
+        clock_speed: f64,
+    },
     /// Run the built-in demo pipeline (pipelines/demo.yaml) on built-in data.
     Demo {
         #[command(flatten)]
@@ -242,11 +306,15 @@ fn main() -> ExitCode {
         Command::Runs { w } => commands::runs(&w),
         Command::Rerun {
             run,
+            night,
             w,
             failed: _,
             from,
             x,
-        } => commands::rerun(&run, &w, from.as_deref(), &x),
+        } => match night {
+            Some(n) => ops::rerun_night(&n, &w, from.as_deref(), &x),
+            None => commands::rerun(run.as_deref().unwrap_or_default(), &w, from.as_deref(), &x),
+        },
         Command::Resume { run, w, x } => commands::resume(&run, &w, &x),
         Command::Logs { run, task, w } => commands::logs(&run, &task, &w),
         Command::Cache {
@@ -293,6 +361,23 @@ fn main() -> ExitCode {
         }
         Command::Ephem(args) => ephem::ephem(&args),
         Command::Kinds => commands::kinds(),
+        Command::Nights { w } => ops::nights(&w),
+        Command::Backfill {
+            p,
+            w,
+            from,
+            to,
+            parallel,
+            slots,
+            x,
+        } => ops::backfill(&p, &w, &from, &to, parallel, slots, &x),
+        Command::Report { run, w, out } => ops::report(run.as_deref(), &w, out.as_deref()),
+        Command::Serve {
+            config,
+            w,
+            clock_start,
+            clock_speed,
+        } => ops::serve(&config, &w, clock_start.as_deref(), clock_speed),
         Command::Demo { w, x } => commands::demo(&w, &x),
     };
     ExitCode::from(code)

@@ -39,6 +39,8 @@ const GROUP_BYTES: usize = 16 << 10;
 pub enum StoreError {
     #[error("cannot open the state store at {path}: {source}")]
     Open { path: PathBuf, source: sled::Error },
+    #[error("the state store at {path} is held by another nearby process (a run in progress?); try again when it ends")]
+    Locked { path: PathBuf },
     #[error("state store error: {0}")]
     Sled(#[from] sled::Error),
     #[error("corrupt cache entry {0} in the state store")]
@@ -228,8 +230,41 @@ fn log_key(run: &str, seq: u64) -> Vec<u8> {
 }
 
 impl Store {
-    /// Opens (or creates) the store under `workdir/state`.
+    /// Opens (or creates) the store under `workdir/state`. One process at a time holds a store:
+    /// if another does (a `status` reading it, a run starting), this waits for it up to 10 s.
     pub fn open(workdir: &Path) -> Result<Store, StoreError> {
+        let t0 = std::time::Instant::now();
+        loop {
+            match Store::open_once(workdir) {
+                Err(StoreError::Open { source, .. })
+                    if source.to_string().contains("could not acquire lock")
+                        && t0.elapsed() < std::time::Duration::from_secs(10) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(StoreError::Open { path, source })
+                    if source.to_string().contains("could not acquire lock") =>
+                {
+                    return Err(StoreError::Locked { path });
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Opens the store without waiting: [`StoreError::Locked`] if another process holds it.
+    pub fn try_open(workdir: &Path) -> Result<Store, StoreError> {
+        match Store::open_once(workdir) {
+            Err(StoreError::Open { path, source })
+                if source.to_string().contains("could not acquire lock") =>
+            {
+                Err(StoreError::Locked { path })
+            }
+            other => other,
+        }
+    }
+
+    fn open_once(workdir: &Path) -> Result<Store, StoreError> {
         let path = workdir.join("state");
         let db = sled::Config::new()
             .path(&path)

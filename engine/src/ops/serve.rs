@@ -229,6 +229,8 @@ impl Service {
                     watch.display()
                 )
             })?;
+            // Events name absolute paths.
+            let watch = std::fs::canonicalize(&watch).unwrap_or(watch);
             let tx = ev_tx.clone();
             let root = watch.clone();
             let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -531,4 +533,32 @@ fn latest_unfinished_run(dir: &Path) -> Option<String> {
     let store = Store::open(dir).ok()?;
     let run = store.latest_run().ok()??;
     (run.state == "running" || run.state == "cancelled" || run.state == "pending").then_some(run.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_configuration_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/serve.yaml");
+        let cfg: ServeConfig =
+            serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(cfg.slots, 2);
+        assert_eq!(cfg.schedules[0].catch_up, CatchUp::All);
+        Cron::parse(&cfg.schedules[0].cron).unwrap();
+        assert!(matches!(cfg.triggers[0].complete, Complete::Marker(ref m) if m == "DONE"));
+        assert_eq!(cfg.webhooks[0].on, vec![On::Failure]);
+    }
+
+    #[test]
+    fn a_fast_clock_runs_ahead() {
+        let t0 = DateTime::parse_from_rfc3339("2026-11-27T07:59:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let c = Clock::new(t0, 3600.0);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(c.now() - t0 >= chrono::Duration::seconds(60));
+        assert!(c.real_until(t0 + chrono::Duration::hours(1)) <= Duration::from_secs(1));
+    }
 }
