@@ -8,6 +8,7 @@ pub mod calibrate;
 pub mod ephem;
 pub mod extract;
 pub mod fits;
+pub mod link;
 pub mod simulate;
 pub mod wcs;
 
@@ -20,6 +21,7 @@ pub fn registry() -> Registry {
         std::sync::Arc::new(calibrate::task::Masters),
         std::sync::Arc::new(calibrate::task::Calibrate),
         std::sync::Arc::new(extract::task::Extract),
+        std::sync::Arc::new(link::task::Link),
     ])
 }
 
