@@ -10,6 +10,7 @@ pub mod calibrate;
 pub mod ephem;
 pub mod extract;
 pub mod fits;
+pub mod link;
 pub mod mpc80;
 pub mod obs;
 pub mod report;
@@ -27,6 +28,7 @@ pub fn registry() -> Registry {
         std::sync::Arc::new(calibrate::task::Calibrate),
         std::sync::Arc::new(extract::task::Extract),
         std::sync::Arc::new(astrometry::task::Astrometry),
+        std::sync::Arc::new(link::task::Link),
         std::sync::Arc::new(report::Report),
     ])
 }

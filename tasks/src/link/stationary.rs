@@ -1,0 +1,85 @@
+//! Which detections are stationary: found again at the same place in other exposures, with no
+//! significant motion across them. Stars and galaxies are stationary on the (aligned) sky; hot
+//! pixels, bad columns and dust are stationary on the detector, so the task asks twice.
+//!
+//! A detection with a neighbour within `radius_arcsec` in at least `min_others` other exposures
+//! (the nearest one in each) is stationary unless a straight-line fit through it and those
+//! neighbours moves at least `min_motion_arcsec` over the whole sequence *and* by at least
+//! `min_motion_sigma` standard deviations: a slow asteroid whose steps are shorter than the
+//! radius is kept, a faint star whose centroid scatters is not.
+
+use super::grid::Grid;
+use super::{Detection, Exposure, LineFit};
+
+/// Thresholds of [`stationary`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StationaryConfig {
+    pub radius_arcsec: f64,
+    /// Other exposures that must show the source; `None` for half of them (at least one).
+    pub min_others: Option<usize>,
+    pub min_motion_arcsec: f64,
+    pub min_motion_sigma: f64,
+}
+
+/// Marks the stationary detections (same order as `dets`).
+pub fn stationary(exposures: &[Exposure], dets: &[Detection], cfg: &StationaryConfig) -> Vec<bool> {
+    let n_exp = exposures.len();
+    let need = cfg
+        .min_others
+        .unwrap_or((n_exp.saturating_sub(1) / 2).max(1));
+    let grids: Vec<Grid> = (0..n_exp)
+        .map(|e| {
+            let pts: Vec<(f64, f64, u32)> = dets
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.exposure == e)
+                .map(|(i, d)| (d.xi, d.eta, i as u32))
+                .collect();
+            Grid::new(&pts, cfg.radius_arcsec.max(0.1))
+        })
+        .collect();
+    let t_first = exposures.iter().map(|e| e.t_min).fold(f64::MAX, f64::min);
+    let t_last = exposures.iter().map(|e| e.t_min).fold(f64::MIN, f64::max);
+    let span = (t_last - t_first).max(0.0);
+    let mut group: Vec<usize> = Vec::with_capacity(n_exp);
+    dets.iter()
+        .enumerate()
+        .map(|(i, d)| {
+            group.clear();
+            group.push(i);
+            for (e, g) in grids.iter().enumerate() {
+                if e == d.exposure {
+                    continue;
+                }
+                let mut best: Option<(u32, f64)> = None;
+                g.within(d.xi, d.eta, cfg.radius_arcsec, |j, d2| {
+                    if best.is_none_or(|b| d2 < b.1) {
+                        best = Some((j, d2));
+                    }
+                });
+                if let Some((j, _)) = best {
+                    group.push(j as usize);
+                }
+            }
+            if group.len() - 1 < need {
+                return false;
+            }
+            let pts = group.iter().map(|&k| {
+                let x = &dets[k];
+                (exposures[x.exposure].t_min, x.xi, x.eta)
+            });
+            let Some(fit) = LineFit::fit(pts) else {
+                // Same time (should not happen): treat as stationary.
+                return true;
+            };
+            let motion = fit.rate() * span;
+            let sigma2 = group
+                .iter()
+                .map(|&k| dets[k].sigma_arcsec.powi(2))
+                .sum::<f64>()
+                / group.len() as f64;
+            let sigma_motion = (sigma2 / fit.stt).sqrt() * span;
+            motion < cfg.min_motion_arcsec || motion < cfg.min_motion_sigma * sigma_motion
+        })
+        .collect()
+}

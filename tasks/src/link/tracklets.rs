@@ -1,0 +1,333 @@
+//! Linking transient candidates into tracklets without trying all triples.
+//!
+//! Every pair of detections in two exposures (closest exposures first) is a hypothesis of linear
+//! motion, but only pairs the detections' shapes allow are formed: a round detection cannot move
+//! much faster than a seeing FWHM per exposure time (its trail would show), so its partner is
+//! searched in a small disk; an elongated one (a trail) moves along its major axis, so its
+//! partner must lie in that direction. Each hypothesis predicts where the object is in the other
+//! exposures, and a grid of each exposure finds the nearest detection there. Hypotheses with
+//! enough detections are fitted by least squares, pruned of detections off the line, and checked
+//! for rate, motion, and magnitude. The candidates are then accepted best first (more
+//! detections, then smaller residuals), each detection belonging to one tracklet at most.
+//!
+//! The cost grows with the number of detections times the detections near each (tens), not with
+//! the cube of the number of detections.
+
+use std::collections::HashSet;
+
+use super::grid::Grid;
+use super::{Detection, Exposure, LineFit, LinkConfig};
+
+/// A linked moving object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracklet {
+    /// Indices into the detections, in time order, one per exposure at most.
+    pub detections: Vec<usize>,
+    /// Distance of each detection from the fitted line at its time, arcseconds.
+    pub residuals_arcsec: Vec<f64>,
+    pub rate_arcsec_per_min: f64,
+    /// Direction of motion, degrees east of north.
+    pub pa_deg: f64,
+    pub rms_arcsec: f64,
+    /// The fitted position at `t0_min` (arcseconds on the tangent plane).
+    pub t0_min: f64,
+    pub xi0: f64,
+    pub eta0: f64,
+    /// The object moves more than a seeing FWHM during an exposure.
+    pub trailed: bool,
+}
+
+/// A trail this many FWHM long or more is taken as one: its axis says where the object goes.
+const TRAIL_FWHM: f64 = 1.0;
+/// A round detection may hide a trail up to its measured length plus this many FWHM.
+const HIDDEN_TRAIL_FWHM: f64 = 1.5;
+
+/// What a detection's shape says about the motion.
+#[derive(Clone, Copy)]
+struct Shape {
+    /// Fastest rate the shape allows, "/min.
+    max_rate: f64,
+    /// Unit vector of a trail's axis (xi, eta), when it is a trail.
+    axis: Option<(f64, f64)>,
+    /// Allowed angle between the motion and the axis, radians.
+    axis_tol: f64,
+}
+
+fn shape(d: &Detection, exp: &Exposure, cfg: &LinkConfig) -> Shape {
+    let fwhm = cfg.seeing_fwhm_arcsec;
+    let exptime = exp.exptime_min.max(1e-6);
+    if d.trail_arcsec >= TRAIL_FWHM * fwhm {
+        let pa = d.axis_pa_deg.to_radians();
+        Shape {
+            max_rate: cfg.max_rate_arcsec_per_min,
+            axis: Some((pa.sin(), pa.cos())),
+            axis_tol: 10f64.to_radians() + (fwhm / d.trail_arcsec).atan(),
+        }
+    } else {
+        Shape {
+            max_rate: ((d.trail_arcsec + HIDDEN_TRAIL_FWHM * fwhm) / exptime)
+                .min(cfg.max_rate_arcsec_per_min),
+            axis: None,
+            axis_tol: 0.0,
+        }
+    }
+}
+
+impl Shape {
+    /// Whether motion (vx, vy) "/min is what this shape allows.
+    fn allows(&self, vx: f64, vy: f64) -> bool {
+        let rate = vx.hypot(vy);
+        if rate > self.max_rate * 1.0001 {
+            return false;
+        }
+        match self.axis {
+            None => true,
+            Some((ax, ay)) => {
+                if rate == 0.0 {
+                    return false;
+                }
+                let cos = ((vx * ax + vy * ay) / rate).abs();
+                cos >= self.axis_tol.cos()
+            }
+        }
+    }
+}
+
+/// Links `dets` into tracklets.
+pub fn link(exposures: &[Exposure], dets: &[Detection], cfg: &LinkConfig) -> Vec<Tracklet> {
+    let n_exp = exposures.len();
+    if n_exp < cfg.min_detections.max(2) {
+        return Vec::new();
+    }
+    let shapes: Vec<Shape> = dets
+        .iter()
+        .map(|d| shape(d, &exposures[d.exposure], cfg))
+        .collect();
+    let mut by_exp: Vec<Vec<usize>> = vec![Vec::new(); n_exp];
+    for (i, d) in dets.iter().enumerate() {
+        if d.exposure < n_exp {
+            by_exp[d.exposure].push(i);
+        }
+    }
+    let cell = (2.0 * cfg.max_residual_arcsec).max(1.0);
+    let grids: Vec<Grid> = by_exp
+        .iter()
+        .map(|ix| {
+            let pts: Vec<(f64, f64, u32)> = ix
+                .iter()
+                .map(|&i| (dets[i].xi, dets[i].eta, i as u32))
+                .collect();
+            Grid::new(&pts, cell)
+        })
+        .collect();
+    // Exposures in time order; seed pairs closest in sequence first.
+    let mut order: Vec<usize> = (0..n_exp).collect();
+    order.sort_by(|a, b| exposures[*a].t_min.total_cmp(&exposures[*b].t_min));
+    let mut seen: HashSet<Vec<usize>> = HashSet::new();
+    let mut candidates: Vec<Tracklet> = Vec::new();
+    let mut members: Vec<usize> = Vec::with_capacity(n_exp);
+    for gap in 1..n_exp {
+        for w in 0..n_exp - gap {
+            let (ei, ej) = (order[w], order[w + gap]);
+            let (ti, tj) = (exposures[ei].t_min, exposures[ej].t_min);
+            let dt = tj - ti;
+            if dt <= 0.0 {
+                continue;
+            }
+            for &a in &by_exp[ei] {
+                let da = &dets[a];
+                let sa = shapes[a];
+                let reach = sa.max_rate * dt + cfg.max_residual_arcsec;
+                grids[ej].within(da.xi, da.eta, reach, |b, _| {
+                    let b = b as usize;
+                    let db = &dets[b];
+                    let (vx, vy) = ((db.xi - da.xi) / dt, (db.eta - da.eta) / dt);
+                    if !sa.allows(vx, vy) || !shapes[b].allows(vx, vy) {
+                        return;
+                    }
+                    let sigma_v = (da.sigma_arcsec.powi(2) + db.sigma_arcsec.powi(2)).sqrt() / dt;
+                    let t_mid = 0.5 * (ti + tj);
+                    members.clear();
+                    members.push(a);
+                    members.push(b);
+                    for &ek in &order {
+                        if ek == ei || ek == ej {
+                            continue;
+                        }
+                        let tk = exposures[ek].t_min;
+                        let (px, py) = (da.xi + vx * (tk - ti), da.eta + vy * (tk - ti));
+                        let tol = cfg.max_residual_arcsec + 3.0 * sigma_v * (tk - t_mid).abs();
+                        let mut best: Option<(u32, f64)> = None;
+                        grids[ek].within(px, py, tol, |k, d2| {
+                            if best.is_none_or(|x| d2 < x.1) && shapes[k as usize].allows(vx, vy) {
+                                best = Some((k, d2));
+                            }
+                        });
+                        if let Some((k, _)) = best {
+                            members.push(k as usize);
+                        }
+                    }
+                    if members.len() < cfg.min_detections {
+                        return;
+                    }
+                    if let Some(t) = fit_and_check(exposures, dets, &members, cfg) {
+                        if seen.insert(t.detections.clone()) {
+                            candidates.push(t);
+                        }
+                    }
+                });
+            }
+        }
+    }
+    accept(candidates, dets.len())
+}
+
+/// Fits a line to `members`, drops the worst detections while any lies farther than the limit
+/// (keeping at least `min_detections`), and checks rate, motion and magnitudes.
+fn fit_and_check(
+    exposures: &[Exposure],
+    dets: &[Detection],
+    members: &[usize],
+    cfg: &LinkConfig,
+) -> Option<Tracklet> {
+    let mut m: Vec<usize> = members.to_vec();
+    m.sort_by(|a, b| {
+        exposures[dets[*a].exposure]
+            .t_min
+            .total_cmp(&exposures[dets[*b].exposure].t_min)
+    });
+    let point = |i: &usize| {
+        let d = &dets[*i];
+        (exposures[d.exposure].t_min, d.xi, d.eta)
+    };
+    loop {
+        // Magnitudes: drop the detection farthest from the median if it is out of bounds.
+        let mut mags: Vec<f64> = m.iter().map(|&i| dets[i].mag).collect();
+        mags.sort_by(f64::total_cmp);
+        let median = mags[mags.len() / 2];
+        let worst_mag = m
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                let d = &dets[i];
+                let excess = (d.mag - median).abs() - cfg.max_mag_deviation - 3.0 * d.magerr;
+                (
+                    k,
+                    if excess.is_nan() {
+                        f64::INFINITY
+                    } else {
+                        excess
+                    },
+                )
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1))?;
+        if worst_mag.1 > 0.0 {
+            if m.len() <= cfg.min_detections {
+                return None;
+            }
+            m.remove(worst_mag.0);
+            continue;
+        }
+        let fit = LineFit::fit(m.iter().map(point))?;
+        let res: Vec<f64> = m
+            .iter()
+            .map(|i| {
+                let (t, x, y) = point(i);
+                let (px, py) = fit.at(t);
+                (x - px).hypot(y - py)
+            })
+            .collect();
+        let (worst, max_res) = res
+            .iter()
+            .copied()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(&b.1))?;
+        if max_res > cfg.max_residual_arcsec {
+            if m.len() <= cfg.min_detections {
+                return None;
+            }
+            m.remove(worst);
+            continue;
+        }
+        // The residuals must also agree with the detections' position errors.
+        let dof = 2 * m.len() - 4;
+        if dof > 0 {
+            let (worst, _) = res
+                .iter()
+                .zip(&m)
+                .map(|(r, &i)| r / dets[i].sigma_arcsec)
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(&b.1))?;
+            let chi2: f64 = res
+                .iter()
+                .zip(&m)
+                .map(|(r, &i)| (r / dets[i].sigma_arcsec).powi(2))
+                .sum();
+            if chi2 > cfg.max_chi2_per_dof * dof as f64 {
+                if m.len() <= cfg.min_detections {
+                    return None;
+                }
+                m.remove(worst);
+                continue;
+            }
+        }
+        let rate = fit.rate();
+        if rate < cfg.min_rate_arcsec_per_min || rate > cfg.max_rate_arcsec_per_min {
+            return None;
+        }
+        let t_first = point(&m[0]).0;
+        let t_last = point(&m[m.len() - 1]).0;
+        let motion = rate * (t_last - t_first);
+        let sigma2 = m.iter().map(|&i| dets[i].sigma_arcsec.powi(2)).sum::<f64>() / m.len() as f64;
+        let sigma_motion = (sigma2 / fit.stt).sqrt() * (t_last - t_first);
+        if motion < cfg.min_motion_arcsec || motion < cfg.min_motion_sigma * sigma_motion {
+            return None;
+        }
+        let exptime = m
+            .iter()
+            .map(|&i| exposures[dets[i].exposure].exptime_min)
+            .sum::<f64>()
+            / m.len() as f64;
+        let rms = (res.iter().map(|r| r * r).sum::<f64>() / res.len() as f64).sqrt();
+        return Some(Tracklet {
+            detections: m,
+            residuals_arcsec: res,
+            rate_arcsec_per_min: rate,
+            pa_deg: fit.pa_deg(),
+            rms_arcsec: rms,
+            t0_min: fit.t0,
+            xi0: fit.xi0,
+            eta0: fit.eta0,
+            trailed: rate * exptime > cfg.seeing_fwhm_arcsec,
+        });
+    }
+}
+
+/// Best first: more detections, then smaller RMS; a detection goes to one tracklet at most.
+fn accept(mut candidates: Vec<Tracklet>, n_dets: usize) -> Vec<Tracklet> {
+    candidates.sort_by(|a, b| {
+        b.detections
+            .len()
+            .cmp(&a.detections.len())
+            .then(a.rms_arcsec.total_cmp(&b.rms_arcsec))
+            .then(a.detections.cmp(&b.detections))
+    });
+    let mut used = vec![false; n_dets];
+    let mut out = Vec::new();
+    for t in candidates {
+        if t.detections.iter().any(|&i| used[i]) {
+            continue;
+        }
+        for &i in &t.detections {
+            used[i] = true;
+        }
+        out.push(t);
+    }
+    out.sort_by(|a, b| {
+        a.t0_min
+            .total_cmp(&b.t0_min)
+            .then(a.xi0.total_cmp(&b.xi0))
+            .then(a.eta0.total_cmp(&b.eta0))
+    });
+    out
+}
