@@ -5,10 +5,12 @@
 //! each in its own module with its tests beside it.
 
 pub mod calibrate;
+pub mod cutout;
 pub mod ephem;
 pub mod extract;
 pub mod fits;
 pub mod simulate;
+pub mod stack;
 pub mod wcs;
 
 use nearby_engine::task::Registry;
@@ -20,6 +22,8 @@ pub fn registry() -> Registry {
         std::sync::Arc::new(calibrate::task::Masters),
         std::sync::Arc::new(calibrate::task::Calibrate),
         std::sync::Arc::new(extract::task::Extract),
+        std::sync::Arc::new(stack::task::Stack),
+        std::sync::Arc::new(cutout::task::Cutout),
     ])
 }
 
