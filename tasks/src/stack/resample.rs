@@ -94,31 +94,31 @@ impl Plane {
     /// The value and variance at 0-based position (u, v) (pixel centres at integers).
     #[inline]
     pub fn sample(&self, u: f64, v: f64, kernel: Kernel) -> Option<(f32, f32)> {
-        if kernel == Kernel::Lanczos3 {
-            if let Some(val) = self.lanczos3(u, v) {
-                return Some((val, self.bilinear_var(u, v)?));
+        let w = self.width;
+        let inside = u >= 2.0 && v >= 2.0 && u < w as f64 - 3.0 && v < self.height as f64 - 3.0;
+        if kernel == Kernel::Lanczos3 && inside {
+            // Positive, so truncation is floor.
+            let (ix, iy) = (u as usize, v as usize);
+            let (fx, fy) = (u - ix as f64, v - iy as f64);
+            let lut = lanczos_lut();
+            let kx = &lut[(fx * LUT_STEPS as f64 + 0.5) as usize];
+            let ky = &lut[(fy * LUT_STEPS as f64 + 0.5) as usize];
+            let mut sum = 0.0f32;
+            for (j, wy) in ky.iter().enumerate() {
+                let row = &self.data[(iy - 2 + j) * w + ix - 2..][..6];
+                let s: f32 = row.iter().zip(kx).map(|(p, wx)| p * wx).sum();
+                sum += wy * s;
+            }
+            if sum.is_finite() {
+                // All 36 taps are good, the four nearest among them: their variances are finite.
+                let (fx, fy) = (fx as f32, fy as f32);
+                let i = iy * w + ix;
+                let var = (1.0 - fy) * ((1.0 - fx) * self.var[i] + fx * self.var[i + 1])
+                    + fy * ((1.0 - fx) * self.var[i + w] + fx * self.var[i + w + 1]);
+                return Some((sum, var));
             }
         }
         self.bilinear(u, v)
-    }
-
-    #[inline]
-    fn lanczos3(&self, u: f64, v: f64) -> Option<f32> {
-        let (ix, iy) = (u.floor(), v.floor());
-        if ix < 2.0 || iy < 2.0 || ix + 3.0 >= self.width as f64 || iy + 3.0 >= self.height as f64 {
-            return None;
-        }
-        let lut = lanczos_lut();
-        let kx = &lut[((u - ix) * LUT_STEPS as f64).round() as usize];
-        let ky = &lut[((v - iy) * LUT_STEPS as f64).round() as usize];
-        let (x0, y0) = (ix as usize - 2, iy as usize - 2);
-        let mut sum = 0.0f32;
-        for (j, wy) in ky.iter().enumerate() {
-            let row = &self.data[(y0 + j) * self.width + x0..][..6];
-            let s: f32 = row.iter().zip(kx).map(|(p, wx)| p * wx).sum();
-            sum += wy * s;
-        }
-        sum.is_finite().then_some(sum)
     }
 
     /// The four nearest pixels and the fractions; positions within half a pixel of the edge
@@ -158,11 +158,6 @@ impl Plane {
             }
         }
         (val.is_finite() && var.is_finite()).then_some((val, var))
-    }
-
-    #[inline]
-    fn bilinear_var(&self, u: f64, v: f64) -> Option<f32> {
-        self.bilinear(u, v).map(|(_, var)| var)
     }
 }
 
