@@ -3,8 +3,9 @@
 //! Per target, `cutouts/ID.fits` holds a float32 cube of N planes of `size_px` x `size_px` (one
 //! per exposure, in input order; NaN off the CCD, all NaN when the exposure does not hold the
 //! target) in the primary HDU, the layout a classifier taking the exposures as channels reads
-//! in one go, then one header-only HDU per exposure (`EXTNAME = 'EXP001'`, ...) with that
-//! plane's WCS (the parent's with CRPIX moved), its time, parent file and HDU, offset and flags.
+//! in one go, then one 2-D image HDU per exposure (`EXTNAME = 'EXP001'`, ...): the same plane
+//! with its WCS (the parent's with CRPIX moved), time, parent file and HDU, offset and flags,
+//! for ds9 and astropy, which want a WCS on a 2-D image.
 //! `cutouts/ID.png` shows the planes side by side. `cutouts.json` indexes it all.
 
 use std::collections::BTreeSet;
@@ -363,7 +364,13 @@ impl TaskKind for Cutout {
                         cfg.stretch,
                     ));
                 }
-                hdus.push(h);
+                let mut plane = Image::new(
+                    size,
+                    size,
+                    cube[k * size * size..(k + 1) * size * size].to_vec(),
+                );
+                plane.header = h;
+                hdus.push(plane);
                 per_exp.push(rec);
             }
             let mut primary = Header::new();
@@ -374,10 +381,11 @@ impl TaskKind for Cutout {
                 .set(
                     "NEXP",
                     exposures.len() as i64,
-                    "planes: one per exposure, as EXP HDUs",
+                    "planes: one per exposure, also as EXP HDUs",
                 )
                 .set("CUTSIZE", size as i64, "[px] side of the cutout");
-            primary.add_comment("Plane k of the cube is exposure k; HDU EXPk holds its WCS.");
+            primary
+                .add_comment("Plane k of the cube is exposure k; HDU EXPk holds it with its WCS.");
             let fits = dir.join(format!("{stem}.fits"));
             write_cube(&fits, &primary, size, size, &cube, &hdus)?;
             let mut entry = json!({

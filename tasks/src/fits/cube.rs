@@ -1,11 +1,15 @@
 //! Data cubes: a 3-D float32 image (NAXIS3 planes of NAXIS1 x NAXIS2) in the primary HDU,
-//! followed by header-only extensions (one per plane, say, carrying each plane's own WCS), as the
-//! `cutout` kind writes a detection's exposures for a classifier that takes them as channels.
+//! followed by 2-D image extensions (each plane again with its own WCS, say), as the `cutout`
+//! kind writes a detection's exposures: the cube for a classifier that takes them as channels,
+//! the planes for people and for WCS readers (which want a WCS on a 2-D image).
 
 use std::path::Path;
 
 use super::raw::{self, Handle};
-use super::{display, header_at, open, read_error, write_cards, write_error, FitsError, Header};
+use super::{
+    append_image, display, header_at, open, read_error, write_cards, write_error, FitsError,
+    Header, Image, Pixel,
+};
 
 /// A cube read back: its header, (width, height, planes) and the pixels, plane after plane.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,15 +30,15 @@ impl Cube {
 }
 
 /// Writes `data` (planes of `width` x `height`, one after another) as a float32 cube in the
-/// primary HDU with `primary`'s cards, then one header-only image extension per header of
-/// `extensions`. An existing file is replaced.
+/// primary HDU with `primary`'s cards, then each image of `extensions` as a float32 image HDU.
+/// An existing file is replaced.
 pub fn write_cube(
     path: &Path,
     primary: &Header,
     width: usize,
     height: usize,
     data: &[f32],
-    extensions: &[Header],
+    extensions: &[Image],
 ) -> Result<(), FitsError> {
     let n = width * height;
     if n == 0 || !data.len().is_multiple_of(n) || data.is_empty() {
@@ -53,9 +57,7 @@ pub fn write_cube(
     h.write_pixels(raw::TFLOAT, data)
         .map_err(|s| write_error(path, "write pixels", s))?;
     for e in extensions {
-        h.create_image(8, &[])
-            .map_err(|s| write_error(path, "create header-only HDU", s))?;
-        write_cards(&mut h, e)?;
+        append_image(&mut h, e, Pixel::F32)?;
     }
     h.close().map_err(|s| write_error(path, "close", s))
 }
