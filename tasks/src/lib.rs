@@ -7,6 +7,7 @@
 pub mod ades;
 pub mod astrometry;
 pub mod calibrate;
+pub mod cutout;
 pub mod ephem;
 pub mod extract;
 pub mod fits;
@@ -16,6 +17,7 @@ pub mod obs;
 pub mod report;
 pub mod simulate;
 pub mod skybot;
+pub mod stack;
 pub mod wcs;
 
 use nearby_engine::task::Registry;
@@ -28,7 +30,9 @@ pub fn registry() -> Registry {
         std::sync::Arc::new(calibrate::task::Calibrate),
         std::sync::Arc::new(extract::task::Extract),
         std::sync::Arc::new(astrometry::task::Astrometry),
+        std::sync::Arc::new(stack::task::Stack),
         std::sync::Arc::new(link::task::Link),
+        std::sync::Arc::new(cutout::task::Cutout),
         std::sync::Arc::new(report::Report),
     ])
 }

@@ -94,7 +94,7 @@ fn combine_method(inv: &Invocation) -> Result<Combine, TaskError> {
 }
 
 /// The files an input names: a directory gives its `*.fits` and `*.fits.fz` files, sorted.
-fn input_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, TaskError> {
+pub(crate) fn input_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, TaskError> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {

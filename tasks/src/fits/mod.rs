@@ -10,6 +10,7 @@
 //! Pixel coordinates are not this module's business: an [`Image`] is row-major, `data[y * width
 //! + x]` with x, y from 0; FITS pixel (1, 1) is `data[0]`.
 
+mod cube;
 mod header;
 mod raw;
 mod table;
@@ -21,6 +22,7 @@ use std::path::Path;
 
 use nearby_engine::task::TaskError;
 
+pub use cube::{read_cube, write_cube, Cube};
 pub use header::{is_commentary, Card, Header, Loc, Origin, Section, Value};
 pub use table::{read_table, write_tables, Column, ColumnData, HduRef, Table};
 
