@@ -84,6 +84,7 @@ fn astropy_reads_stack_and_cutout_wcs() {
                     ],
                     crval: [287.25, -20.5],
                     cd: [[-sc * co, sc * s], [sc * s, sc * co]],
+                    sip: None,
                 };
                 write_tan_header(&mut im.header, &wcs);
                 im.header.set("EXTNAME", format!("CCD{}", c + 1), "");

@@ -546,6 +546,10 @@ impl TaskKind for Calibrate {
         primary.add_history("nearby calibrate");
         write_mef(inv.output("image")?, &primary, &images, Pixel::F32)?;
         write_mef(inv.output("weight")?, &Header::new(), &weights, Pixel::F32)?;
+        nearby_engine::task::write_metrics(
+            inv.out_dir,
+            &[("frames", 1.0), ("ccds", images.len() as f64)],
+        )?;
         Ok(())
     }
 }

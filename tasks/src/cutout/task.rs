@@ -58,6 +58,7 @@ const PARAMS: &[ParamSpec] = &[
 const INPUTS: &[PortSpec] = &[
     PortSpec { name: "targets", file: "", required: true, doc: "A FITS catalog (ALPHA_J2000/DELTA_J2000, ALPHA/DELTA or RA/DEC) or JSON ({id, ra, dec} items, or tracklets with detections)." },
     PortSpec { name: "frames", file: "", required: true, doc: "The exposures (calibrated frames, one HDU per CCD with a WCS), or a directory of them." },
+    PortSpec { name: "wcs", file: "", required: false, doc: "The `astrometry` task's wcs.fits files, one per frame in the same order: each CCD's solved WCS (matched by EXTNAME) replaces the frame header's; CCDs that were not solved are left out." },
 ];
 
 const OUTPUTS: &[PortSpec] = &[
@@ -146,6 +147,37 @@ struct Exposure {
     path: PathBuf,
     primary: Header,
     ccds: Vec<Ccd>,
+}
+
+/// Replaces each CCD's header WCS by the one `astrometry` solved (by EXTNAME); a CCD it could not
+/// solve is dropped rather than cut with the header's approximate pointing.
+fn use_solved_wcs(e: &mut Exposure, wcs_file: &Path, log: &mut dyn Write) -> Result<(), TaskError> {
+    let solved = crate::astrometry::task::read_wcs_file(wcs_file)?;
+    let mut kept = Vec::new();
+    for mut c in std::mem::take(&mut e.ccds) {
+        let name = c.image.header.str("EXTNAME").unwrap_or_default();
+        match solved.iter().find(|(n, _)| *n == name) {
+            Some((_, Some(w))) => {
+                c.wcs = w.clone();
+                kept.push(c);
+            }
+            _ => writeln!(
+                log,
+                "cutout: {}[{name}]: no solved WCS in {}; left out",
+                e.path.display(),
+                wcs_file.display()
+            )?,
+        }
+    }
+    e.ccds = kept;
+    if e.ccds.is_empty() {
+        return Err(TaskError::BadInput(format!(
+            "{}: no CCD has a solved WCS in {}",
+            e.path.display(),
+            wcs_file.display()
+        )));
+    }
+    Ok(())
 }
 
 fn load(path: &Path, log: &mut dyn Write) -> Result<Exposure, TaskError> {
@@ -249,10 +281,24 @@ impl TaskKind for Cutout {
             writeln!(log, "cutout: skipping target: {n}")?;
         }
         let files = input_files(inv.inputs.get("frames").map_or(&[][..], |v| &v[..]))?;
+        let solved = inv.inputs.get("wcs").map_or(&[][..], |v| &v[..]);
+        if !solved.is_empty() && solved.len() != files.len() {
+            return Err(TaskError::BadInput(format!(
+                "input `wcs` has {} files for {} frames: give one wcs.fits per frame, in the same order",
+                solved.len(),
+                files.len()
+            )));
+        }
         let mut exposures = Vec::new();
         let mut skipped = Vec::new();
-        for f in &files {
-            match load(f, log) {
+        for (i, f) in files.iter().enumerate() {
+            let loaded = load(f, log).and_then(|mut e| {
+                if let Some(w) = solved.get(i) {
+                    use_solved_wcs(&mut e, w, log)?;
+                }
+                Ok(e)
+            });
+            match loaded {
                 Ok(e) => exposures.push(e),
                 Err(e) => {
                     writeln!(log, "cutout: skipping {}: {e}", f.display())?;

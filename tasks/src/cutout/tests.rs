@@ -23,6 +23,7 @@ fn parent(w: usize, h: usize) -> Image {
         crpix: [130.25, 90.75],
         crval: [287.1, -20.3],
         cd: [[-9.1e-5, 1.3e-6], [1.1e-6, 9.2e-5]],
+        sip: None,
     };
     write_tan_header(&mut im.header, &wcs);
     im.header.set("EXTNAME", "CCD1", "");

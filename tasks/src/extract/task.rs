@@ -315,6 +315,8 @@ impl TaskKind for Extract {
             .set("ORIGIN", "nearby extract", "")
             .set("SEXVERS", "nearby", "");
         write_tables(inv.output("catalog")?, &primary, &tables)?;
+        let sources: usize = tables.iter().map(|t| t.nrows()).sum();
+        nearby_engine::task::write_metrics(inv.out_dir, &[("sources", sources as f64)])?;
         Ok(())
     }
 }

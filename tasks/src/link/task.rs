@@ -30,6 +30,7 @@ pub struct Link;
 const SIGMA_FLOOR_ARCSEC: f64 = 0.1;
 
 const PARAMS: &[ParamSpec] = &[
+    ParamSpec { name: "code", ty: PType::Str, required: false, default: Some("950"), doc: "MPC observatory code written into observations.json (950: INT, La Palma)." },
     ParamSpec { name: "min_detections", ty: PType::Int, required: false, default: Some("3"), doc: "Detections a tracklet needs (EURONEAR: 3)." },
     ParamSpec { name: "max_residual_arcsec", ty: PType::Float, required: false, default: Some("1.0"), doc: "Largest distance of a detection from the fitted line (EURONEAR: 2)." },
     ParamSpec { name: "min_rate_arcsec_per_min", ty: PType::Float, required: false, default: Some("0.1"), doc: "Slowest rate linked." },
@@ -59,6 +60,12 @@ const OUTPUTS: &[PortSpec] = &[
         file: "tracklets.json",
         required: true,
         doc: "nearby-tracklets/1: the visits linked and every tracklet with its detections.",
+    },
+    PortSpec {
+        name: "observations",
+        file: "observations.json",
+        required: true,
+        doc: "nearby-observations/1: every tracklet's detections under a temporary designation (NB00001, ...), for the report step.",
     },
     PortSpec {
         name: "summary",
@@ -1033,6 +1040,45 @@ impl TaskKind for Link {
             .map_err(|e| TaskError::Failed(format!("cannot write the tracklets: {e}")))?;
         std::fs::write(inv.output("tracklets")?, json)?;
         std::fs::write(inv.output("summary")?, summary)?;
+        let code = inv.str("code").unwrap_or("950").to_owned();
+        let observations = observations(&out.tracklets, &code);
+        let list = serde_json::to_string_pretty(&crate::obs::ObservationList::new(observations))
+            .map_err(|e| TaskError::Failed(format!("cannot write the observations: {e}")))?;
+        std::fs::write(inv.output("observations")?, list)?;
+        nearby_engine::task::write_metrics(
+            inv.out_dir,
+            &[
+                ("tracklets", out.tracklets.len() as f64),
+                (
+                    "trailed",
+                    out.tracklets.iter().filter(|t| t.trailed).count() as f64,
+                ),
+            ],
+        )?;
         Ok(())
     }
+}
+
+/// The tracklets as observations for an MPC report: one per detection, under a temporary
+/// designation `NB` + the tracklet's number (7 characters, as the MPC allows for new objects),
+/// without magnitudes (they are instrumental).
+pub fn observations(tracklets: &[TrackletOut], code: &str) -> Vec<crate::obs::Observation> {
+    let mut out = Vec::new();
+    for (i, t) in tracklets.iter().enumerate() {
+        for (k, d) in t.detections.iter().enumerate() {
+            out.push(crate::obs::Observation {
+                designation: format!("NB{:05}", i + 1),
+                mjd_utc: d.mjd,
+                ra_deg: d.ra_deg,
+                dec_deg: d.dec_deg,
+                // Catalog magnitudes are instrumental (no photometric calibration yet): an MPC
+                // report leaves the magnitude blank rather than print a wrong one.
+                mag: None,
+                band: None,
+                code: code.to_owned(),
+                discovery: k == 0,
+            });
+        }
+    }
+    out
 }

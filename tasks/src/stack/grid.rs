@@ -7,7 +7,7 @@ use crate::fits::Header;
 use crate::wcs::TanWcs;
 
 /// A TAN pixel grid: `width` x `height` pixels with FITS 1-based pixel coordinates.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Grid {
     pub width: usize,
     pub height: usize,
@@ -38,6 +38,7 @@ impl Grid {
                 crpix: [(width as f64 + 1.0) / 2.0, (height as f64 + 1.0) / 2.0],
                 crval: [ra_deg.rem_euclid(360.0), dec_deg],
                 cd: [[-scale_deg, 0.0], [0.0, scale_deg]],
+                sip: None,
             },
         }
     }
@@ -81,8 +82,9 @@ impl Grid {
             return None;
         }
         // The lower-left footprint corner is the outer edge (0.5, 0.5) of pixel (1, 1).
+        let crpix = [probe.crpix[0] - x0 + 0.5, probe.crpix[1] - y0 + 0.5];
         let mut wcs = probe;
-        wcs.crpix = [probe.crpix[0] - x0 + 0.5, probe.crpix[1] - y0 + 0.5];
+        wcs.crpix = crpix;
         Some(Grid {
             width: w as usize,
             height: h as usize,

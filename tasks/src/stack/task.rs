@@ -379,7 +379,7 @@ impl TaskKind for Stack {
                 let frames: Vec<(FrameWcs, usize, usize)> = exposures
                     .iter()
                     .flat_map(|e| &e.ccds)
-                    .map(|c| (c.wcs, c.image.width, c.image.height))
+                    .map(|c| (c.wcs.clone(), c.image.width, c.image.height))
                     .collect();
                 Grid::covering(&frames, cfg.scale_deg).ok_or_else(|| {
                     TaskError::BadInput(format!(

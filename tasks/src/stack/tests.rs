@@ -31,6 +31,7 @@ fn frame_wcs(w: usize, h: usize, scale: f64, rot_deg: f64, shift: (f64, f64)) ->
         ],
         crval: [RA0, DEC0],
         cd: [[-scale * c, scale * s], [scale * s, scale * c]],
+        sip: None,
     }
 }
 
@@ -127,7 +128,7 @@ fn resampling_conserves_flux_with_both_kernels() {
     let data = draw(w, h, &wcs, &stars);
     let total_in: f64 = data.iter().map(|&v| v as f64).sum();
     // Coarser output pixels (0.4"), north up: pixel areas differ by 1.47x.
-    let grid = Grid::covering(&[(wcs, w, h)], Some(0.4 / 3600.0)).unwrap();
+    let grid = Grid::covering(&[(wcs.clone(), w, h)], Some(0.4 / 3600.0)).unwrap();
     for kernel in [Kernel::Lanczos3, Kernel::Bilinear] {
         let mut layer = Layer::empty(grid.width, grid.height);
         let src = Source {
@@ -388,6 +389,7 @@ fn shift_and_stack_recovers_a_faint_mover_with_a_sqrt_n_gain() {
             crpix: [0.0, 0.0],
             crval: [ra_m, dec_m],
             cd: [[1.0, 0.0], [0.0, 1.0]],
+            sip: None,
         };
         let (ra, dec) = probe.pix_to_sky(xi, eta);
         let mut src = stars.clone();
@@ -422,7 +424,7 @@ fn shift_and_stack_recovers_a_faint_mover_with_a_sqrt_n_gain() {
         &Grid {
             width: w,
             height: h,
-            wcs,
+            wcs: wcs.clone(),
         },
         dt0,
     );
@@ -485,14 +487,14 @@ fn bad_input_is_reported_with_the_file_and_what_was_expected() {
         .into_iter()
         .map(|v| v + 10.0)
         .collect();
-    write_exposure(&good, 57000.0, vec![(img, w, h, Some(wcs))]);
+    write_exposure(&good, 57000.0, vec![(img, w, h, Some(wcs.clone()))]);
     let nowcs = dir.path().join("nowcs.fits");
     write_exposure(&nowcs, 57000.0, vec![(vec![1.0; w * h], w, h, None)]);
     let nan = dir.path().join("nan.fits");
     write_exposure(
         &nan,
         57000.0,
-        vec![(vec![f32::NAN; w * h], w, h, Some(wcs))],
+        vec![(vec![f32::NAN; w * h], w, h, Some(wcs.clone()))],
     );
     // Only bad frames: a bad-input error that names each and says why.
     let (r, log) = run_stack(
@@ -533,7 +535,7 @@ fn bad_input_is_reported_with_the_file_and_what_was_expected() {
     let mut d = draw(w, h, &wcs, &stars);
     d.iter_mut().for_each(|v| *v += 10.0);
     d[32 * w + 32] = f32::NAN;
-    write_exposure(&holes, 57000.0, vec![(d, w, h, Some(wcs))]);
+    write_exposure(&holes, 57000.0, vec![(d, w, h, Some(wcs.clone()))]);
     let (r, _) = run_stack(
         json!({"combine": "weighted_mean"}),
         &[good.clone(), holes],
