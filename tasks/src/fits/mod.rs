@@ -642,3 +642,103 @@ pub fn write_mef(
     }
     h.close().map_err(|s| write_error(path, "close", s))
 }
+
+/// A 3-D image: `depth` planes of `width` x `height` pixels (NAXIS1, NAXIS2, NAXIS3), row-major
+/// within a plane, plane after plane: `data[(z * height + y) * width + x]`. Cutout stacks (one
+/// plane per exposure of a detection) are stored this way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cube {
+    pub width: usize,
+    pub height: usize,
+    pub depth: usize,
+    pub data: Vec<f32>,
+    pub header: Header,
+}
+
+impl Cube {
+    /// Plane `z` (from 0).
+    pub fn plane(&self, z: usize) -> &[f32] {
+        let n = self.width * self.height;
+        &self.data[z * n..(z + 1) * n]
+    }
+}
+
+/// Reads the 3-D image in HDU `hdu` (a 2-D image reads as a cube of depth 1). Errors name the
+/// file and HDU; a cube with more than three axes (other than trailing axes of length 1) or no
+/// pixels is bad input.
+pub fn read_cube(path: &Path, hdu: usize) -> Result<Cube, FitsError> {
+    let mut h = open(path)?;
+    let (kind, header) = header_at(&mut h, hdu)?;
+    let at = header.loc();
+    if kind != raw::IMAGE_HDU {
+        return Err(FitsError::NotImage {
+            at,
+            found: kind_name(kind),
+        });
+    }
+    let bitpix = header.i64("BITPIX")?;
+    if ![8, 16, 32, -32, -64].contains(&bitpix) {
+        return Err(FitsError::UnsupportedBitpix {
+            at,
+            bitpix: bitpix.to_string(),
+        });
+    }
+    let dims = h.image_shape().map_err(|s| read_error(path, hdu, s))?;
+    let ok = (2..=3).contains(&dims.len()) || dims.iter().skip(3).all(|&d| d == 1);
+    if !ok || dims.len() < 2 || dims.iter().take(3).any(|&d| d == 0) {
+        return Err(FitsError::WrongNaxis {
+            at,
+            naxis: format!(
+                "{} ({})",
+                dims.len(),
+                dims.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" x ")
+            ),
+            hint: " or a 3-D cube (NAXIS1 x NAXIS2 x NAXIS3)",
+        });
+    }
+    let (width, height) = (dims[0], dims[1]);
+    let depth = dims.get(2).copied().unwrap_or(1);
+    let data = h
+        .read_pixels_f32(width * height * depth)
+        .map_err(|s| read_error(path, hdu, s))?;
+    Ok(Cube {
+        width,
+        height,
+        depth,
+        data,
+        header,
+    })
+}
+
+/// Writes a cube as 32-bit floats in the primary HDU with `cube.header`'s cards, followed by one
+/// header-only extension per entry of `extensions` (give each an EXTNAME). An existing file is
+/// replaced.
+pub fn write_cube(path: &Path, cube: &Cube, extensions: &[Header]) -> Result<(), FitsError> {
+    if cube.data.len() != cube.width * cube.height * cube.depth {
+        return Err(FitsError::Write {
+            file: display(path),
+            reason: format!(
+                "cube data holds {} pixels, not {} x {} x {}",
+                cube.data.len(),
+                cube.width,
+                cube.height,
+                cube.depth
+            ),
+        });
+    }
+    let mut h = Handle::create(path, false).map_err(|s| write_error(path, "create", s))?;
+    h.create_image(-32, &[cube.width, cube.height, cube.depth])
+        .map_err(|s| write_error(path, "create cube HDU", s))?;
+    write_cards(&mut h, &cube.header)?;
+    h.write_pixels(raw::TFLOAT, &cube.data)
+        .map_err(|s| write_error(path, "write pixels", s))?;
+    for ext in extensions {
+        h.create_image(8, &[])
+            .map_err(|s| write_error(path, "create extension", s))?;
+        write_cards(&mut h, ext)?;
+    }
+    h.close().map_err(|s| write_error(path, "close", s))
+}
