@@ -923,6 +923,26 @@ impl TaskKind for Classify {
                 threshold,
             )?;
         }
+        // Where the stacks carry labels (the demo's come from the simulator's truth), say how
+        // the calls compare with them.
+        let labelled: Vec<(f32, u8)> = stacks
+            .iter()
+            .zip(&scores)
+            .filter_map(|(s, p)| s.label.map(|l| (*p, l as u8)))
+            .collect();
+        if !labelled.is_empty() {
+            let (p, l): (Vec<f32>, Vec<u8>) = labelled.into_iter().unzip();
+            let r = metrics::report(&p, &l, threshold, 0.9);
+            writeln!(
+                log,
+                "ceres_classify: against the stacks' labels: asteroid precision {:.3}, recall {:.3} ({} asteroids, {} artifacts); confusion {:?}",
+                r.asteroid.precision,
+                r.asteroid.recall,
+                r.asteroid.support,
+                r.artifact.support,
+                r.confusion
+            )?;
+        }
         let n_ast = scores.iter().filter(|p| **p as f64 >= threshold).count();
         writeln!(
             log,

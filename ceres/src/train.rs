@@ -156,13 +156,17 @@ impl Adam {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            self.m[k] = (self.m[k].affine(BETA1, 0.0)? + g.affine(1.0 - BETA1, 0.0)?)?;
-            self.v[k] = (self.v[k].affine(BETA2, 0.0)? + g.sqr()?.affine(1.0 - BETA2, 0.0)?)?;
+            // Detached: the moments must not hold on to this step's graph (they would chain
+            // every step's graph to the next and memory would grow without bound).
+            let g = g.detach();
+            self.m[k] = (self.m[k].affine(BETA1, 0.0)? + g.affine(1.0 - BETA1, 0.0)?)?.detach();
+            self.v[k] =
+                (self.v[k].affine(BETA2, 0.0)? + g.sqr()?.affine(1.0 - BETA2, 0.0)?)?.detach();
             let mhat = self.m[k].affine(1.0 / c1, 0.0)?;
             let vhat = self.v[k].affine(1.0 / c2, 0.0)?;
             let upd = (mhat / vhat.sqrt()?.affine(1.0, 1e-8)?)?;
             let theta = var.as_tensor();
-            let new = ((theta.affine(1.0 - lr * wd, 0.0)?) - upd.affine(lr, 0.0)?)?;
+            let new = ((theta.affine(1.0 - lr * wd, 0.0)?) - upd.affine(lr, 0.0)?)?.detach();
             var.set(&new)?;
         }
         Ok(())
