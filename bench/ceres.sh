@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # CERES inference speed on 2 CPU cores (the issue's target: >= 500 stacks/s for the default
 # model), and the same network in PyTorch when it is installed (skipped with a message if not).
-# Usage: bench/ceres.sh [MODEL_DIR]   (default: ceres/model/demo; "-" for fresh default weights)
+# Usage: bench/ceres.sh [MODEL_DIR]   (default: pipelines/ceres-model, the demo model; "-" for fresh default weights)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-model="${1:-ceres/model/demo}"
+model="${1:-pipelines/ceres-model}"
 cargo build --release -q -p nearby-ceres --example ceres_bench
 bin="${CARGO_TARGET_DIR:-target}/release/examples/ceres_bench"
 export RAYON_NUM_THREADS=2
