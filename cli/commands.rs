@@ -26,9 +26,12 @@ const PLAN_DETAIL_LIMIT: usize = 200;
 
 /// The built-in demo pipeline, shipped inside the binary.
 const DEMO_PIPELINE: &str = include_str!("../pipelines/demo.yaml");
+/// The demo's small CERES model (trained by pipelines/ceres-train.yaml), written beside it.
+const DEMO_MODEL: &[u8] = include_bytes!("../pipelines/ceres-model/model.safetensors");
+const DEMO_MODEL_CARD: &str = include_str!("../pipelines/ceres-model/model.json");
 
 fn registry() -> Registry {
-    nearby_tasks::registry()
+    nearby_tasks::registry().extend(nearby_ceres::kinds())
 }
 
 pub fn err(msg: impl std::fmt::Display) -> u8 {
@@ -396,6 +399,13 @@ pub fn demo(w: &Workdir, x: &ExecArgs) -> u8 {
     let path = dir.join("demo.yaml");
     if let Err(e) = std::fs::write(&path, DEMO_PIPELINE) {
         return err(format!("cannot write {}: {e}", path.display()));
+    }
+    let model = dir.join("ceres-model");
+    let written = std::fs::create_dir_all(&model)
+        .and_then(|_| std::fs::write(model.join("model.safetensors"), DEMO_MODEL))
+        .and_then(|_| std::fs::write(model.join("model.json"), DEMO_MODEL_CARD));
+    if let Err(e) = written {
+        return err(format!("cannot write {}: {e}", model.display()));
     }
     let plan = match compile_text("pipelines/demo.yaml", DEMO_PIPELINE, &dir, &BTreeMap::new()) {
         Ok(p) => p,

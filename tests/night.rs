@@ -69,6 +69,21 @@ fn demo_night_makes_catalogs() {
         }
     }
     assert!(solved >= 6, "{solved} of 8 CCDs solved");
+    // CERES classified every detection that has all 4 exposures: scores in [0, 1], and the
+    // catalogs copied with the scores (-1 only where no stack was made).
+    let scores = std::fs::read_to_string(n.workdir().join("out/ceres/scores.csv")).unwrap();
+    let rows: Vec<&str> = scores.lines().skip(1).collect();
+    assert!(rows.len() > 100, "{} scored stacks", rows.len());
+    let asteroids = rows.iter().filter(|r| r.ends_with(",1")).count();
+    assert!(
+        asteroids > 0 && asteroids < rows.len() / 4,
+        "{asteroids} of {} called asteroids",
+        rows.len()
+    );
+    let scored = std::fs::read_dir(n.workdir().join("out/ceres/catalogs"))
+        .unwrap()
+        .count();
+    assert_eq!(scored, 4);
 }
 
 fn dist_to_segment(px: f64, py: f64, (x0, y0): (f64, f64), (x1, y1): (f64, f64)) -> f64 {

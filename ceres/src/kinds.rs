@@ -1,0 +1,998 @@
+//! The CERES task kinds: `ceres_cutouts` (stacks from calibrated frames and catalogs, or from a
+//! raw night, labelled by the simulator's truth when given), `ceres_dataset` (split by night),
+//! `ceres_train`, `ceres_evaluate` (held-out nights) and `ceres_classify` (a night's
+//! detections, scores into the catalogs).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Device;
+use nearby_engine::task::{Invocation, PType, ParamSpec, PortSpec, Ports, TaskError, TaskKind};
+use nearby_tasks::fits::{read_table, write_tables, ColumnData, Header, Table};
+use nearby_tasks::simulate::Truth;
+use serde_json::{json, Map, Value as J};
+
+use crate::dataset;
+use crate::metrics;
+use crate::model::{self, Ceres, ModelCard, ModelConfig};
+use crate::night;
+use crate::stack::{Label, Stack};
+use crate::train::{self, TrainConfig};
+
+/// Every CERES kind, for the registry.
+pub fn kinds() -> Vec<Arc<dyn TaskKind>> {
+    vec![
+        Arc::new(Cutouts),
+        Arc::new(Dataset),
+        Arc::new(Train),
+        Arc::new(Evaluate),
+        Arc::new(Classify),
+    ]
+}
+
+fn failed(e: impl std::fmt::Display) -> TaskError {
+    TaskError::Failed(e.to_string())
+}
+fn bad(e: impl std::fmt::Display) -> TaskError {
+    TaskError::BadInput(e.to_string())
+}
+
+fn is_template(v: &J) -> bool {
+    v.as_str().is_some_and(|s| s.contains("${"))
+}
+
+/// A number param within [min, max] (templates are checked when they are resolved).
+fn num(
+    p: &Map<String, J>,
+    name: &'static str,
+    default: f64,
+    min: f64,
+    max: f64,
+) -> Result<f64, (&'static str, String)> {
+    let Some(v) = p.get(name) else {
+        return Ok(default);
+    };
+    if is_template(v) {
+        return Ok(default);
+    }
+    match v.as_f64().or_else(|| v.as_str()?.trim().parse().ok()) {
+        Some(x) if x.is_finite() && x >= min && x <= max => Ok(x),
+        _ => Err((name, format!("{v}: expected a number from {min} to {max}"))),
+    }
+}
+
+fn params_error(p: Vec<(&'static str, String)>) -> TaskError {
+    failed(
+        p.iter()
+            .map(|(k, m)| format!("{k}: {m}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+}
+
+/// Files of a directory input (sorted, `*.fits`), or the file itself.
+fn fits_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, TaskError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| failed(format!("{}: cannot list: {e}", p.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    f.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.ends_with(".fits") || n.ends_with(".fits.fz"))
+                })
+                .collect();
+            v.sort();
+            out.extend(v);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn inputs<'a>(inv: &'a Invocation, name: &str) -> &'a [PathBuf] {
+    inv.inputs.get(name).map_or(&[], Vec::as_slice)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+pub struct Cutouts;
+
+const CUTOUT_PARAMS: &[ParamSpec] = &[
+    ParamSpec { name: "cutout_px", ty: PType::Int, required: false, default: Some("32"), doc: "Side of each cutout, pixels (the network reads the central `cutout_px` of its own)." },
+    ParamSpec { name: "exposures", ty: PType::Int, required: false, default: Some("4"), doc: "Planes per stack: the detection's exposure and the others of its field nearest in time." },
+];
+
+const CUTOUT_INPUTS: &[PortSpec] = &[
+    PortSpec { name: "images", file: "", required: false, doc: "Calibrated images (`calibrate.image`), gathered." },
+    PortSpec { name: "catalogs", file: "", required: false, doc: "Their catalogs (`extract.catalog`), paired by MJD-OBS and CCD." },
+    PortSpec { name: "raw", file: "", required: false, doc: "Or a directory of raw frames, calibrated and extracted here with the calibrate and extract kinds' defaults." },
+    PortSpec { name: "bias", file: "", required: false, doc: "Master bias (with `raw`)." },
+    PortSpec { name: "flat", file: "", required: false, doc: "Master flat (with `raw`)." },
+    PortSpec { name: "truth", file: "", required: false, doc: "The simulator's truth: labels every stack (asteroid or the artifact's kind)." },
+];
+
+const CUTOUT_OUTPUTS: &[PortSpec] = &[
+    PortSpec {
+        name: "cutouts",
+        file: "cutouts",
+        required: true,
+        doc: "One FITS cube per detection (layout in docs/ceres.md).",
+    },
+    PortSpec {
+        name: "index",
+        file: "cutouts.csv",
+        required: true,
+        doc: "id,file,night,label,kind per stack.",
+    },
+];
+
+fn cutout_config(p: &Map<String, J>) -> Result<(usize, usize), Vec<(&'static str, String)>> {
+    let size = num(p, "cutout_px", 32.0, 4.0, 512.0);
+    let depth = num(p, "exposures", 4.0, 1.0, 16.0);
+    match (size, depth) {
+        (Ok(s), Ok(d)) => Ok((s as usize, d as usize)),
+        (a, b) => Err([a.err(), b.err()].into_iter().flatten().collect()),
+    }
+}
+
+impl TaskKind for Cutouts {
+    fn name(&self) -> &'static str {
+        "ceres_cutouts"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "Cutout stacks of every detection (all exposures of its field, registered), labelled by the simulator's truth when given."
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        CUTOUT_PARAMS
+    }
+    fn inputs(&self) -> Ports {
+        Ports::Fixed(CUTOUT_INPUTS)
+    }
+    fn outputs(&self) -> Ports {
+        Ports::Fixed(CUTOUT_OUTPUTS)
+    }
+    fn validate(&self, params: &Map<String, J>) -> Vec<(&'static str, String)> {
+        cutout_config(params).err().unwrap_or_default()
+    }
+    fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
+        let (size, depth) = cutout_config(inv.params).map_err(params_error)?;
+        let work = inv.out_dir.join("work");
+        let (images, catalogs) = if !inputs(inv, "raw").is_empty() {
+            let raw = fits_files(inputs(inv, "raw"))?;
+            let (bias, flat) = (inv.input("bias")?, inv.input("flat")?);
+            night::calibrate_and_extract(&raw, bias, flat, &work, log)?
+        } else {
+            if inputs(inv, "images").is_empty() || inputs(inv, "catalogs").is_empty() {
+                return Err(failed(
+                    "give `images` and `catalogs` (calibrated frames and their catalogs), or `raw` with `bias` and `flat`",
+                ));
+            }
+            (
+                inputs(inv, "images").to_vec(),
+                inputs(inv, "catalogs").to_vec(),
+            )
+        };
+        let frames = night::load_frames(&images, &catalogs)?;
+        let (mut stacks, skipped) = night::make_stacks(&frames, size, depth);
+        if let Some(t) = inputs(inv, "truth").first() {
+            let truth = Truth::load(t).map_err(bad)?;
+            let ltv: HashMap<(i64, String), (f64, f64)> = frames
+                .iter()
+                .map(|f| ((f.run, f.ccd.clone()), f.ltv))
+                .collect();
+            let n = crate::truth::label(&truth, &mut stacks, &ltv);
+            writeln!(
+                log,
+                "ceres_cutouts: {n} of {} stacks labelled from {}",
+                stacks.len(),
+                t.display()
+            )?;
+        }
+        let _ = std::fs::remove_dir_all(&work);
+        let dir = inv.output("cutouts")?;
+        std::fs::create_dir_all(dir)?;
+        let by_key: HashMap<(i64, &str), &night::CcdFrame> = frames
+            .iter()
+            .map(|f| ((f.run, f.ccd.as_str()), f))
+            .collect();
+        let by_mjd: HashMap<(String, i64), &night::CcdFrame> = frames
+            .iter()
+            .map(|f| ((f.ccd.clone(), (f.mjd_mid * 1e6).round() as i64), f))
+            .collect();
+        let mut index = String::from("id,file,night,label,kind\n");
+        let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
+        for s in &stacks {
+            if inv.cancel.load(Ordering::Relaxed) {
+                return Err(TaskError::Cancelled);
+            }
+            let planes: Vec<&night::CcdFrame> = s
+                .mjd
+                .iter()
+                .filter_map(|m| {
+                    by_mjd
+                        .get(&(s.ccd.clone(), (m * 1e6).round() as i64))
+                        .copied()
+                })
+                .collect();
+            let wcs = if planes.len() == s.depth && by_key.contains_key(&(s.run, s.ccd.as_str())) {
+                night::wcs_headers(&planes, s)
+            } else {
+                Vec::new()
+            };
+            let file = format!("{}.fits", s.id);
+            s.write(&dir.join(&file), &wcs)?;
+            let label = s.label.map_or("", Label::name);
+            index.push_str(&format!(
+                "{},{},{},{},{}\n",
+                s.id, file, s.night, label, s.kind
+            ));
+            *kinds
+                .entry(if s.kind.is_empty() {
+                    "unlabelled".into()
+                } else {
+                    s.kind.clone()
+                })
+                .or_default() += 1;
+        }
+        std::fs::write(inv.output("index")?, index)?;
+        writeln!(
+            log,
+            "ceres_cutouts: {} stacks of {depth} x {size}x{size} from {} CCD frames; by kind {:?}; skipped {} detections in fields with fewer than {depth} exposures, {} in exposures that could not be registered",
+            stacks.len(),
+            frames.len(),
+            kinds,
+            skipped.too_few_exposures,
+            skipped.unregistered
+        )?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+pub struct Dataset;
+
+const DATASET_PARAMS: &[ParamSpec] = &[
+    ParamSpec {
+        name: "exposures",
+        ty: PType::Int,
+        required: false,
+        default: Some("4"),
+        doc: "Planes per example (stacks with fewer are skipped).",
+    },
+    ParamSpec {
+        name: "cutout_px",
+        ty: PType::Int,
+        required: false,
+        default: Some("32"),
+        doc: "Side of the network's input, pixels: the central part of each cutout.",
+    },
+    ParamSpec {
+        name: "validation_fraction",
+        ty: PType::Float,
+        required: false,
+        default: Some("0.15"),
+        doc: "Fraction of the nights for validation (at least one night).",
+    },
+    ParamSpec {
+        name: "test_fraction",
+        ty: PType::Float,
+        required: false,
+        default: Some("0.15"),
+        doc: "Fraction of the nights held out for the test (at least one night).",
+    },
+    ParamSpec {
+        name: "seed",
+        ty: PType::Int,
+        required: false,
+        default: Some("1"),
+        doc: "Seed of the night shuffle.",
+    },
+];
+
+const DATASET_INPUTS: &[PortSpec] = &[
+    PortSpec { name: "cutouts", file: "", required: true, doc: "Directories (or files) of cutout cubes, gathered over nights." },
+    PortSpec { name: "labels", file: "", required: false, doc: "CSV files `id,label[,kind[,source]]` (label asteroid/artifact) that label or relabel stacks, e.g. from astronomer-validated MPC reports or SkyBoT matches." },
+];
+
+impl TaskKind for Dataset {
+    fn name(&self) -> &'static str {
+        "ceres_dataset"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "A CERES dataset: labelled cutout stacks split by night into train, validation and test, with a manifest and the class balance."
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        DATASET_PARAMS
+    }
+    fn inputs(&self) -> Ports {
+        Ports::Fixed(DATASET_INPUTS)
+    }
+    fn outputs(&self) -> Ports {
+        Ports::Fixed(&[PortSpec {
+            name: "dataset",
+            file: "dataset",
+            required: true,
+            doc: "manifest.json and train/validation/test.safetensors.",
+        }])
+    }
+    fn validate(&self, p: &Map<String, J>) -> Vec<(&'static str, String)> {
+        [
+            num(p, "exposures", 4.0, 1.0, 16.0).err(),
+            num(p, "cutout_px", 32.0, 4.0, 512.0).err(),
+            num(p, "validation_fraction", 0.15, 0.0, 0.5).err(),
+            num(p, "test_fraction", 0.15, 0.0, 0.5).err(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+    fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
+        let p = inv.params;
+        let e = |r: Result<f64, (&'static str, String)>| r.map_err(|x| params_error(vec![x]));
+        let exposures = e(num(p, "exposures", 4.0, 1.0, 16.0))? as usize;
+        let cutout_px = e(num(p, "cutout_px", 32.0, 4.0, 512.0))? as usize;
+        let vf = e(num(p, "validation_fraction", 0.15, 0.0, 0.5))?;
+        let tf = e(num(p, "test_fraction", 0.15, 0.0, 0.5))?;
+        let seed = inv.int("seed").unwrap_or(1).max(0) as u64;
+        let mut relabel: HashMap<String, (Label, String, String)> = HashMap::new();
+        for path in inputs(inv, "labels") {
+            let text = std::fs::read_to_string(path)
+                .map_err(|err| failed(format!("{}: cannot read: {err}", path.display())))?;
+            for (n, line) in text.lines().enumerate() {
+                let f: Vec<&str> = line.split(',').map(str::trim).collect();
+                if line.trim().is_empty() || (n == 0 && f[0] == "id") {
+                    continue;
+                }
+                let label = f.get(1).and_then(|l| Label::parse(l)).ok_or_else(|| {
+                    bad(format!(
+                        "{}:{}: `{line}`: expected id,label[,kind[,source]] with label asteroid or artifact",
+                        path.display(),
+                        n + 1
+                    ))
+                })?;
+                relabel.insert(
+                    f[0].to_owned(),
+                    (
+                        label,
+                        f.get(2).unwrap_or(&"").to_string(),
+                        f.get(3)
+                            .map_or_else(|| path.display().to_string(), |s| s.to_string()),
+                    ),
+                );
+            }
+        }
+        let files = fits_files(inputs(inv, "cutouts"))?;
+        let mut stacks = Vec::new();
+        let mut names = Vec::new();
+        let mut unreadable = 0;
+        for f in &files {
+            match Stack::read(f) {
+                Ok(mut s) => {
+                    if let Some((l, k, src)) = relabel.get(&s.id) {
+                        s.label = Some(*l);
+                        if !k.is_empty() {
+                            s.kind = k.clone();
+                        }
+                        s.label_source = src.clone();
+                    }
+                    stacks.push(s);
+                    names.push(f.display().to_string());
+                }
+                Err(err) => {
+                    // One bad cube never sinks the rest: report it and go on.
+                    unreadable += 1;
+                    writeln!(log, "ceres_dataset: skipped: {err}")?;
+                }
+            }
+        }
+        let dir = inv.output("dataset")?;
+        let (m, skipped) = dataset::build(
+            &stacks,
+            &names,
+            dataset::BuildConfig {
+                exposures,
+                cutout_px,
+                validation_fraction: vf,
+                test_fraction: tf,
+                seed,
+            },
+            dir,
+        )
+        .map_err(bad)?;
+        for (name, s) in &m.splits {
+            writeln!(
+                log,
+                "ceres_dataset: {name}: {} nights, {} asteroids, {} artifacts ({:.1}% asteroids); kinds {:?}",
+                s.nights.len(),
+                s.balance.asteroid,
+                s.balance.artifact,
+                100.0 * s.balance.asteroid as f64 / (s.balance.asteroid + s.balance.artifact).max(1) as f64,
+                s.balance.kinds
+            )?;
+        }
+        writeln!(log, "ceres_dataset: {} cubes read, {unreadable} unreadable, {skipped} unlabelled or too small", files.len())?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+pub struct Train;
+
+const TRAIN_PARAMS: &[ParamSpec] = &[
+    ParamSpec { name: "width", ty: PType::Int, required: false, default: Some("8"), doc: "Channels of the first stage (doubled at each later stage)." },
+    ParamSpec { name: "stages", ty: PType::Int, required: false, default: Some("3"), doc: "Stages; each after the first halves the cutout." },
+    ParamSpec { name: "blocks_per_stage", ty: PType::Int, required: false, default: Some("1"), doc: "Residual blocks per stage (the depth)." },
+    ParamSpec { name: "epochs", ty: PType::Int, required: false, default: Some("20"), doc: "Most epochs to train." },
+    ParamSpec { name: "batch_size", ty: PType::Int, required: false, default: Some("64"), doc: "Stacks per step." },
+    ParamSpec { name: "learning_rate", ty: PType::Float, required: false, default: Some("0.003"), doc: "Peak AdamW learning rate (linear warm-up, then cosine to 5%)." },
+    ParamSpec { name: "weight_decay", ty: PType::Float, required: false, default: Some("0.0001"), doc: "AdamW weight decay." },
+    ParamSpec { name: "warmup_epochs", ty: PType::Int, required: false, default: Some("1"), doc: "Epochs of linear warm-up." },
+    ParamSpec { name: "precision_floor", ty: PType::Float, required: false, default: Some("0.9"), doc: "Early stopping keeps the epoch with the best validation asteroid recall at this precision or better." },
+    ParamSpec { name: "recall_target", ty: PType::Float, required: false, default: Some("0.95"), doc: "The decision threshold is set on the validation nights to reach this asteroid recall." },
+    ParamSpec { name: "patience", ty: PType::Int, required: false, default: Some("6"), doc: "Epochs without a better validation recall before stopping." },
+    ParamSpec { name: "seed", ty: PType::Int, required: false, default: Some("1"), doc: "Seed of initialisation, shuffling and augmentation." },
+    ParamSpec { name: "augment", ty: PType::Bool, required: false, default: Some("true"), doc: "Random flips, 90 degree rotations and noise." },
+    ParamSpec { name: "noise_sigma", ty: PType::Float, required: false, default: Some("0.05"), doc: "Augmentation noise, normalised units." },
+    ParamSpec { name: "asteroid_weight", ty: PType::Float, required: false, default: None, doc: "Loss weight of asteroids (default: artifacts / asteroids in the training split)." },
+    ParamSpec { name: "checkpoint_dir", ty: PType::Str, required: false, default: None, doc: "Where epoch checkpoints go (default: `cache/ceres/KEY` in the working directory); a killed training resumes from them." },
+];
+
+const TRAIN_OUTPUTS: &[PortSpec] = &[
+    PortSpec { name: "model", file: "model", required: true, doc: "model.safetensors and model.json (config, threshold)." },
+    PortSpec { name: "metrics", file: "metrics.json", required: true, doc: "Per epoch: loss, validation precision, recall, F1 per class, confusion matrix, seconds." },
+    PortSpec { name: "plot", file: "metrics.png", required: true, doc: "The metrics per epoch as a plot." },
+];
+
+fn model_config(
+    p: &Map<String, J>,
+    exposures: usize,
+    cutout_px: usize,
+) -> Result<ModelConfig, Vec<(&'static str, String)>> {
+    let mut errs = Vec::new();
+    let mut g = |n, d, lo, hi| {
+        num(p, n, d, lo, hi).unwrap_or_else(|e| {
+            errs.push(e);
+            d
+        })
+    };
+    let c = ModelConfig {
+        exposures,
+        cutout_px,
+        width: g("width", 8.0, 1.0, 256.0) as usize,
+        stages: g("stages", 3.0, 1.0, 6.0) as usize,
+        blocks_per_stage: g("blocks_per_stage", 1.0, 0.0, 16.0) as usize,
+    };
+    errs.extend(c.problems());
+    if errs.is_empty() {
+        Ok(c)
+    } else {
+        Err(errs)
+    }
+}
+
+fn train_config(p: &Map<String, J>) -> Result<TrainConfig, Vec<(&'static str, String)>> {
+    let mut errs = Vec::new();
+    let mut g = |n, d, lo, hi| {
+        num(p, n, d, lo, hi).unwrap_or_else(|e| {
+            errs.push(e);
+            d
+        })
+    };
+    let c = TrainConfig {
+        epochs: g("epochs", 20.0, 1.0, 10000.0) as usize,
+        batch_size: g("batch_size", 64.0, 1.0, 65536.0) as usize,
+        learning_rate: g("learning_rate", 0.003, 1e-8, 10.0),
+        weight_decay: g("weight_decay", 1e-4, 0.0, 1.0),
+        warmup_epochs: g("warmup_epochs", 1.0, 0.0, 1000.0) as usize,
+        precision_floor: g("precision_floor", 0.9, 0.0, 1.0),
+        recall_target: g("recall_target", 0.95, 0.0, 1.0),
+        patience: g("patience", 6.0, 1.0, 10000.0) as usize,
+        seed: g("seed", 1.0, 0.0, 1e15) as u64,
+        augment: p
+            .get("augment")
+            .and_then(|v| v.as_bool().or_else(|| v.as_str()?.parse().ok()))
+            .unwrap_or(true),
+        noise_sigma: g("noise_sigma", 0.05, 0.0, 10.0),
+        asteroid_weight: p
+            .get("asteroid_weight")
+            .map(|_| g("asteroid_weight", 1.0, 1e-6, 1e6)),
+    };
+    if errs.is_empty() {
+        Ok(c)
+    } else {
+        Err(errs)
+    }
+}
+
+/// The working directory (the parent of `out/`) of an instance's output directory.
+fn workdir_of(out_dir: &Path) -> Option<&Path> {
+    out_dir
+        .ancestors()
+        .find(|a| a.file_name().is_some_and(|n| n == "out"))?
+        .parent()
+}
+
+impl TaskKind for Train {
+    fn name(&self) -> &'static str {
+        "ceres_train"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "Train the CERES residual CNN on a dataset; checkpoints every epoch, early stopping on validation recall at a precision floor."
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        TRAIN_PARAMS
+    }
+    fn inputs(&self) -> Ports {
+        Ports::Fixed(&[
+            PortSpec { name: "dataset", file: "", required: true, doc: "A `ceres_dataset` directory." },
+            PortSpec { name: "pretrained", file: "", required: false, doc: "Safetensors weights to start from (tensors matching by name and shape are loaded)." },
+        ])
+    }
+    fn outputs(&self) -> Ports {
+        Ports::Fixed(TRAIN_OUTPUTS)
+    }
+    fn validate(&self, p: &Map<String, J>) -> Vec<(&'static str, String)> {
+        let mut v = model_config(p, 4, 32).err().unwrap_or_default();
+        v.extend(train_config(p).err().unwrap_or_default());
+        v
+    }
+    fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
+        let dir = inv.input("dataset")?;
+        let m = dataset::read_manifest(dir).map_err(bad)?;
+        let mcfg = model_config(inv.params, m.exposures, m.cutout_px).map_err(params_error)?;
+        let tcfg = train_config(inv.params).map_err(params_error)?;
+        let dev = Device::Cpu;
+        let net = Ceres::new(&mcfg, &dev, tcfg.seed).map_err(failed)?;
+        if let Some(pre) = inputs(inv, "pretrained").first() {
+            let skipped = net.load_weights(pre, true).map_err(bad)?;
+            writeln!(
+                log,
+                "ceres_train: pretrained weights from {}; {} tensors left as initialised: {:?}",
+                pre.display(),
+                skipped.len(),
+                skipped
+            )?;
+        }
+        let train_data = dataset::load_split(dir, &m, "train").map_err(bad)?;
+        let val = dataset::load_split(dir, &m, "validation").map_err(bad)?;
+        let manifest_text = std::fs::read(dir.join("manifest.json"))?;
+        let mut key_src = manifest_text.clone();
+        key_src.extend(serde_json::to_vec(&(&mcfg, &tcfg)).map_err(failed)?);
+        if let Some(pre) = inputs(inv, "pretrained").first() {
+            key_src.extend(std::fs::read(pre)?);
+        }
+        let key = format!("{:016x}", train::fnv1a(&key_src));
+        let ckpt = match inv.str("checkpoint_dir").filter(|s| !s.is_empty()) {
+            Some(d) => PathBuf::from(d).join(&key),
+            None => workdir_of(inv.out_dir)
+                .unwrap_or(inv.out_dir)
+                .join("cache")
+                .join("ceres")
+                .join(&key),
+        };
+        writeln!(
+            log,
+            "ceres_train: {} ({} parameters); {} training and {} validation stacks; checkpoints in {}",
+            model::describe(&mcfg),
+            net.vars().iter().map(|(_, v)| v.elem_count()).sum::<usize>(),
+            train_data.n,
+            val.n,
+            ckpt.display()
+        )?;
+        let t0 = Instant::now();
+        let done = train::train(&net, &tcfg, &train_data, &val, &ckpt, &key, inv.cancel, log)
+            .map_err(|e| {
+                if inv.cancel.load(Ordering::Relaxed) {
+                    TaskError::Cancelled
+                } else {
+                    failed(e)
+                }
+            })?;
+        let scores = train::score_all(&net, &val, &dev).map_err(failed)?;
+        let threshold = metrics::threshold_for_recall(&scores, &val.labels, tcfg.recall_target);
+        let out = inv.output("model")?;
+        std::fs::create_dir_all(out)?;
+        net.save(&out.join("model.safetensors")).map_err(failed)?;
+        let card = ModelCard {
+            format: model::CARD_FORMAT.into(),
+            config: mcfg,
+            threshold,
+            recall_target: tcfg.recall_target,
+            normalisation: model::NORMALISATION.into(),
+            trained_epochs: done.state.epochs_done,
+        };
+        std::fs::write(
+            out.join("model.json"),
+            serde_json::to_string_pretty(&card).map_err(failed)?,
+        )?;
+        let per_epoch: Vec<f64> = done.state.history.iter().map(|h| h.seconds).collect();
+        let metrics = json!({
+            "best_epoch": done.state.best_epoch,
+            "resumed_after_epoch": done.resumed_from,
+            "threshold": threshold,
+            "validation_at_threshold": metrics::report(&scores, &val.labels, threshold, tcfg.precision_floor),
+            "mean_seconds_per_epoch": per_epoch.iter().sum::<f64>() / per_epoch.len().max(1) as f64,
+            "epochs": done.state.history,
+        });
+        std::fs::write(
+            inv.output("metrics")?,
+            serde_json::to_string_pretty(&metrics).map_err(failed)?,
+        )?;
+        crate::plot::write(&done.state.history, inv.output("plot")?).map_err(failed)?;
+        writeln!(
+            log,
+            "ceres_train: best epoch {} of {} (resumed after {}), threshold {threshold:.4} for recall {} on validation; {:.1} s",
+            done.state.best_epoch,
+            done.state.epochs_done,
+            done.resumed_from,
+            tcfg.recall_target,
+            t0.elapsed().as_secs_f64()
+        )?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+pub struct Evaluate;
+
+impl TaskKind for Evaluate {
+    fn name(&self) -> &'static str {
+        "ceres_evaluate"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "Score a dataset split (the held-out test nights by default) with a model: precision, recall, F1 per class, confusion matrix, false positives by kind."
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &[
+            ParamSpec {
+                name: "split",
+                ty: PType::Str,
+                required: false,
+                default: Some("\"test\""),
+                doc: "train, validation or test.",
+            },
+            ParamSpec {
+                name: "precision_floor",
+                ty: PType::Float,
+                required: false,
+                default: Some("0.9"),
+                doc: "Also report the best recall at this precision.",
+            },
+        ]
+    }
+    fn inputs(&self) -> Ports {
+        Ports::Fixed(&[
+            PortSpec {
+                name: "model",
+                file: "",
+                required: true,
+                doc: "A `ceres_train` model directory.",
+            },
+            PortSpec {
+                name: "dataset",
+                file: "",
+                required: true,
+                doc: "A `ceres_dataset` directory.",
+            },
+        ])
+    }
+    fn outputs(&self) -> Ports {
+        Ports::Fixed(&[PortSpec {
+            name: "report",
+            file: "evaluation.json",
+            required: true,
+            doc: "The metrics at the model's threshold.",
+        }])
+    }
+    fn validate(&self, p: &Map<String, J>) -> Vec<(&'static str, String)> {
+        let mut v: Vec<_> = num(p, "precision_floor", 0.9, 0.0, 1.0)
+            .err()
+            .into_iter()
+            .collect();
+        if let Some(s) = p.get("split").and_then(J::as_str) {
+            if !s.contains("${") && !dataset::SPLITS.contains(&s) {
+                v.push((
+                    "split",
+                    format!("`{s}`: expected train, validation or test"),
+                ));
+            }
+        }
+        v
+    }
+    fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
+        let dev = Device::Cpu;
+        let (net, card) = model::load_model(inv.input("model")?, &dev).map_err(bad)?;
+        let dir = inv.input("dataset")?;
+        let m = dataset::read_manifest(dir).map_err(bad)?;
+        check_shapes(
+            &card.config,
+            m.exposures,
+            m.cutout_px,
+            &dir.display().to_string(),
+        )?;
+        let split = inv.str("split").unwrap_or("test");
+        let floor = inv.float("precision_floor").unwrap_or(0.9);
+        let data = dataset::load_split(dir, &m, split).map_err(bad)?;
+        let t0 = Instant::now();
+        let scores = train::score_all(&net, &data, &dev).map_err(failed)?;
+        let secs = t0.elapsed().as_secs_f64();
+        let r = metrics::report(&scores, &data.labels, card.threshold, floor);
+        // What the errors are: false positives by kind, missed asteroids.
+        let mut fp: std::collections::BTreeMap<String, usize> = Default::default();
+        let mut by_kind: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+        let examples = m
+            .splits
+            .get(split)
+            .map(|s| s.examples.as_slice())
+            .unwrap_or(&[]);
+        for (i, ex) in examples.iter().enumerate().take(scores.len()) {
+            let called = scores[i] as f64 >= card.threshold;
+            let e = by_kind.entry(ex.kind.clone()).or_default();
+            e.0 += 1;
+            e.1 += called as usize;
+            if called && data.labels[i] == 0 {
+                *fp.entry(ex.kind.clone()).or_default() += 1;
+            }
+        }
+        let nights = m
+            .splits
+            .get(split)
+            .map(|s| s.nights.clone())
+            .unwrap_or_default();
+        let out = json!({
+            "split": split,
+            "nights": nights,
+            "stacks": data.n,
+            "threshold": card.threshold,
+            "metrics": r,
+            "false_positives_by_kind": fp,
+            "called_asteroid_by_kind": by_kind.iter().map(|(k, (n, c))| (k.clone(), json!({"stacks": n, "called_asteroid": c}))).collect::<Map<String, J>>(),
+            "stacks_per_second": data.n as f64 / secs.max(1e-9),
+        });
+        std::fs::write(
+            inv.output("report")?,
+            serde_json::to_string_pretty(&out).map_err(failed)?,
+        )?;
+        writeln!(
+            log,
+            "ceres_evaluate: {split} ({} nights, {} stacks): asteroid P {:.3} R {:.3} F1 {:.3}, artifact P {:.3} R {:.3} at threshold {:.4}; best recall {:.3} at precision >= {floor}; confusion {:?}; false positives by kind {:?}",
+            nights.len(),
+            data.n,
+            r.asteroid.precision,
+            r.asteroid.recall,
+            r.asteroid.f1,
+            r.artifact.precision,
+            r.artifact.recall,
+            card.threshold,
+            r.recall_at_floor,
+            r.confusion,
+            fp
+        )?;
+        Ok(())
+    }
+}
+
+fn check_shapes(
+    c: &ModelConfig,
+    exposures: usize,
+    size: usize,
+    what: &str,
+) -> Result<(), TaskError> {
+    if exposures < c.exposures || size < c.cutout_px {
+        return Err(bad(format!(
+            "{what}: stacks of {exposures} exposures of {size}x{size} px, but the model ({}) needs {} exposures of at least {}x{} px",
+            model::describe(c),
+            c.exposures,
+            c.cutout_px,
+            c.cutout_px
+        )));
+    }
+    if exposures != c.exposures {
+        return Err(bad(format!(
+            "{what}: stacks of {exposures} exposures, but the model ({}) was trained on {}",
+            model::describe(c),
+            c.exposures
+        )));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+
+pub struct Classify;
+
+impl TaskKind for Classify {
+    fn name(&self) -> &'static str {
+        "ceres_classify"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "Score a night's cutout stacks with a CERES model; scores and labels into a CSV and into copies of the catalogs (CERES_SCORE, CERES_ASTEROID)."
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &[
+            ParamSpec { name: "threshold", ty: PType::Float, required: false, default: None, doc: "Scores at or above are asteroids (default: the model's, set for its recall target)." },
+            ParamSpec { name: "batch_size", ty: PType::Int, required: false, default: Some("256"), doc: "Stacks per forward pass." },
+        ]
+    }
+    fn inputs(&self) -> Ports {
+        Ports::Fixed(&[
+            PortSpec { name: "model", file: "", required: true, doc: "A model directory (model.safetensors, model.json)." },
+            PortSpec { name: "cutouts", file: "", required: true, doc: "Directories (or files) of cutout cubes." },
+            PortSpec { name: "catalogs", file: "", required: false, doc: "The night's extract catalogs: copied with the scores added, rows matched by NUMBER." },
+        ])
+    }
+    fn outputs(&self) -> Ports {
+        Ports::Fixed(&[
+            PortSpec { name: "scores", file: "scores.csv", required: true, doc: "id,run,ccd,number,x,y,score,asteroid per stack." },
+            PortSpec { name: "catalogs", file: "catalogs", required: true, doc: "The catalogs with CERES_SCORE (-1 where no stack) and CERES_ASTEROID (1/0) columns." },
+        ])
+    }
+    fn validate(&self, p: &Map<String, J>) -> Vec<(&'static str, String)> {
+        [
+            num(p, "threshold", 0.5, 0.0, 1.0).err(),
+            num(p, "batch_size", 256.0, 1.0, 65536.0).err(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+    fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
+        let dev = Device::Cpu;
+        let mdir = inv.input("model")?;
+        let (net, card) = model::load_model(mdir, &dev).map_err(bad)?;
+        let threshold = inv.float("threshold").unwrap_or(card.threshold);
+        let bs = inv.int("batch_size").unwrap_or(256).max(1) as usize;
+        let c = &card.config;
+        let files = fits_files(inputs(inv, "cutouts"))?;
+        let mut stacks = Vec::new();
+        for f in &files {
+            match Stack::read(f) {
+                Ok(s) => {
+                    check_shapes(c, s.depth, s.size, &f.display().to_string())?;
+                    stacks.push(s);
+                }
+                Err(e) => writeln!(log, "ceres_classify: skipped: {e}")?,
+            }
+        }
+        let t0 = Instant::now();
+        let mut scores = Vec::with_capacity(stacks.len());
+        for chunk in stacks.chunks(bs) {
+            if inv.cancel.load(Ordering::Relaxed) {
+                return Err(TaskError::Cancelled);
+            }
+            let mut x = Vec::with_capacity(chunk.len() * c.exposures * c.cutout_px * c.cutout_px);
+            for s in chunk {
+                x.extend(s.input(c.cutout_px, c.exposures).unwrap_or_default());
+            }
+            scores.extend(net.scores(&x, chunk.len(), &dev).map_err(failed)?);
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let mut csv = String::from("id,run,ccd,number,x,y,score,asteroid\n");
+        let mut by_det: HashMap<(String, i64, i64), f32> = HashMap::new();
+        for (s, p) in stacks.iter().zip(&scores) {
+            csv.push_str(&format!(
+                "{},{},{},{},{:.3},{:.3},{:.6},{}\n",
+                s.id,
+                s.run,
+                s.ccd,
+                s.number,
+                s.x,
+                s.y,
+                p,
+                (*p as f64 >= threshold) as u8
+            ));
+            by_det.insert(
+                (s.ccd.clone(), (s.mjd_obs * 1e6).round() as i64, s.number),
+                *p,
+            );
+        }
+        std::fs::write(inv.output("scores")?, csv)?;
+        let out_cats = inv.output("catalogs")?;
+        std::fs::create_dir_all(out_cats)?;
+        for (k, cat) in inputs(inv, "catalogs").iter().enumerate() {
+            annotate(
+                cat,
+                &out_cats.join(format!("{k:04}_catalog.fits")),
+                &by_det,
+                threshold,
+            )?;
+        }
+        // Where the stacks carry labels (the demo's come from the simulator's truth), say how
+        // the calls compare with them.
+        let labelled: Vec<(f32, u8)> = stacks
+            .iter()
+            .zip(&scores)
+            .filter_map(|(s, p)| s.label.map(|l| (*p, l as u8)))
+            .collect();
+        if !labelled.is_empty() {
+            let (p, l): (Vec<f32>, Vec<u8>) = labelled.into_iter().unzip();
+            let r = metrics::report(&p, &l, threshold, 0.9);
+            writeln!(
+                log,
+                "ceres_classify: against the stacks' labels: asteroid precision {:.3}, recall {:.3} ({} asteroids, {} artifacts); confusion {:?}",
+                r.asteroid.precision,
+                r.asteroid.recall,
+                r.asteroid.support,
+                r.artifact.support,
+                r.confusion
+            )?;
+        }
+        let n_ast = scores.iter().filter(|p| **p as f64 >= threshold).count();
+        writeln!(
+            log,
+            "ceres_classify: {} stacks in {:.3} s ({:.0} stacks/s); {n_ast} asteroids at threshold {threshold:.4}",
+            stacks.len(),
+            secs,
+            stacks.len() as f64 / secs.max(1e-9)
+        )?;
+        Ok(())
+    }
+}
+
+/// Copies a catalog adding CERES_SCORE (-1 where no stack was scored) and CERES_ASTEROID,
+/// rows matched to stacks by (CCDNAME, MJD-OBS of the table, NUMBER).
+fn annotate(
+    path: &Path,
+    out: &Path,
+    by_det: &HashMap<(String, i64, i64), f32>,
+    threshold: f64,
+) -> Result<(), TaskError> {
+    let n = nearby_tasks::fits::hdu_count(path)?;
+    let mut primary: Header = nearby_tasks::fits::read_header(path, 0)?;
+    primary.set_origin(None);
+    let mut tables = Vec::new();
+    for hdu in 1..n {
+        let mut t: Table = read_table(path, hdu)?;
+        let ccd = t.header.str("CCDNAME").unwrap_or_else(|_| t.name.clone());
+        let mjd = (t.header.f64("MJD-OBS")? * 1e6).round() as i64;
+        let score: Vec<f32> = t
+            .f64s("NUMBER")?
+            .iter()
+            .map(|num| {
+                by_det
+                    .get(&(ccd.trim().to_owned(), mjd, *num as i64))
+                    .copied()
+                    .unwrap_or(-1.0)
+            })
+            .collect();
+        let flag: Vec<i16> = score
+            .iter()
+            .map(|s| (*s as f64 >= threshold) as i16)
+            .collect();
+        t.header.set_origin(None);
+        t = t.with("CERES_SCORE", "", ColumnData::from(score)).with(
+            "CERES_ASTEROID",
+            "",
+            ColumnData::from(flag),
+        );
+        tables.push(t);
+    }
+    write_tables(out, &primary, &tables)?;
+    Ok(())
+}

@@ -1,0 +1,589 @@
+//! Tests of the CERES crate. Run them in release (`cargo test --release -p nearby-ceres`):
+//! candle is ~25x slower unoptimised. Each test keeps its network and data small.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::Device;
+use nearby_tasks::calibrate::task::Masters;
+use nearby_tasks::simulate::task::Simulate;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Map, Value as J};
+
+use crate::dataset::{self, Data};
+use crate::kinds::{Classify, Cutouts, Dataset, Evaluate, Train};
+use crate::model::{Ceres, ModelConfig};
+use crate::night::{self, register, run_kind, Detection};
+use crate::stack::{Label, Stack};
+use crate::train::{self, TrainConfig};
+
+fn params(v: J) -> Map<String, J> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+fn small_config(exposures: usize, size: usize, width: usize) -> ModelConfig {
+    ModelConfig {
+        exposures,
+        cutout_px: size,
+        width,
+        stages: 2,
+        blocks_per_stage: 1,
+    }
+}
+
+fn stack(id: &str, night: &str, depth: usize, size: usize, label: Option<Label>) -> Stack {
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(id.len() as u64);
+    Stack {
+        id: id.into(),
+        night: night.into(),
+        run: 1000005,
+        ccd: "A5382".into(),
+        number: 7,
+        mjd_obs: 56849.01,
+        x: 100.5,
+        y: 200.25,
+        size,
+        depth,
+        pixels: (0..depth * size * size)
+            .map(|_| 100.0 + r.random::<f32>())
+            .collect(),
+        mjd: (0..depth).map(|k| 56849.0 + k as f64 * 0.001).collect(),
+        shift: (0..depth).map(|k| (k as f64 * 0.5, -(k as f64))).collect(),
+        label,
+        kind: label.map_or("", Label::name).into(),
+        label_source: "test".into(),
+    }
+}
+
+#[test]
+fn cube_round_trip_and_bad_cubes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = stack(
+        "1000005_A5382_7",
+        "2014-07-10",
+        4,
+        16,
+        Some(Label::Asteroid),
+    );
+    let p = dir.path().join("s.fits");
+    s.write(&p, &[]).unwrap();
+    let back = Stack::read(&p).unwrap();
+    assert_eq!(back, s);
+    // Truncated: the error names the file.
+    let bytes = std::fs::read(&p).unwrap();
+    let cut = dir.path().join("cut.fits");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = Stack::read(&cut).unwrap_err().to_string();
+    assert!(e.contains("cut.fits") && e.contains("truncated"), "{e}");
+    // A bad LABEL names the key and what was expected.
+    let mut c = s.to_cube();
+    c.header.set("LABEL", "maybe", "");
+    let bad = dir.path().join("bad.fits");
+    nearby_tasks::fits::write_cube(&bad, &c.header, c.width, c.height, &c.data, &[]).unwrap();
+    let e = Stack::read(&bad).unwrap_err().to_string();
+    assert!(
+        e.contains("LABEL") && e.contains("'asteroid' or 'artifact'"),
+        "{e}"
+    );
+}
+
+#[test]
+fn registration_recovers_a_shift_among_outliers() {
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let a: Vec<Detection> = (0..60)
+        .map(|i| Detection {
+            number: i,
+            x: r.random_range(0.0..500.0),
+            y: r.random_range(0.0..1000.0),
+            flux: 1.0,
+        })
+        .collect();
+    let mut b: Vec<Detection> = a
+        .iter()
+        .map(|d| Detection {
+            x: d.x + 3.2 + r.random_range(-0.05..0.05),
+            y: d.y - 1.7 + r.random_range(-0.05..0.05),
+            ..*d
+        })
+        .collect();
+    b.truncate(45);
+    b.extend((0..30).map(|i| Detection {
+        number: 100 + i,
+        x: r.random_range(0.0..500.0),
+        y: r.random_range(0.0..1000.0),
+        flux: 1.0,
+    }));
+    let (dx, dy) = register(&a, &b, 20.0).unwrap();
+    assert!(
+        (dx - 3.2).abs() < 0.05 && (dy + 1.7).abs() < 0.05,
+        "{dx} {dy}"
+    );
+    assert_eq!(
+        register(&a[..2], &b[..2], 20.0),
+        None,
+        "two pairs are too few"
+    );
+}
+
+#[test]
+fn night_of_keeps_one_date_across_midnight() {
+    // 2014-07-10 is MJD 56848.
+    assert_eq!(night::night_of(56848.0 + 21.0 / 24.0), "2014-07-10");
+    assert_eq!(night::night_of(56849.0 + 5.0 / 24.0), "2014-07-10");
+    assert_eq!(night::night_of(56849.0 + 20.0 / 24.0), "2014-07-11");
+}
+
+/// Simulates a small night with the simulate and masters kinds and cuts its detections with
+/// `ceres_cutouts` from the raw frames, labelled by the truth.
+fn simulated_night(root: &Path, seed: u64, date: &str) -> (PathBuf, PathBuf) {
+    let mut log = Vec::new();
+    let sim = run_kind(
+        &Simulate,
+        params(json!({"preset": "small", "seed": seed, "night": date, "n_asteroids": 20})),
+        &[],
+        &root.join("simulate"),
+        &mut log,
+    )
+    .unwrap();
+    let masters = run_kind(
+        &Masters,
+        Map::new(),
+        &[("calib", vec![sim["calib"].clone()])],
+        &root.join("masters"),
+        &mut log,
+    )
+    .unwrap();
+    let cut = run_kind(
+        &Cutouts,
+        params(json!({"cutout_px": 32})),
+        &[
+            ("raw", vec![sim["raw"].clone()]),
+            ("bias", vec![masters["bias"].clone()]),
+            ("flat", vec![masters["flat"].clone()]),
+            ("truth", vec![sim["truth"].clone()]),
+        ],
+        &root.join("cutouts"),
+        &mut log,
+    )
+    .unwrap();
+    (cut["cutouts"].clone(), sim["truth"].clone())
+}
+
+#[test]
+fn simulated_night_gives_labelled_stacks_of_every_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cutouts, truth_path) = simulated_night(dir.path(), 5, "2014-07-12");
+    let files: Vec<PathBuf> = std::fs::read_dir(&cutouts)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let stacks: Vec<Stack> = files.iter().map(|f| Stack::read(f).unwrap()).collect();
+    assert!(stacks.len() > 100, "{} stacks", stacks.len());
+    let mut kinds: HashMap<String, usize> = HashMap::new();
+    for s in &stacks {
+        assert_eq!(s.depth, 4);
+        assert_eq!(s.size, 32);
+        assert_eq!(s.night, "2014-07-12");
+        assert_eq!(s.label_source, crate::truth::SOURCE);
+        *kinds.entry(s.kind.clone()).or_default() += 1;
+        // Plane 0 is cut at the detection itself: its centre stands above the plane's median.
+        let p0 = &s.pixels[..32 * 32];
+        let mut v: Vec<f32> = p0.iter().copied().filter(|x| x.is_finite()).collect();
+        v.sort_by(f32::total_cmp);
+        let centre = p0[16 * 32 + 16]
+            .max(p0[15 * 32 + 15])
+            .max(p0[15 * 32 + 16])
+            .max(p0[16 * 32 + 15]);
+        let med = v[v.len() / 2];
+        assert!(centre > med, "{}: centre {centre} <= median {med}", s.id);
+    }
+    // Asteroids found are the truth's: every asteroid stack lies on a truth trail.
+    let truth = nearby_tasks::simulate::Truth::load(&truth_path).unwrap();
+    let n_ast = kinds.get("asteroid").copied().unwrap_or(0);
+    assert!(n_ast >= 20, "asteroid stacks: {kinds:?}");
+    assert!(kinds.get("star").copied().unwrap_or(0) > 20, "{kinds:?}");
+    assert!(kinds.len() >= 4, "kinds seen: {kinds:?}");
+    assert!(truth.asteroids.len() >= 20);
+    // The registration shifts are the pointing jitter: a few pixels, not more.
+    for s in &stacks {
+        for (dx, dy) in &s.shift {
+            assert!(dx.hypot(*dy) < 20.0, "{}: shift {dx} {dy}", s.id);
+        }
+    }
+}
+
+/// A learnable toy problem: a blob in plane 0 only ("asteroid") or in every plane ("star"),
+/// split across `nights` nights.
+fn toy_stacks(n: usize, nights: usize, size: usize) -> Vec<Stack> {
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    (0..n)
+        .map(|i| {
+            let ast = i % 4 == 0;
+            let mut s = stack(
+                &format!("toy{i}"),
+                &format!("2014-07-{:02}", 10 + i % nights),
+                4,
+                size,
+                None,
+            );
+            for z in 0..4 {
+                for p in 0..size * size {
+                    s.pixels[z * size * size + p] = 100.0 + 5.0 * r.random::<f32>();
+                }
+                if z == 0 || !ast {
+                    let (cx, cy) = (
+                        size as f32 / 2.0 + r.random_range(-1.0..1.0),
+                        size as f32 / 2.0,
+                    );
+                    for y in 0..size {
+                        for x in 0..size {
+                            let d2 = (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2);
+                            s.pixels[z * size * size + y * size + x] += 60.0 * (-d2 / 4.0).exp();
+                        }
+                    }
+                }
+            }
+            s.label = Some(if ast {
+                Label::Asteroid
+            } else {
+                Label::Artifact
+            });
+            s.kind = if ast { "asteroid" } else { "star" }.into();
+            s
+        })
+        .collect()
+}
+
+fn toy_train_config(epochs: usize) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        batch_size: 32,
+        learning_rate: 0.01,
+        weight_decay: 1e-4,
+        warmup_epochs: 1,
+        precision_floor: 0.9,
+        recall_target: 0.95,
+        patience: 10,
+        seed: 7,
+        augment: true,
+        noise_sigma: 0.05,
+        asteroid_weight: None,
+    }
+}
+
+fn toy_build() -> dataset::BuildConfig {
+    dataset::BuildConfig {
+        exposures: 4,
+        cutout_px: 12,
+        validation_fraction: 0.2,
+        test_fraction: 0.2,
+        seed: 1,
+    }
+}
+
+#[test]
+fn dataset_splits_by_night_and_reports_the_balance() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stacks = toy_stacks(120, 6, 16);
+    stacks.push(stack("unlabelled", "2014-07-10", 4, 16, None));
+    stacks.push(stack("thin", "2014-07-10", 2, 16, Some(Label::Artifact)));
+    let (m, skipped) = dataset::build(&stacks, &[], toy_build(), dir.path()).unwrap();
+    assert_eq!(skipped, 2, "the unlabelled stack and the 2-exposure one");
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut total = 0;
+    for (split, s) in &m.splits {
+        assert!(!s.nights.is_empty(), "{split} has no night");
+        for ex in &s.examples {
+            assert!(s.nights.contains(&ex.night));
+            if let Some(other) = seen.insert(ex.night.clone(), split.clone()) {
+                assert_eq!(&other, split, "night {} in two splits", ex.night);
+            }
+        }
+        assert_eq!(s.balance.asteroid + s.balance.artifact, s.examples.len());
+        total += s.examples.len();
+        let d = dataset::load_split(dir.path(), &m, split).unwrap();
+        assert_eq!(d.n, s.examples.len());
+        assert_eq!(
+            d.labels.iter().filter(|l| **l == 1).count(),
+            s.balance.asteroid
+        );
+    }
+    assert_eq!(total, 120);
+    let e = dataset::build(&toy_stacks(10, 2, 16), &[], toy_build(), dir.path()).unwrap_err();
+    assert!(e.contains("at least 3"), "{e}");
+}
+
+fn data_of(stacks: &[Stack], size: usize) -> Data {
+    let mut inputs = Vec::new();
+    let mut labels = Vec::new();
+    for s in stacks {
+        inputs.extend(s.input(size, 4).unwrap());
+        labels.push(s.label.unwrap() as u8);
+    }
+    Data {
+        inputs,
+        labels,
+        n: stacks.len(),
+        example_len: 4 * size * size,
+    }
+}
+
+#[test]
+fn training_learns_a_toy_problem_and_resumes_after_a_kill() {
+    let stacks = toy_stacks(240, 4, 16);
+    let (tr, va) = stacks.split_at(180);
+    let (tr, va) = (data_of(tr, 16), data_of(va, 16));
+    let cfg = small_config(4, 16, 4);
+    let tcfg = toy_train_config(4);
+    let dev = Device::Cpu;
+    let dir = tempfile::tempdir().unwrap();
+    let no = AtomicBool::new(false);
+
+    let full = Ceres::new(&cfg, &dev, 1).unwrap();
+    let init = dir.path().join("init.safetensors");
+    full.save(&init).unwrap();
+    let done = train::train(
+        &full,
+        &tcfg,
+        &tr,
+        &va,
+        &dir.path().join("a"),
+        "k",
+        &no,
+        &mut Vec::new(),
+    )
+    .unwrap();
+    assert_eq!(done.state.history.len(), 4);
+    assert!(
+        done.state.best_recall > 0.9,
+        "validation recall at P >= 0.9: {:?}",
+        done.state
+            .history
+            .iter()
+            .map(|h| h.validation.recall_at_floor)
+            .collect::<Vec<_>>()
+    );
+    let s_full = train::score_all(&full, &va, &dev).unwrap();
+
+    // Killed during epoch 3: the cancel flag is raised when epoch 2's line is logged.
+    struct Killer<'a>(&'a AtomicBool, String);
+    impl std::io::Write for Killer<'_> {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.1.push_str(&String::from_utf8_lossy(b));
+            if self.1.contains("epoch 2:") {
+                self.0.store(true, Ordering::Relaxed);
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let kill = AtomicBool::new(false);
+    let killed = Ceres::new(&cfg, &dev, 1).unwrap();
+    killed.load_weights(&init, false).unwrap();
+    let ck = dir.path().join("b");
+    let e = train::train(
+        &killed,
+        &tcfg,
+        &tr,
+        &va,
+        &ck,
+        "k",
+        &kill,
+        &mut Killer(&kill, String::new()),
+    );
+    assert!(e.is_err(), "the killed training must not finish");
+    let resumed = Ceres::new(&cfg, &dev, 1).unwrap();
+    let done2 = train::train(&resumed, &tcfg, &tr, &va, &ck, "k", &no, &mut Vec::new()).unwrap();
+    assert_eq!(done2.resumed_from, 2);
+    assert_eq!(done2.state.history.len(), 4);
+    let s_res = train::score_all(&resumed, &va, &dev).unwrap();
+    for (a, b) in s_full.iter().zip(&s_res) {
+        assert!((a - b).abs() < 1e-4, "resumed training differs: {a} vs {b}");
+    }
+    // The plot of the history is a PNG.
+    let png = dir.path().join("m.png");
+    crate::plot::write(&done.state.history, &png).unwrap();
+    assert_eq!(&std::fs::read(&png).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+#[test]
+fn bad_weights_and_mismatched_shapes_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Device::Cpu;
+    let net = Ceres::new(&small_config(4, 16, 4), &dev, 1).unwrap();
+    let good = dir.path().join("w.safetensors");
+    net.save(&good).unwrap();
+    // Corrupt: truncated.
+    let bytes = std::fs::read(&good).unwrap();
+    let bad = dir.path().join("corrupt.safetensors");
+    std::fs::write(&bad, &bytes[..bytes.len() / 3]).unwrap();
+    let e = net.load_weights(&bad, false).unwrap_err();
+    assert!(
+        e.contains("corrupt.safetensors") && e.contains("not a readable safetensors file"),
+        "{e}"
+    );
+    // Garbage.
+    std::fs::write(&bad, b"this is not a tensor file").unwrap();
+    let e = net.load_weights(&bad, false).unwrap_err();
+    assert!(e.contains("not a readable safetensors file"), "{e}");
+    // Weights of a wider network: the tensor, both shapes and the reason.
+    let wide = Ceres::new(&small_config(4, 16, 8), &dev, 1).unwrap();
+    let e = wide.load_weights(&good, false).unwrap_err();
+    assert!(
+        e.contains("has shape [4, 4, 3, 3]") || e.contains("has shape"),
+        "{e}"
+    );
+    assert!(e.contains("different input or network shape"), "{e}");
+    // Weights for 3 exposures into a 4-exposure model.
+    let three = Ceres::new(&small_config(3, 16, 4), &dev, 1).unwrap();
+    let p3 = dir.path().join("three.safetensors");
+    three.save(&p3).unwrap();
+    let e = net.load_weights(&p3, false).unwrap_err();
+    assert!(
+        e.contains("stem.weight") && e.contains("[4, 3, 3, 3]"),
+        "{e}"
+    );
+    // Partial loading (pretrained) takes what matches and says what it left.
+    let skipped = net.load_weights(&p3, true).unwrap();
+    assert_eq!(skipped, vec!["stem.weight".to_string()]);
+}
+
+/// The kinds end to end on three toy nights and one simulated: dataset, train, evaluate, and
+/// classify refusing cutouts of the wrong shape.
+#[test]
+fn kinds_dataset_train_evaluate_classify() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let cut = root.join("cubes");
+    std::fs::create_dir_all(&cut).unwrap();
+    for s in toy_stacks(150, 3, 16) {
+        s.write(&cut.join(format!("{}.fits", s.id)), &[]).unwrap();
+    }
+    std::fs::write(cut.join("broken.fits"), b"SIMPLE  =  garbage").unwrap();
+    let labels = root.join("labels.csv");
+    std::fs::write(
+        &labels,
+        "id,label,kind,source\ntoy1,asteroid,asteroid,MPC report\n",
+    )
+    .unwrap();
+    let mut log = Vec::new();
+    let ds = run_kind(
+        &Dataset,
+        params(json!({"cutout_px": 16, "validation_fraction": 0.34, "test_fraction": 0.34})),
+        &[("cutouts", vec![cut.clone()]), ("labels", vec![labels])],
+        &root.join("dataset"),
+        &mut log,
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&log).to_string();
+    assert!(
+        text.contains("1 unreadable") && text.contains("broken.fits"),
+        "{text}"
+    );
+    let m = dataset::read_manifest(&ds["dataset"]).unwrap();
+    let relabelled = m
+        .splits
+        .values()
+        .flat_map(|s| &s.examples)
+        .find(|e| e.id == "toy1")
+        .unwrap();
+    assert_eq!(
+        (relabelled.label.as_str(), relabelled.label_source.as_str()),
+        ("asteroid", "MPC report")
+    );
+
+    let tr = run_kind(
+        &Train,
+        params(json!({"width": 4, "stages": 2, "epochs": 3, "batch_size": 32, "learning_rate": 0.01, "checkpoint_dir": root.join("ck").display().to_string()})),
+        &[("dataset", vec![ds["dataset"].clone()])],
+        &root.join("train"),
+        &mut log,
+    )
+    .unwrap();
+    let metrics: J =
+        serde_json::from_str(&std::fs::read_to_string(&tr["metrics"]).unwrap()).unwrap();
+    assert_eq!(metrics["epochs"].as_array().unwrap().len(), 3);
+    assert!(metrics["epochs"][0]["validation"]["confusion"].is_array());
+    let ev = run_kind(
+        &Evaluate,
+        Map::new(),
+        &[
+            ("model", vec![tr["model"].clone()]),
+            ("dataset", vec![ds["dataset"].clone()]),
+        ],
+        &root.join("evaluate"),
+        &mut log,
+    )
+    .unwrap();
+    let r: J = serde_json::from_str(&std::fs::read_to_string(&ev["report"]).unwrap()).unwrap();
+    assert!(
+        r["metrics"]["asteroid"]["recall"].as_f64().unwrap() > 0.8,
+        "{r}"
+    );
+
+    let cl = run_kind(
+        &Classify,
+        Map::new(),
+        &[
+            ("model", vec![tr["model"].clone()]),
+            (
+                "cutouts",
+                vec![cut.join("toy0.fits"), cut.join("toy1.fits")],
+            ),
+        ],
+        &root.join("classify"),
+        &mut log,
+    )
+    .unwrap();
+    let csv = std::fs::read_to_string(&cl["scores"]).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    // Cutouts of 3 exposures for a 4-exposure model.
+    let thin = root.join("thin.fits");
+    stack("thin", "2014-07-10", 3, 16, None)
+        .write(&thin, &[])
+        .unwrap();
+    let e = run_kind(
+        &Classify,
+        Map::new(),
+        &[
+            ("model", vec![tr["model"].clone()]),
+            ("cutouts", vec![thin]),
+        ],
+        &root.join("c2"),
+        &mut log,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("thin.fits") && e.contains("3 exposures") && e.contains("needs 4"),
+        "{e}"
+    );
+    // A corrupt model file.
+    let broken = root.join("broken-model");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::copy(tr["model"].join("model.json"), broken.join("model.json")).unwrap();
+    std::fs::write(
+        broken.join("model.safetensors"),
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":",
+    )
+    .unwrap();
+    let e = run_kind(
+        &Classify,
+        Map::new(),
+        &[
+            ("model", vec![broken]),
+            ("cutouts", vec![cut.join("toy0.fits")]),
+        ],
+        &root.join("c3"),
+        &mut log,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("model.safetensors") && e.contains("not a readable safetensors file"),
+        "{e}"
+    );
+}
