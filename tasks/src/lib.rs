@@ -8,6 +8,7 @@ pub mod ades;
 pub mod astrometry;
 pub mod calibrate;
 pub mod cutout;
+pub mod download;
 pub mod ephem;
 pub mod extract;
 pub mod fits;
@@ -25,6 +26,7 @@ use nearby_engine::task::Registry;
 /// Every task kind, in the order `nearby kinds` lists them.
 pub fn registry() -> Registry {
     Registry::builtin().extend(vec![
+        std::sync::Arc::new(download::Download),
         std::sync::Arc::new(simulate::task::Simulate),
         std::sync::Arc::new(calibrate::task::Masters),
         std::sync::Arc::new(calibrate::task::Calibrate),
