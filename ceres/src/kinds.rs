@@ -66,12 +66,7 @@ fn num(
 }
 
 fn params_error(p: Vec<(&'static str, String)>) -> TaskError {
-    failed(
-        p.iter()
-            .map(|(k, m)| format!("{k}: {m}"))
-            .collect::<Vec<_>>()
-            .join("; "),
-    )
+    TaskError::params(&p)
 }
 
 /// Files of a directory input (sorted, `*.fits`), or the file itself.
@@ -950,6 +945,10 @@ impl TaskKind for Classify {
             stacks.len(),
             secs,
             stacks.len() as f64 / secs.max(1e-9)
+        )?;
+        nearby_engine::task::write_metrics(
+            inv.out_dir,
+            &[("classified", stacks.len() as f64), ("real", n_ast as f64)],
         )?;
         Ok(())
     }

@@ -60,15 +60,7 @@ pub struct Skipped {
 /// night keeps one date across midnight UTC (true near the longitude of La Palma).
 pub fn night_of(mjd: f64) -> String {
     let days = (mjd - 0.5).floor() as i64 - 40587; // days since 1970-01-01
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = nearby_tasks::simulate::time::civil_from_days(days);
     format!("{y:04}-{m:02}-{d:02}")
 }
 

@@ -168,6 +168,19 @@ pub enum TaskError {
     Io(#[from] std::io::Error),
 }
 
+impl TaskError {
+    /// Params a kind's own checks rejected (`[(param, what is wrong)]`), as one failure.
+    pub fn params(problems: &[(&str, String)]) -> TaskError {
+        TaskError::Failed(
+            problems
+                .iter()
+                .map(|(k, m)| format!("{k}: {m}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    }
+}
+
 pub trait TaskKind: Send + Sync + 'static {
     /// The verb used in YAML `uses:`.
     fn name(&self) -> &'static str;

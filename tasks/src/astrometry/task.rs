@@ -511,14 +511,7 @@ impl TaskKind for Astrometry {
         config(params).err().unwrap_or_default()
     }
     fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
-        let cfg = config(inv.params).map_err(|p| {
-            TaskError::Failed(
-                p.iter()
-                    .map(|(k, m)| format!("{k}: {m}"))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
+        let cfg = config(inv.params).map_err(|p| TaskError::params(&p))?;
         let catalog = inv.input("catalog")?;
         let image = inv
             .inputs

@@ -268,14 +268,7 @@ impl TaskKind for Cutout {
         config(params).err().unwrap_or_default()
     }
     fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
-        let cfg = config(inv.params).map_err(|p| {
-            TaskError::Failed(
-                p.iter()
-                    .map(|(k, m)| format!("{k}: {m}"))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
+        let cfg = config(inv.params).map_err(|p| TaskError::params(&p))?;
         let (targets, notes) = read_targets(inv.input("targets")?).map_err(TaskError::BadInput)?;
         for n in &notes {
             writeln!(log, "cutout: skipping target: {n}")?;

@@ -145,14 +145,7 @@ impl TaskKind for Extract {
         config(params).err().unwrap_or_default()
     }
     fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
-        let base = config(inv.params).map_err(|p| {
-            TaskError::Failed(
-                p.iter()
-                    .map(|(k, m)| format!("{k}: {m}"))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
+        let base = config(inv.params).map_err(|p| TaskError::params(&p))?;
         let path = inv.input("image")?;
         let images = read_all_images(path)?;
         let weights = match inv.inputs.get("weight").and_then(|v| v.first()) {

@@ -899,14 +899,7 @@ impl TaskKind for Link {
         self::params(params).err().unwrap_or_default()
     }
     fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
-        let p = params(inv.params).map_err(|e| {
-            TaskError::Failed(
-                e.iter()
-                    .map(|(k, m)| format!("{k}: {m}"))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
+        let p = params(inv.params).map_err(|e| TaskError::params(&e))?;
         let files = catalog_files(inv.inputs.get("catalogs").map_or(&[][..], |v| &v[..]))?;
         if files.is_empty() {
             return Err(TaskError::BadInput(

@@ -386,14 +386,7 @@ impl TaskKind for Report {
         config(params).err().unwrap_or_default()
     }
     fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
-        let cfg = config(inv.params).map_err(|p| {
-            TaskError::Failed(
-                p.iter()
-                    .map(|(k, m)| format!("{k}: {m}"))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
+        let cfg = config(inv.params).map_err(|p| TaskError::params(&p))?;
         let files = inv
             .inputs
             .get("observations")

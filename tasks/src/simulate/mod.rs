@@ -16,7 +16,7 @@ mod sky;
 pub mod task;
 #[cfg(test)]
 mod tests;
-pub(crate) mod time;
+pub mod time;
 mod truth;
 
 pub use config::{CcdSpec, SimConfig};

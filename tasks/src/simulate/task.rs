@@ -263,14 +263,7 @@ impl TaskKind for Simulate {
     }
     fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
         let start = Instant::now();
-        let cfg = config(inv.params).map_err(|p| {
-            TaskError::Failed(
-                p.iter()
-                    .map(|(k, m)| format!("{k}: {m}"))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
+        let cfg = config(inv.params).map_err(|p| TaskError::params(&p))?;
         let compress = inv.bool("compress").unwrap_or(false);
         let mut night = plan(&cfg).map_err(|p| TaskError::Failed(format!("{p:?}")))?;
         let raw_dir = inv.output("raw")?.to_path_buf();

@@ -297,13 +297,7 @@ fn load(path: &Path, weight: Option<&PathBuf>, log: &mut dyn Write) -> Result<Ex
 }
 
 fn failed(problems: Problems) -> TaskError {
-    TaskError::Failed(
-        problems
-            .iter()
-            .map(|(k, m)| format!("{k}: {m}"))
-            .collect::<Vec<_>>()
-            .join("; "),
-    )
+    TaskError::params(&problems)
 }
 
 impl TaskKind for Stack {
