@@ -13,11 +13,21 @@ use nearby_engine::store::{Store, StoreError};
 use crate::commands::{self, err, FAILED, OK};
 use crate::{ExecArgs, PipelineArgs, Workdir};
 
+/// Runs with more task instances than this get their HTML report on demand (`nearby report`)
+/// rather than at the end of the run: reading back 100k records would double the time of a
+/// "nothing to do" rerun. A night is a few thousand.
+const AUTO_REPORT_MAX: u64 = 20_000;
+
 /// After every run: its HTML report beside its event log, and the webhooks it was given.
 pub fn after_run(store: &Store, workdir: &Path, run: &str, x: &ExecArgs) {
     let Ok(Some(record)) = store.get_run(run) else {
         return;
     };
+    let instances: u64 = record.counts.values().sum();
+    if instances > AUTO_REPORT_MAX && x.notify.is_empty() && x.notify_failures.is_empty() {
+        tracing::info!("{instances} task instances: `nearby report {run}` writes the HTML report");
+        return;
+    }
     let summary = match report::summarise(store, workdir, &record) {
         Ok(s) => s,
         Err(e) => {

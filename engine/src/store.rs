@@ -271,7 +271,7 @@ impl Store {
             .flush_every_ms(Some(200))
             // sled's page cache defaults to 1 GB and keeps what was written: a night's records
             // need far less, and the rest is only memory taken from the tasks.
-            .cache_capacity(8 << 20)
+            .cache_capacity(64 << 20)
             .open()
             .map_err(|source| StoreError::Open {
                 path: path.clone(),
