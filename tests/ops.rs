@@ -406,3 +406,47 @@ fn data_arrival_starts_a_night_and_a_killed_service_resumes_it() {
         "the trigger passed the night's directory: {o}"
     );
 }
+
+#[test]
+fn a_quiet_period_completes_a_night_and_sigterm_leaves_it_to_resume() {
+    let n = Nearby::new();
+    let mut p = String::from(
+        "name: quiet\nparams:\n  night: {type: string}\n  raw: {type: string}\ntasks:\n",
+    );
+    for i in 0..20 {
+        p.push_str(&format!(
+            "  s{i}:\n    uses: command\n    with: {{argv: [sh, -c, \"ls ${{params.raw}} > ${{outputs.o}}; sleep 0.1\"]}}\n    outputs: {{o: o.txt}}\n"
+        ));
+    }
+    n.write("pipelines/quiet.yaml", &p);
+    std::fs::write(
+        n.path("serve.yaml"),
+        "triggers:\n  - name: quiet\n    pipeline: pipelines/quiet.yaml\n    watch: incoming\n    complete: {quiet_secs: 1}\n    set: {raw: \"{dir}\"}\n",
+    )
+    .unwrap();
+    let config = n.path("serve.yaml");
+    let mut s = serve(&n, &config, "2026-11-28T02:00:00Z", "1");
+    std::thread::sleep(Duration::from_millis(500));
+    let night = n.path("incoming/2026-11-27");
+    std::fs::create_dir_all(&night).unwrap();
+    std::fs::write(night.join("r1.fits"), "frame").unwrap();
+    // Quiet for a second: the night starts; SIGTERM in the middle cancels it cleanly.
+    let out = n.workdir().join("nights/2026-11-27/out");
+    wait_for("the first steps", Duration::from_secs(60), || {
+        out.join("s2/o.txt").exists()
+    });
+    terminate(&mut s);
+    drop(s);
+    let state = night_state(&n, "2026-11-27");
+    assert_eq!(
+        state.as_deref(),
+        Some("cancelled"),
+        "SIGTERM records the run as cancelled"
+    );
+    // The next start resumes it under the same run id.
+    let _s = serve(&n, &config, "2026-11-28T03:00:00Z", "1");
+    wait_for("the resumed night", Duration::from_secs(60), || {
+        night_state(&n, "2026-11-27").as_deref() == Some("succeeded")
+    });
+    assert_eq!(runs_of(&n, "2026-11-27").len(), 1, "resumed, not restarted");
+}
