@@ -52,6 +52,16 @@ fn demo_night_makes_catalogs() {
     let r = n.run(&["demo", "-q"]);
     eprintln!("demo took {:.1} s", t.elapsed().as_secs_f64());
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    // The night's exposures stacked on their solved WCS, its tracklets cut out and reported.
+    let stack =
+        nearby_tasks::fits::read_image(&n.workdir().join("out/stack/stack.fits"), 0).unwrap();
+    assert!(nearby_tasks::wcs::TanWcs::from_header(&stack.header).is_some());
+    let report = std::fs::read_to_string(n.workdir().join("out/report/report.txt")).unwrap();
+    assert!(report.starts_with("COD 950"), "{report}");
+    assert!(
+        report.lines().any(|l| l.len() == 80 && l.ends_with("950")),
+        "{report}"
+    );
     let cats = catalogs(&n.workdir());
     assert_eq!(cats.len(), 4, "{cats:?}");
     let t = read_table(&cats[0], HduRef::Index(1)).unwrap();

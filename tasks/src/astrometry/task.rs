@@ -632,6 +632,19 @@ impl TaskKind for Astrometry {
     }
 }
 
+/// The solved WCS of the CCD with this header (by EXTNAME) among `read_wcs_file`'s answer; `None`
+/// when that CCD was not solved or is not there.
+pub fn solved_for(
+    header: &crate::fits::Header,
+    solved: &[(String, Option<TanWcs>)],
+) -> Option<TanWcs> {
+    let name = header.str("EXTNAME").unwrap_or_default();
+    solved
+        .iter()
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, w)| w.clone())
+}
+
 /// The solved WCS of every CCD in a `wcs.fits` (EXTNAME, and the WCS or `None` where it was not
 /// solved), for the kinds that resample or cut images.
 pub fn read_wcs_file(path: &Path) -> Result<Vec<(String, Option<TanWcs>)>, TaskError> {

@@ -155,16 +155,15 @@ fn use_solved_wcs(e: &mut Exposure, wcs_file: &Path, log: &mut dyn Write) -> Res
     let solved = crate::astrometry::task::read_wcs_file(wcs_file)?;
     let mut kept = Vec::new();
     for mut c in std::mem::take(&mut e.ccds) {
-        let name = c.image.header.str("EXTNAME").unwrap_or_default();
-        match solved.iter().find(|(n, _)| *n == name) {
-            Some((_, Some(w))) => {
-                c.wcs = w.clone();
+        match crate::astrometry::task::solved_for(&c.image.header, &solved) {
+            Some(w) => {
+                c.wcs = w;
                 kept.push(c);
             }
-            _ => writeln!(
+            None => writeln!(
                 log,
-                "cutout: {}[{name}]: no solved WCS in {}; left out",
-                e.path.display(),
+                "cutout: {}: no solved WCS in {}; left out",
+                c.image.header.loc(),
                 wcs_file.display()
             )?,
         }

@@ -40,6 +40,7 @@ const PARAMS: &[ParamSpec] = &[
 const INPUTS: &[PortSpec] = &[
     PortSpec { name: "images", file: "", required: true, doc: "Calibrated frames (`calibrate.image`), one file per exposure, one HDU per CCD, each with a TAN WCS; or a directory of them." },
     PortSpec { name: "weights", file: "", required: false, doc: "Their inverse-variance maps (`calibrate.weight`), HDU for HDU; paired with the image in the same directory, else by order." },
+    PortSpec { name: "wcs", file: "", required: false, doc: "The `astrometry` task's wcs.fits files, one per image in the same order: each CCD's solved WCS (by EXTNAME) replaces the header's; CCDs that were not solved are left out." },
 ];
 
 const OUTPUTS: &[PortSpec] = &[
@@ -236,7 +237,15 @@ fn weight_for<'a>(files: &[PathBuf], k: usize, weights: &'a [PathBuf]) -> Option
 }
 
 /// Reads an exposure; CCDs that cannot be used are skipped with a line in `log`.
-fn load(path: &Path, weight: Option<&PathBuf>, log: &mut dyn Write) -> Result<Exposure, TaskError> {
+fn load(
+    path: &Path,
+    weight: Option<&PathBuf>,
+    solved: Option<&Path>,
+    log: &mut dyn Write,
+) -> Result<Exposure, TaskError> {
+    let solved = solved
+        .map(crate::astrometry::task::read_wcs_file)
+        .transpose()?;
     let primary = read_header(path, 0)?;
     let images = read_all_images(path)?;
     let weights = match weight {
@@ -262,8 +271,17 @@ fn load(path: &Path, weight: Option<&PathBuf>, log: &mut dyn Write) -> Result<Ex
             writeln!(log, "stack: skipping {e}")?;
             continue;
         }
-        let Some(wcs) = FrameWcs::from_header(&image.header) else {
-            writeln!(log, "stack: skipping {at}: no celestial WCS (expected CTYPE1/2 = RA---TAN/DEC--TAN with CRPIX, CRVAL and CD or CDELT)")?;
+        let wcs = match &solved {
+            // The `astrometry` task's solution replaces the header's approximate pointing.
+            Some(s) => crate::astrometry::task::solved_for(&image.header, s),
+            None => FrameWcs::from_header(&image.header),
+        };
+        let Some(wcs) = wcs else {
+            if solved.is_some() {
+                writeln!(log, "stack: skipping {at}: not solved by astrometry")?;
+            } else {
+                writeln!(log, "stack: skipping {at}: no celestial WCS (expected CTYPE1/2 = RA---TAN/DEC--TAN with CRPIX, CRVAL and CD or CDELT)")?;
+            }
             continue;
         };
         if let Some(w) = &weight {
@@ -326,6 +344,14 @@ impl TaskKind for Stack {
         let cfg = config(inv.params).map_err(failed)?;
         let files = input_files(inv.inputs.get("images").map_or(&[][..], |v| &v[..]))?;
         let weights = input_files(inv.inputs.get("weights").map_or(&[][..], |v| &v[..]))?;
+        let solved = inv.inputs.get("wcs").map_or(&[][..], |v| &v[..]);
+        if !solved.is_empty() && solved.len() != files.len() {
+            return Err(TaskError::BadInput(format!(
+                "input `wcs` has {} files for {} images: give one wcs.fits per image, in the same order",
+                solved.len(),
+                files.len()
+            )));
+        }
         if files.is_empty() {
             return Err(TaskError::BadInput(
                 "input `images` holds no FITS file".into(),
@@ -338,7 +364,7 @@ impl TaskKind for Stack {
                 return Err(TaskError::Cancelled);
             }
             let w = weight_for(&files, k, &weights);
-            match load(f, w, log) {
+            match load(f, w, solved.get(k).map(PathBuf::as_path), log) {
                 Ok(e) => exposures.push(e),
                 Err(e) => {
                     writeln!(log, "stack: skipping {}: {e}", f.display())?;
