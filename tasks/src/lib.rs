@@ -12,6 +12,7 @@ pub mod download;
 pub mod ephem;
 pub mod extract;
 pub mod fits;
+pub mod known;
 pub mod link;
 pub mod mpc80;
 pub mod obs;
@@ -34,6 +35,7 @@ pub fn registry() -> Registry {
         std::sync::Arc::new(astrometry::task::Astrometry),
         std::sync::Arc::new(stack::task::Stack),
         std::sync::Arc::new(link::task::Link),
+        std::sync::Arc::new(known::Known),
         std::sync::Arc::new(cutout::task::Cutout),
         std::sync::Arc::new(report::Report),
     ])
