@@ -128,6 +128,8 @@ struct Job {
     night: String,
     set: BTreeMap<String, String>,
     origin: String,
+    /// A missed night run after downtime: these run one after another, oldest first.
+    catch_up: bool,
 }
 
 /// How to start a run: the `nearby` executable (the service runs each night as
@@ -179,6 +181,7 @@ impl Service {
                         night,
                         set,
                         origin,
+                        catch_up: false,
                     },
                     Some("resume".into()),
                 ));
@@ -207,7 +210,9 @@ impl Service {
                         "serve: schedule `{}` missed {t}: running night {night}",
                         s.name
                     );
-                    queue.push_back((self.scheduled_job(s, &night), None));
+                    let mut job = self.scheduled_job(s, &night);
+                    job.catch_up = true;
+                    queue.push_back((job, None));
                 }
             }
             store
@@ -284,7 +289,8 @@ impl Service {
                 if stopping {
                     break;
                 }
-                if running.contains_key(&job.night) {
+                let catching_up = running.values().any(|(j, _, _)| j.catch_up);
+                if running.contains_key(&job.night) || (job.catch_up && catching_up) {
                     waiting.push_back((job, mode));
                     continue;
                 }
@@ -416,6 +422,7 @@ impl Service {
                         night,
                         set,
                         origin: format!("trigger {}", t.name),
+                        catch_up: false,
                     },
                     None,
                 ));
@@ -437,6 +444,7 @@ impl Service {
                 .map(|(k, v)| (k.clone(), render(v, night, None)))
                 .collect(),
             origin: format!("schedule {}", s.name),
+            catch_up: false,
         }
     }
 

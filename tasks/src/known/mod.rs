@@ -25,6 +25,9 @@ use crate::obs::ObservationList;
 #[cfg(test)]
 mod tests;
 
+/// A prediction near a tracklet: the object, its separation (arcsec) and predicted V.
+pub type Hit = (String, f64, Option<f64>);
+
 /// One tracklet's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Match {
@@ -72,10 +75,10 @@ pub fn match_ephemeris(
     radius_arcsec: f64,
     prefilter_arcmin: f64,
     log: &mut dyn Write,
-) -> Result<Vec<Option<(String, f64, Option<f64>)>>, TaskError> {
+) -> Result<Vec<Option<Hit>>, TaskError> {
     let anchors: Vec<Option<(f64, f64, f64)>> = tracklets.iter().map(anchor).collect();
     let times: Vec<f64> = anchors.iter().flatten().map(|a| a.0).collect();
-    let mut best: Vec<Option<(String, f64, Option<f64>)>> = vec![None; tracklets.len()];
+    let mut best: Vec<Option<Hit>> = vec![None; tracklets.len()];
     if times.is_empty() || objects.is_empty() {
         return Ok(best);
     }
@@ -139,8 +142,8 @@ pub fn match_skybot(
     code: &str,
     radius_arcsec: f64,
     log: &mut dyn Write,
-) -> Result<Vec<Option<(String, f64, Option<f64>)>>, TaskError> {
-    let mut best: Vec<Option<(String, f64, Option<f64>)>> = vec![None; tracklets.len()];
+) -> Result<Vec<Option<Hit>>, TaskError> {
+    let mut best: Vec<Option<Hit>> = vec![None; tracklets.len()];
     let mut fields: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
     for (i, t) in tracklets.iter().enumerate() {
         fields.entry(t.field.as_str()).or_default().push(i);
@@ -278,12 +281,12 @@ impl TaskKind for Known {
         let tracklets = &file.tracklets;
         let code = inv.str("code").unwrap_or("950");
         let radius = inv.float("radius_arcsec").unwrap_or(5.0);
-        let mut found: Vec<Option<(String, f64, Option<f64>, &str)>> = vec![None; tracklets.len()];
-        let mut merge = |hits: Vec<Option<(String, f64, Option<f64>)>>, source: &'static str| {
+        let mut found: Vec<Option<(Hit, &str)>> = vec![None; tracklets.len()];
+        let mut merge = |hits: Vec<Option<Hit>>, source: &'static str| {
             for (slot, hit) in found.iter_mut().zip(hits) {
-                if let Some((name, sep, v)) = hit {
-                    if slot.as_ref().is_none_or(|s| sep < s.1) {
-                        *slot = Some((name, sep, v, source));
+                if let Some(hit) = hit {
+                    if slot.as_ref().is_none_or(|s| hit.1 < s.0 .1) {
+                        *slot = Some((hit, source));
                     }
                 }
             }
@@ -357,10 +360,10 @@ impl TaskKind for Known {
             .zip(&found)
             .map(|(t, f)| Match {
                 tracklet: t.id.clone(),
-                object: f.as_ref().map(|f| f.0.clone()),
-                separation_arcsec: f.as_ref().map(|f| f.1),
-                predicted_v: f.as_ref().and_then(|f| f.2),
-                source: f.as_ref().map(|f| f.3.to_owned()),
+                object: f.as_ref().map(|f| f.0 .0.clone()),
+                separation_arcsec: f.as_ref().map(|f| f.0 .1),
+                predicted_v: f.as_ref().and_then(|f| f.0 .2),
+                source: f.as_ref().map(|f| f.1.to_owned()),
             })
             .collect();
         // Observations: link's temporary designations are NB + the tracklet's position in the file.
@@ -372,7 +375,7 @@ impl TaskKind for Known {
                 .strip_prefix("NB")
                 .and_then(|n| n.parse::<usize>().ok());
             if let Some(Some(m)) = index.and_then(|i| found.get(i.wrapping_sub(1))) {
-                o.designation = report_designation(&m.0);
+                o.designation = report_designation(&m.0 .0);
                 o.discovery = false;
             }
         }
