@@ -391,3 +391,46 @@ fn nobody_listening() {
         "{e}"
     );
 }
+
+#[test]
+fn the_known_task_matches_tracklets_to_a_served_field() {
+    use crate::link::task::{DetectionOut, TrackletOut};
+    let (endpoint, _) = serve(vec![reply(200, &data("astroquery_skybot_query.vot"))]);
+    let objs = parse_votable(&data("astroquery_skybot_query.vot")).expect("parses");
+    let g = &objs[0];
+    let tracklet = |id: &str, dra_arcsec: f64| TrackletOut {
+        id: id.into(),
+        field: "F".into(),
+        ccd: "CCD1".into(),
+        rate_arcsec_per_min: 0.05,
+        pa_deg: 0.0,
+        rms_arcsec: 0.1,
+        trailed: false,
+        mag_median: 19.6,
+        detections: (0..3)
+            .map(|k| DetectionOut {
+                exposure: k,
+                mjd: 60_677.0,
+                ra_deg: g.ra_deg + dra_arcsec / 3600.0 / g.dec_deg.to_radians().cos(),
+                dec_deg: g.dec_deg,
+                x: 0.0,
+                y: 0.0,
+                number: k as i64,
+                mag: 19.6,
+                magerr: 0.1,
+                flux: 1.0,
+                elongation: 1.0,
+                residual_arcsec: 0.1,
+            })
+            .collect(),
+    };
+    let tracklets = vec![tracklet("T0001", 1.0), tracklet("T0002", 180.0)];
+    let mut log = Vec::new();
+    let hits = crate::known::match_skybot(&tracklets, &client(&endpoint, 1), "950", 5.0, &mut log)
+        .expect("answers");
+    let (name, sep, v) = hits[0].clone().expect("the KBO is matched");
+    assert_eq!(name, "(229762) G!kun||'homdima");
+    assert!((sep - 1.0).abs() < 0.01, "{sep}");
+    assert_eq!(v, Some(19.6));
+    assert!(hits[1].is_none(), "3' away is not the KBO");
+}
