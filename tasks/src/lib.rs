@@ -12,6 +12,7 @@ pub mod download;
 pub mod ephem;
 pub mod extract;
 pub mod fits;
+pub mod json;
 pub mod known;
 pub mod link;
 pub mod mpc80;

@@ -57,23 +57,8 @@ impl ObservationList {
     /// Reads and checks a list: the format tag, then every observation (all problems at once,
     /// each naming the observation's index and designation).
     pub fn load(path: &Path) -> Result<ObservationList, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        let list: ObservationList = serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "{}: line {}, column {}: not an observation list: {e}",
-                path.display(),
-                e.line(),
-                e.column()
-            )
-        })?;
-        if list.format != FORMAT {
-            return Err(format!(
-                "{}: format `{}`, expected `{FORMAT}`",
-                path.display(),
-                list.format
-            ));
-        }
+        let list =
+            crate::json::load_tagged(path, "an observation list", FORMAT, |l: &Self| &l.format)?;
         let problems: Vec<String> = list
             .observations
             .iter()

@@ -159,18 +159,9 @@ pub struct TrackletsFile {
 
 impl TrackletsFile {
     pub fn load(path: &Path) -> Result<TrackletsFile, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        let t: TrackletsFile = serde_json::from_str(&text)
-            .map_err(|e| format!("{}: not a tracklets file: {e}", path.display()))?;
-        if t.format != FORMAT {
-            return Err(format!(
-                "{}: format {:?}, expected {FORMAT:?}",
-                path.display(),
-                t.format
-            ));
-        }
-        Ok(t)
+        crate::json::load_tagged(path, "a tracklets file", FORMAT, |t: &TrackletsFile| {
+            &t.format
+        })
     }
 }
 

@@ -4,7 +4,7 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal, StandardNormal};
+use rand_distr::{Distribution, StandardNormal};
 
 use super::config::SimConfig;
 use super::psf::{effective_pixels, Moffat};
@@ -308,10 +308,10 @@ fn plan_frames(cfg: &SimConfig, ccds: &[CcdTruth], fields: &[FieldPlan]) -> Vec<
                 let fp = &fields[fr.field.unwrap_or(0)];
                 let (ra, dec) = sky::offset(fp.ra, fp.dec, fp.error.0, fp.error.1);
                 // Guiding and re-pointing jitter between exposures: about 1.5".
-                let jitter = Normal::new(0.0, 1.5 / 3600.0).expect("finite sigma");
+                let jitter = 1.5 / 3600.0;
                 let (ra, dec) = (
-                    ra + jitter.sample(&mut r) / dec.to_radians().cos(),
-                    dec + jitter.sample(&mut r),
+                    ra + jitter * gauss(&mut r) / dec.to_radians().cos(),
+                    dec + jitter * gauss(&mut r),
                 );
                 fr.camera = Camera {
                     ra_deg: ra.rem_euclid(360.0),

@@ -28,18 +28,9 @@ pub struct Truth {
 
 impl Truth {
     pub fn load(path: &Path) -> Result<Truth, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        let t: Truth = serde_json::from_str(&text)
-            .map_err(|e| format!("{}: not a simulator truth file: {e}", path.display()))?;
-        if t.format != FORMAT {
-            return Err(format!(
-                "{}: format {:?}, expected {FORMAT:?}",
-                path.display(),
-                t.format
-            ));
-        }
-        Ok(t)
+        crate::json::load_tagged(path, "a simulator truth file", FORMAT, |t: &Truth| {
+            &t.format
+        })
     }
 }
 
