@@ -9,7 +9,7 @@ use nearby_engine::diag::did_you_mean;
 use nearby_engine::events::{JsonLines, Sink, Tracing};
 use nearby_engine::plan::{self, Plan};
 use nearby_engine::sched::{self, RunOptions, Scheduler};
-use nearby_engine::store::{InstanceRecord, RunRecord, State, Store};
+use nearby_engine::store::{InstanceRecord, KeyAt, RunRecord, State, Store};
 use nearby_engine::task::{Invocation, Ports, Registry};
 use nearby_engine::{cache, model};
 use serde_json::json;
@@ -670,6 +670,41 @@ pub fn logs(run: &str, task: &str, w: &Workdir) -> u8 {
     OK
 }
 
+/// Runs' instance records, each run read once when first needed (a cache explain of a big
+/// fan-out looks up thousands of keys in a few runs).
+struct RunRecords<'a> {
+    store: &'a Store,
+    read: HashMap<String, Vec<InstanceRecord>>,
+}
+
+impl RunRecords<'_> {
+    fn records(&mut self, run: &str) -> &[InstanceRecord] {
+        let store = self.store;
+        self.read
+            .entry(run.to_owned())
+            .or_insert_with(|| store.instances(run).unwrap_or_default())
+    }
+
+    /// The parts of an instance's cache key: its own, or those of the instance that made the
+    /// cache entry it used.
+    fn key_of(&mut self, r: &InstanceRecord) -> Option<cache::CacheKey> {
+        let raw = match (&r.key, &r.fingerprint) {
+            (Some(k), _) => k.clone(),
+            (None, Some(fp)) => match self.store.key_at(fp).ok()?? {
+                KeyAt::Here(raw) => raw,
+                KeyAt::Record { run, instance } => self
+                    .records(&run)
+                    .iter()
+                    .find(|p| p.id == instance)?
+                    .key
+                    .clone()?,
+            },
+            (None, None) => return None,
+        };
+        serde_json::from_str(raw.get()).ok()
+    }
+}
+
 pub fn explain(run: &str, task: &str, w: &Workdir) -> u8 {
     let (_, store) = match open_existing(w) {
         Ok(x) => x,
@@ -689,8 +724,10 @@ pub fn explain(run: &str, task: &str, w: &Workdir) -> u8 {
         .into_iter()
         .filter(|r| r.id < record.id)
         .collect();
-    // Earlier runs' records, read once per run when first needed.
-    let mut earlier_records: HashMap<String, Vec<InstanceRecord>> = HashMap::new();
+    let mut runs = RunRecords {
+        store: &store,
+        read: HashMap::new(),
+    };
     for i in instances {
         println!("{}  ({})", i.id, i.state.name());
         println!(
@@ -703,17 +740,7 @@ pub fn explain(run: &str, task: &str, w: &Workdir) -> u8 {
             "  cache:       {}",
             i.cache.as_deref().unwrap_or("(not checked)")
         );
-        let key_of = |r: &InstanceRecord| {
-            r.key
-                .clone()
-                .or_else(|| {
-                    r.fingerprint
-                        .as_ref()
-                        .and_then(|fp| store.key_parts(fp).ok().flatten())
-                })
-                .and_then(|raw| serde_json::from_str::<cache::CacheKey>(raw.get()).ok())
-        };
-        let Some(k) = key_of(&i) else {
+        let Some(k) = runs.key_of(&i) else {
             if let Some(e) = &i.error {
                 println!("  error:       {e}");
             }
@@ -739,14 +766,8 @@ pub fn explain(run: &str, task: &str, w: &Workdir) -> u8 {
         }
         // Compare with the newest earlier run that recorded this instance's key.
         let previous = earlier.iter().rev().find_map(|r| {
-            let records = earlier_records
-                .entry(r.id.clone())
-                .or_insert_with(|| store.instances(&r.id).unwrap_or_default());
-            records
-                .iter()
-                .find(|p| p.id == i.id)
-                .and_then(key_of)
-                .map(|old| (r.id.clone(), old))
+            let p = runs.records(&r.id).iter().find(|p| p.id == i.id).cloned()?;
+            runs.key_of(&p).map(|old| (r.id.clone(), old))
         });
         match previous {
             Some((rid, old)) => {

@@ -183,6 +183,14 @@ pub struct FileStamp {
     pub hash: String,
 }
 
+/// Where the parts of a cache key are kept: in the store itself (schema 1), or in the record of
+/// the instance that made the cache entry (read it with [`Store::instances`] of that run).
+#[derive(Debug)]
+pub enum KeyAt {
+    Here(Box<RawValue>),
+    Record { run: String, instance: String },
+}
+
 /// What a finished instance writes: its record, and for work that succeeded, its cache entry.
 #[derive(Debug, Clone)]
 pub struct Durable {
@@ -473,25 +481,23 @@ impl Store {
 
     /// The parts of the cache key with this fingerprint, as JSON: from the record of the instance
     /// that made the cache entry (or, for schema 1 stores, from the `keys` tree).
-    pub fn key_parts(&self, fingerprint: &str) -> Result<Option<Box<RawValue>>, StoreError> {
+    pub fn key_at(&self, fingerprint: &str) -> Result<Option<KeyAt>, StoreError> {
         if let Some(v) = self.keys.get(fingerprint.as_bytes())? {
             let text = String::from_utf8_lossy(&v).into_owned();
             return RawValue::from_string(text)
-                .map(Some)
+                .map(|raw| Some(KeyAt::Here(raw)))
                 .map_err(|source| StoreError::Corrupt {
                     what: "cache key".into(),
                     source,
                 });
         }
-        let Some(entry) = self.cache_get(fingerprint)? else {
-            return Ok(None);
-        };
-        if entry.instance.is_empty() {
-            return Ok(None);
-        }
         Ok(self
-            .get_instance(&entry.run, &entry.instance)?
-            .and_then(|r| r.key))
+            .cache_get(fingerprint)?
+            .filter(|e| !e.instance.is_empty())
+            .map(|e| KeyAt::Record {
+                run: e.run,
+                instance: e.instance,
+            }))
     }
 
     /// Writes finished work in order: cache entries first, then the instance records (one group),
