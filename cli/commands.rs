@@ -690,7 +690,7 @@ impl RunRecords<'_> {
     fn key_of(&mut self, r: &InstanceRecord) -> Option<cache::CacheKey> {
         let raw = match (&r.key, &r.fingerprint) {
             (Some(k), _) => k.clone(),
-            (None, Some(fp)) => match self.store.key_at(fp).ok()?? {
+            (None, Some(fp)) => match self.store.key_at(&r.task, fp).ok()?? {
                 KeyAt::Here(raw) => raw,
                 KeyAt::Record { run, instance } => self
                     .records(&run)
@@ -808,7 +808,7 @@ pub fn gc(w: &Workdir, dry_run: bool) -> u8 {
             );
             dropped += 1;
             if !dry_run {
-                if let Err(e) = store.cache_remove(&e.fingerprint) {
+                if let Err(e) = store.cache_remove(&e.task, &e.fingerprint) {
                     return err(e);
                 }
             }

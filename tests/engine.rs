@@ -596,3 +596,35 @@ tasks:
     assert_eq!(st["paired"], "skipped", "{st:?}");
     assert_eq!(st["gather"], "skipped", "{st:?}");
 }
+
+/// Regression: `nearby status --json | head` panicked ("failed printing to stdout: Broken pipe")
+/// when the reader went away. It must stop quietly, as other Unix tools do.
+#[test]
+fn regression_a_closed_pipe_stops_status_quietly() {
+    use std::io::Read;
+    let n = Nearby::new();
+    let p = n.write(
+        "wide.yaml",
+        "name: wide\ntasks:\n  fan:\n    uses: noop\n    foreach: {range: 2000}\n",
+    );
+    assert_eq!(n.run(&["run", p.to_str().unwrap(), "-q"]).code, 0);
+    let mut child = n
+        .command(&["status", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The pipe's reading end is dropped here.
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(status.code(), Some(101), "{stderr}");
+}

@@ -33,10 +33,27 @@ pub struct CacheKey {
     pub outputs: BTreeMap<String, String>,
 }
 
+/// A cache key as it is stored: its canonical JSON, and the fingerprint of that JSON.
+#[derive(Debug, Clone)]
+pub struct SealedKey {
+    pub json: String,
+    pub fingerprint: String,
+}
+
 impl CacheKey {
     pub fn fingerprint(&self) -> String {
-        let bytes = serde_json::to_vec(self).unwrap_or_default();
-        blake3::hash(&bytes).to_hex().to_string()
+        self.seal().fingerprint
+    }
+
+    /// The key's JSON and fingerprint, serialized once (a record keeps the one, the cache the
+    /// other).
+    pub fn seal(&self) -> SealedKey {
+        let mut buf = Vec::with_capacity(512);
+        // A struct of strings, numbers and maps with string keys: serialization cannot fail.
+        let _ = serde_json::to_writer(&mut buf, self);
+        let json = String::from_utf8(buf).unwrap_or_default();
+        let fingerprint = blake3::hash(json.as_bytes()).to_hex().to_string();
+        SealedKey { json, fingerprint }
     }
 
     /// What changed from `old` to `self`, in words.

@@ -61,6 +61,8 @@ pub trait Sink: Send {
 pub struct JsonLines {
     out: std::io::BufWriter<std::fs::File>,
     flushed: std::time::Instant,
+    /// The line being built (kept to save an allocation per event).
+    line: Vec<u8>,
 }
 
 impl JsonLines {
@@ -72,6 +74,7 @@ impl JsonLines {
         Ok(JsonLines {
             out: std::io::BufWriter::with_capacity(1 << 16, f),
             flushed: std::time::Instant::now(),
+            line: Vec::with_capacity(256),
         })
     }
 }
@@ -79,10 +82,15 @@ impl JsonLines {
 impl Sink for JsonLines {
     fn event(&mut self, at: &str, e: &Event) {
         // `{"event":...}` becomes `{"time":"...","event":...}` without building a JSON tree.
-        let body = serde_json::to_string(e).unwrap_or_else(|_| "{}".into());
+        self.line.clear();
+        if serde_json::to_writer(&mut self.line, e).is_err() || self.line.is_empty() {
+            return;
+        }
         // The event log is a convenience copy of what the store holds; a full disk must not
         // stop the run.
-        let _ = writeln!(self.out, "{{\"time\":\"{at}\",{}", &body[1..]);
+        let _ = write!(self.out, "{{\"time\":\"{at}\",");
+        let _ = self.out.write_all(&self.line[1..]);
+        let _ = self.out.write_all(b"\n");
         // Readable while the run goes (`tail -f`), without a write per event.
         if self.flushed.elapsed() > std::time::Duration::from_millis(200) {
             let _ = self.out.flush();

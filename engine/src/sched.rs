@@ -18,12 +18,13 @@ use serde_json::{Map, Value as J};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::cache::{self, CacheKey, CACHE_SCHEMA};
+use crate::cache::{self, CacheKey, SealedKey, CACHE_SCHEMA};
 use crate::events::{Event, Sink};
 use crate::exec::{self, Outcome};
 use crate::plan::{Foreach, InputSource, Plan};
 use crate::store::{
     CacheEntry, Durable, InstanceRecord, OutputRecord, RunRecord, State, Store, StoreError,
+    TaskCache, Writer,
 };
 use crate::task::{Action, Invocation, TaskError};
 use crate::template::{self, Ref, Scope};
@@ -71,7 +72,7 @@ impl Summary {
 }
 
 pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    timestamp(unix_us())
 }
 
 fn unix_us() -> u64 {
@@ -81,11 +82,25 @@ fn unix_us() -> u64 {
         .unwrap_or(1)
 }
 
-/// RFC 3339 (UTC, milliseconds) of a time in microseconds since the Unix epoch.
+/// RFC 3339 (UTC, milliseconds) of a time in microseconds since the Unix epoch. A run stamps
+/// every instance several times, so the text up to the seconds is kept for the current second.
 fn timestamp(us: u64) -> String {
-    chrono::DateTime::from_timestamp_micros(us as i64)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    use std::cell::RefCell;
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let (secs, ms) = (us / 1_000_000, (us / 1000) % 1000);
+    SECOND.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.0 != secs {
+            let text = chrono::DateTime::from_timestamp(secs as i64, 0)
+                .unwrap_or_default()
+                .format("%Y-%m-%dT%H:%M:%S")
+                .to_string();
+            *cell = (secs, text);
+        }
+        format!("{}.{ms:03}Z", cell.1)
+    })
 }
 
 /// A sortable, unique run id: `YYYYMMDD-HHMMSS-mmm-xxxx` (UTC, milliseconds, 16 random bits).
@@ -217,10 +232,35 @@ struct Ran {
     outputs: Vec<OutputRecord>,
     /// Files and directories to sync before the outputs are recorded.
     sync: Vec<PathBuf>,
-    key: CacheKey,
+    key: SealedKey,
     cache: String,
     log: Option<String>,
 }
+
+/// What is known of an instance that just finished, besides its state.
+#[derive(Default)]
+struct Finished {
+    error: Option<String>,
+    /// The instance's cache key; its parts are kept in the record of work that ran.
+    key: Option<SealedKey>,
+    /// Only the fingerprint (a cache hit needs no more).
+    fingerprint: Option<String>,
+    /// Why the cache hit or missed.
+    cache: Option<String>,
+    log: Option<String>,
+}
+
+impl Finished {
+    fn error(e: String) -> Finished {
+        Finished {
+            error: Some(e),
+            ..Finished::default()
+        }
+    }
+}
+
+/// A fan-out at least this wide reads its task's cache entries in one scan.
+const CACHE_SCAN_MIN: usize = 64;
 
 pub struct Scheduler {
     plan: Arc<Plan>,
@@ -253,6 +293,10 @@ pub struct Scheduler {
     syncing: bool,
     /// Templates not expanded yet.
     unexpanded: usize,
+    /// Persists finished work beside the walker (not in dry runs).
+    writer: Option<Writer>,
+    /// Cache entries of wide fan-outs, per template, read in one scan each.
+    task_caches: HashMap<usize, TaskCache>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -308,6 +352,8 @@ impl Scheduler {
             to_sync: HashMap::new(),
             syncing: false,
             unexpanded: n,
+            writer: None,
+            task_caches: HashMap::new(),
         })
     }
 
@@ -329,6 +375,7 @@ impl Scheduler {
             // Durable before anyone is told the run id, so that `resume RUN` always finds it.
             self.store.put_run(&self.run)?;
             self.store.flush()?;
+            self.writer = Some(self.store.writer(&self.run.id));
         }
         self.emit(Event::RunStarted {
             run: self.run.id.clone(),
@@ -394,8 +441,17 @@ impl Scheduler {
                 cache: None,
             });
         }
-        if !dry {
-            self.store.put_instances(&self.run.id, &leftover)?;
+        if let Some(mut w) = self.writer.take() {
+            w.send(
+                leftover
+                    .into_iter()
+                    .map(|record| Durable {
+                        record,
+                        cache: None,
+                    })
+                    .collect(),
+            )?;
+            w.finish()?;
         }
         let mut summary = Summary {
             dry_run: std::mem::take(&mut self.dry_lines),
@@ -653,6 +709,12 @@ impl Scheduler {
             });
         }
         let n = self.insts.len() - first;
+        if n >= CACHE_SCAN_MIN && !self.opts.force.contains(&t) {
+            // A failed scan only means looking each key up alone.
+            if let Ok(c) = self.store.task_cache(&tpl.name, n) {
+                self.task_caches.insert(t, c);
+            }
+        }
         self.emit(Event::Expanded {
             task: tpl.name.clone(),
             instances: n,
@@ -697,12 +759,12 @@ impl Scheduler {
                 let line = (inst.id.to_string(), "run".to_owned(), why.to_owned());
                 self.dry_lines.push(line);
                 self.insts[i as usize].state = State::Skipped;
-                self.finish(i, State::Skipped, None, None, None, None, None);
+                self.finish(i, State::Skipped, Finished::default());
                 continue;
             }
             if inst.upstream_failed && !(partial && self.keyed_deps_ok(i)) {
                 let err = self.upstream_error(i);
-                self.finish(i, State::Skipped, Some(err), None, None, None, None);
+                self.finish(i, State::Skipped, Finished::error(err));
                 continue;
             }
             // Started = when the walker took it up, also for instances the cache answers.
@@ -714,7 +776,7 @@ impl Scheduler {
                 Ok(Prepared::Reuse {
                     state,
                     outputs,
-                    key,
+                    fingerprint,
                     cache,
                 }) => {
                     self.insts[i as usize].outputs = outputs;
@@ -725,7 +787,12 @@ impl Scheduler {
                             cache.clone(),
                         ));
                     }
-                    self.finish(i, state, None, Some(&key), Some(cache), None, None);
+                    let done = Finished {
+                        fingerprint: Some(fingerprint),
+                        cache: Some(cache),
+                        ..Finished::default()
+                    };
+                    self.finish(i, state, done);
                 }
                 Ok(Prepared::Kept(prev)) => {
                     let prev = *prev;
@@ -781,17 +848,17 @@ impl Scheduler {
                         })
                         .collect();
                     self.insts[i as usize].outputs = fake;
-                    self.finish(i, State::Succeeded, None, None, None, None, None);
+                    self.finish(i, State::Succeeded, Finished::default());
                 }
                 Ok(Prepared::Run(job)) => self.start(i, *job, jobs),
                 Err(e) if self.opts.dry_run => {
                     self.dry_lines
                         .push((self.insts[i as usize].id.to_string(), "fail".into(), e));
-                    self.finish(i, State::Failed, None, None, None, None, None);
+                    self.finish(i, State::Failed, Finished::default());
                 }
                 Err(e) => {
                     self.insts[i as usize].attempts += 1;
-                    self.finish(i, State::Failed, Some(e), None, None, None, None);
+                    self.finish(i, State::Failed, Finished::error(e));
                 }
             }
         }
@@ -919,7 +986,8 @@ impl Scheduler {
             inputs: hashes,
             outputs: outputs_rel.clone(),
         };
-        let fp = key.fingerprint();
+        let key = key.seal();
+        let fp = key.fingerprint.clone();
         let forced = self.opts.force.contains(&t);
         // A resumed run keeps what it already finished.
         if let Some(prev) = self.previous.get(inst.id.as_ref()) {
@@ -934,13 +1002,17 @@ impl Scheduler {
         let miss = if forced {
             "forced (rerun --from)".to_owned()
         } else {
-            match self.store.cache_get(&fp) {
+            let entry = match self.task_caches.get_mut(&t) {
+                Some(c) => c.take(&self.store, &fp),
+                None => self.store.cache_get(&tpl.name, &fp),
+            };
+            match entry {
                 Ok(Some(entry)) => match cache::check_outputs(&entry.outputs) {
                     Ok(()) => {
                         return Ok(Prepared::Reuse {
                             state: State::Cached,
                             outputs: entry.outputs,
-                            key: Box::new(key),
+                            fingerprint: fp,
                             cache: format!("hit: recorded by run {}", entry.run),
                         })
                     }
@@ -962,7 +1034,6 @@ impl Scheduler {
             final_dir,
             item: item.map(str::to_owned),
             key,
-            fingerprint: fp,
             cache: miss,
             timeout: tpl.timeout_secs.map(Duration::from_secs_f64),
             attempt: 0,
@@ -989,14 +1060,23 @@ impl Scheduler {
         let id = inst.id.to_string();
         let cheap = job.is_cheap();
         if !cheap {
-            let rec = self.record(
+            let record = self.record(
                 i,
-                Some(job.fingerprint.clone()),
+                Some(job.key.fingerprint.clone()),
                 Some(job.cache.clone()),
                 None,
             );
+            self.unwritten.push(Durable {
+                record,
+                cache: None,
+            });
             // A failed state write is not fatal here: the final record is written on completion.
-            let _ = self.store.put_instance(&self.run.id, &rec);
+            if let Err(e) = self.write_records() {
+                tracing::error!(
+                    "cannot record the start of {}: {e}",
+                    self.insts[i as usize].id
+                );
+            }
             self.emit(Event::Started { id, attempt });
         }
         if cheap {
@@ -1018,8 +1098,12 @@ impl Scheduler {
             JobDone::Requeue(i) => {
                 if self.stopping {
                     self.insts[i as usize].state = State::Cancelled;
-                    let rec = self.record(i, None, None, None);
-                    self.store.put_instance(&self.run.id, &rec)?;
+                    let record = self.record(i, None, None, None);
+                    self.unwritten.push(Durable {
+                        record,
+                        cache: None,
+                    });
+                    self.write_records()?;
                 } else {
                     self.ready.push_front(i);
                 }
@@ -1051,34 +1135,25 @@ impl Scheduler {
         self.cpus_used -= (r.cpus as usize).clamp(1, self.opts.jobs.max(1));
         self.mem_used -= r.memory_mb;
         self.insts[i as usize].flag = None;
-        let fp = key.as_ref().map(CacheKey::fingerprint);
+        let done = |error: Option<String>| Finished {
+            error,
+            key,
+            fingerprint: None,
+            cache,
+            log,
+        };
         match outcome {
             Outcome::Ok => {
                 self.insts[i as usize].outputs = outputs;
-                self.finish(i, State::Succeeded, None, key.as_ref(), cache, fp, log);
+                self.finish(i, State::Succeeded, done(None));
             }
             Outcome::Cancelled => {
-                self.finish(
-                    i,
-                    State::Cancelled,
-                    Some("cancelled".into()),
-                    key.as_ref(),
-                    cache,
-                    fp,
-                    log,
-                );
+                self.finish(i, State::Cancelled, done(Some("cancelled".into())));
             }
             Outcome::BadInput(e) => {
                 self.quarantine(i);
-                self.finish(
-                    i,
-                    State::Failed,
-                    Some(format!("bad input (quarantined): {e}")),
-                    key.as_ref(),
-                    cache,
-                    fp,
-                    log,
-                );
+                let e = format!("bad input (quarantined): {e}");
+                self.finish(i, State::Failed, done(Some(e)));
             }
             Outcome::Failed(_) | Outcome::TimedOut(_) => {
                 let e = outcome.describe();
@@ -1100,7 +1175,7 @@ impl Scheduler {
                     });
                     return Ok(());
                 }
-                self.finish(i, State::Failed, Some(e), key.as_ref(), cache, fp, log);
+                self.finish(i, State::Failed, done(Some(e)));
             }
         }
         Ok(())
@@ -1118,36 +1193,31 @@ impl Scheduler {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &mut self,
-        i: u32,
-        state: State,
-        error: Option<String>,
-        key: Option<&CacheKey>,
-        cache: Option<String>,
-        fingerprint: Option<String>,
-        log: Option<String>,
-    ) {
+    fn finish(&mut self, i: u32, state: State, done: Finished) {
         self.insts[i as usize].state = state;
         if self.opts.dry_run {
             self.wake_dependents(i, state);
             return;
         }
-        let fingerprint = fingerprint.or_else(|| key.map(CacheKey::fingerprint));
+        let Finished {
+            error,
+            key,
+            fingerprint,
+            cache,
+            log,
+        } = done;
+        let fingerprint = fingerprint.or_else(|| key.as_ref().map(|k| k.fingerprint.clone()));
         let mut rec = self.record(i, fingerprint.clone(), cache.clone(), log);
         rec.error = error.clone();
         rec.quarantined = error.as_deref().is_some_and(|e| e.starts_with("bad input"));
         if matches!(state, State::Succeeded | State::Failed) {
-            rec.key = key
-                .and_then(|k| serde_json::to_string(k).ok())
-                .and_then(|k| serde_json::value::RawValue::from_string(k).ok());
+            rec.key = key.and_then(|k| serde_json::value::RawValue::from_string(k.json).ok());
         }
-        let cache_entry = match (state, &fingerprint, key) {
-            (State::Succeeded, Some(fp), Some(k)) => Some(CacheEntry {
-                fingerprint: fp.clone(),
+        let cache_entry = match (state, fingerprint) {
+            (State::Succeeded, Some(fp)) if rec.key.is_some() => Some(CacheEntry {
+                fingerprint: fp,
                 task: rec.task.clone(),
-                kind: k.kind.clone(),
+                kind: rec.kind.clone(),
                 created_at: now(),
                 run: self.run.id.clone(),
                 instance: rec.id.clone(),
@@ -1187,13 +1257,16 @@ impl Scheduler {
         self.wake_dependents(i, state);
     }
 
-    /// Writes buffered records (one sled batch per tree).
+    /// Hands buffered records to the writer.
     fn write_records(&mut self) -> Result<(), RunError> {
         if self.unwritten.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.unwritten);
-        self.store.persist(&self.run.id, &batch)?;
+        match &mut self.writer {
+            Some(w) => w.send(batch)?,
+            None => self.store.persist(&self.run.id, &batch)?,
+        }
         Ok(())
     }
 
@@ -1292,7 +1365,7 @@ enum Prepared {
     Reuse {
         state: State,
         outputs: Vec<OutputRecord>,
-        key: Box<CacheKey>,
+        fingerprint: String,
         cache: String,
     },
     Run(Box<Job>),
@@ -1344,8 +1417,7 @@ struct Job {
     outputs_rel: BTreeMap<String, String>,
     final_dir: PathBuf,
     item: Option<String>,
-    key: CacheKey,
-    fingerprint: String,
+    key: SealedKey,
     cache: String,
     timeout: Option<Duration>,
     attempt: u32,

@@ -2,11 +2,14 @@
 //!
 //! Trees:
 //! - `meta`: `schema` -> the store schema version (u32, big endian).
-//! - `cache`: fingerprint (32 bytes) -> [`CacheEntry`] (JSON).
+//! - `cache`: task tag (8 bytes: the start of blake3 of the task's name) then the fingerprint (32
+//!   bytes) -> [`CacheEntry`] (compact binary, see `entry`). Keys sort by task, so the entries of
+//!   one task are one range: a wide fan-out reads its task's entries in one scan
+//!   ([`Store::task_cache`]) instead of one random lookup per instance.
 //! - `runs`: run id -> [`RunRecord`] (JSON). Run ids sort by start time.
-//! - `log`: `run id \0 sequence (u64, big endian)` -> a JSON array of [`InstanceRecord`]s: the
-//!   run's instance records, appended in groups (one insert per group of finished instances, not
-//!   one per instance). Reading a run folds its groups in order; the last record of an id wins.
+//! - `log`: `run id \0 sequence (u64, big endian)` -> a group of [`InstanceRecord`]s (compact
+//!   binary, see `record`; schema 2 wrote JSON arrays, still read): the run's instance records,
+//!   appended in groups (one insert per group of finished instances, not one per instance). Reading a run folds its groups in order; the last record of an id wins.
 //!   The records of instances that ran carry their cache key's parts (for `cache explain`).
 //! - `filehash`: absolute path -> [`FileStamp`] (JSON): content hashes of source files, reused
 //!   while size and mtime are unchanged.
@@ -21,6 +24,9 @@
 //! - 2: instance records appended in groups to `log`, keys inside the records of instances that
 //!   ran; cache entries name the instance that made them. Opening a schema 1 store migrates it by
 //!   raising the number: schema 1 trees are read as they are, new records go to `log`.
+//! - 3: cache entries keyed by task tag and raw fingerprint (were: the fingerprint in hex). Opening
+//!   an older store moves its entries to the new keys. Instance records in binary groups (JSON
+//!   groups of schema 2 are still read as they are).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,7 +34,7 @@ use std::path::{Path, PathBuf};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-pub const SCHEMA: u32 = 2;
+pub const SCHEMA: u32 = 3;
 
 /// Size of one group of instance records in the `log` tree. sled copies a whole leaf (up to 16
 /// entries) on every insert and writes leaves over 128 KB as separate blob files: groups of a
@@ -45,6 +51,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("corrupt cache entry {0} in the state store")]
     CorruptEntry(String),
+    #[error("the record writer stopped: {0}")]
+    Writer(String),
     #[error("corrupt record in the state store ({what}): {source}")]
     Corrupt {
         what: String,
@@ -237,6 +245,113 @@ fn log_key(run: &str, seq: u64) -> Vec<u8> {
     k
 }
 
+/// Length of a `cache` tree key: task tag and raw fingerprint.
+const CACHE_KEY_LEN: usize = 8 + 32;
+
+fn task_tag(task: &str) -> [u8; 8] {
+    let h = blake3::hash(task.as_bytes());
+    let mut tag = [0; 8];
+    tag.copy_from_slice(&h.as_bytes()[..8]);
+    tag
+}
+
+fn cache_key(task: &str, fingerprint: &[u8; 32]) -> [u8; CACHE_KEY_LEN] {
+    let mut k = [0; CACHE_KEY_LEN];
+    k[..8].copy_from_slice(&task_tag(task));
+    k[8..].copy_from_slice(fingerprint);
+    k
+}
+
+/// A fingerprint in hex (64 digits) as bytes.
+fn fingerprint_bytes(hex: &str) -> Option<[u8; 32]> {
+    let h = hex.as_bytes();
+    if h.len() != 64 {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = digit(h[2 * i])? << 4 | digit(h[2 * i + 1])?;
+    }
+    Some(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One task's cache entries, read in one scan ([`Store::task_cache`]), sorted by fingerprint (the
+/// scan's order). A key the scan did not reach is looked up in the store.
+pub struct TaskCache {
+    task: String,
+    entries: Vec<([u8; 32], sled::IVec)>,
+    complete: bool,
+}
+
+impl TaskCache {
+    /// The entry with this fingerprint. Each entry is handed out once (a fingerprint names one
+    /// instance of a run), which also frees it.
+    pub fn take(
+        &mut self,
+        store: &Store,
+        fingerprint: &str,
+    ) -> Result<Option<CacheEntry>, StoreError> {
+        let Some(raw) = fingerprint_bytes(fingerprint) else {
+            return Ok(None);
+        };
+        match self.entries.binary_search_by(|(fp, _)| fp.cmp(&raw)) {
+            Ok(at) if !self.entries[at].1.is_empty() => {
+                let v = std::mem::take(&mut self.entries[at].1);
+                entry::decode_hit(fingerprint, &v).map(Some)
+            }
+            _ if self.complete => Ok(None),
+            _ => store.cache_get(&self.task, fingerprint),
+        }
+    }
+}
+
+/// Persists a run's finished work on a thread of its own ([`Store::writer`]).
+pub struct Writer {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<Durable>>>,
+    thread: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
+    /// Without a thread: the store and run to write to directly.
+    inline: Option<(Store, String)>,
+}
+
+impl Writer {
+    /// Queues finished work (it is written in the order sent). Fails if an earlier write failed.
+    pub fn send(&mut self, batch: Vec<Durable>) -> Result<(), StoreError> {
+        if let Some((store, run)) = &self.inline {
+            return store.persist(run, &batch);
+        }
+        let sent = self.tx.as_ref().map(|tx| tx.send(batch).is_ok());
+        if sent == Some(true) {
+            return Ok(());
+        }
+        // The thread stopped: it ended on a write error.
+        self.finish()?;
+        Err(StoreError::Writer(
+            "finished work sent after the writer ended".into(),
+        ))
+    }
+
+    /// Waits until everything sent is written.
+    pub fn finish(&mut self) -> Result<(), StoreError> {
+        self.tx = None;
+        match self.thread.take().map(|t| t.join()) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err(StoreError::Writer("the writer thread panicked".into())),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store under `workdir/state`. One process at a time holds a store:
     /// if another does (a `status` reading it, a run starting), this waits for it up to 10 s.
@@ -313,6 +428,10 @@ impl Store {
                     // 1 -> 2: nothing to convert (schema 1 trees stay readable).
                     store.meta.insert("schema", &2u32.to_be_bytes())?;
                 }
+                if found < 3 {
+                    store.migrate_cache_keys()?;
+                    store.meta.insert("schema", &3u32.to_be_bytes())?;
+                }
             }
         }
         Ok(store)
@@ -365,21 +484,75 @@ impl Store {
         Ok(())
     }
 
-    pub fn cache_get(&self, fingerprint: &str) -> Result<Option<CacheEntry>, StoreError> {
+    /// 2 -> 3: moves cache entries from hex-fingerprint keys to task-tagged keys. Each entry names
+    /// its task, so the move needs nothing else.
+    fn migrate_cache_keys(&self) -> Result<(), StoreError> {
+        for kv in self.cache.iter() {
+            let (k, v) = kv?;
+            if k.len() == CACHE_KEY_LEN {
+                continue;
+            }
+            let fp = String::from_utf8_lossy(&k).into_owned();
+            let e = entry::decode(&fp, &v)?;
+            let raw = fingerprint_bytes(&fp).ok_or_else(|| StoreError::CorruptEntry(fp.clone()))?;
+            self.cache
+                .insert(cache_key(&e.task, &raw), entry::encode(&e))?;
+            self.cache.remove(&k)?;
+        }
+        Ok(())
+    }
+
+    /// The cache entry of `task` with this fingerprint.
+    pub fn cache_get(
+        &self,
+        task: &str,
+        fingerprint: &str,
+    ) -> Result<Option<CacheEntry>, StoreError> {
+        let Some(raw) = fingerprint_bytes(fingerprint) else {
+            return Ok(None);
+        };
         self.cache
-            .get(fingerprint.as_bytes())?
+            .get(cache_key(task, &raw))?
             .map(|v| entry::decode(fingerprint, &v))
             .transpose()
     }
 
+    /// The cache entries of one task, read in one scan of its key range, for a task about to
+    /// look up `wanted` keys. The scan stops after a few times `wanted` entries (a task with a
+    /// long history of other keys is then looked up key by key, see [`TaskCache::get`]).
+    pub fn task_cache(&self, task: &str, wanted: usize) -> Result<TaskCache, StoreError> {
+        let limit = wanted.saturating_mul(4).max(1024);
+        let mut entries = Vec::with_capacity(wanted.min(limit));
+        let mut complete = true;
+        for kv in self.cache.scan_prefix(task_tag(task)) {
+            if entries.len() == limit {
+                complete = false;
+                break;
+            }
+            let (k, v) = kv?;
+            if let Some(fp) = k.get(8..).and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                entries.push((fp, v));
+            }
+        }
+        Ok(TaskCache {
+            task: task.to_owned(),
+            entries,
+            complete,
+        })
+    }
+
     pub fn cache_put(&self, e: &CacheEntry) -> Result<(), StoreError> {
+        let raw = fingerprint_bytes(&e.fingerprint)
+            .ok_or_else(|| StoreError::CorruptEntry(e.fingerprint.clone()))?;
         self.cache
-            .insert(e.fingerprint.as_bytes(), entry::encode(e))?;
+            .insert(cache_key(&e.task, &raw), entry::encode(e))?;
         Ok(())
     }
 
-    pub fn cache_remove(&self, fingerprint: &str) -> Result<(), StoreError> {
-        self.cache.remove(fingerprint.as_bytes())?;
+    pub fn cache_remove(&self, task: &str, fingerprint: &str) -> Result<(), StoreError> {
+        if let Some(raw) = fingerprint_bytes(fingerprint) {
+            self.cache.remove(cache_key(task, &raw))?;
+        }
         Ok(())
     }
 
@@ -388,7 +561,8 @@ impl Store {
             .iter()
             .map(|kv| {
                 let (k, v) = kv?;
-                entry::decode(&String::from_utf8_lossy(&k), &v)
+                let fp = k.get(8..).map(hex).unwrap_or_default();
+                entry::decode(&fp, &v)
             })
             .collect()
     }
@@ -435,11 +609,11 @@ impl Store {
     fn append(&self, run: &str, records: &[&InstanceRecord]) -> Result<(), StoreError> {
         let mut group = Vec::with_capacity(GROUP_BYTES + 1024);
         for (n, r) in records.iter().enumerate() {
-            group.push(if group.is_empty() { b'[' } else { b',' });
-            // Records are plain structs of strings and numbers: serialization cannot fail.
-            let _ = serde_json::to_writer(&mut group, r);
+            if group.is_empty() {
+                group.push(record::GROUP);
+            }
+            record::encode(&mut group, r);
             if group.len() >= GROUP_BYTES || n + 1 == records.len() {
-                group.push(b']');
                 let seq = self.db.generate_id()?;
                 self.log.insert(log_key(run, seq), group.as_slice())?;
                 group.clear();
@@ -464,24 +638,35 @@ impl Store {
     /// Every instance of a run, in id order: the latest record of each.
     pub fn instances(&self, run: &str) -> Result<Vec<InstanceRecord>, StoreError> {
         let prefix = instance_key(run, "");
-        let mut latest: BTreeMap<String, InstanceRecord> = BTreeMap::new();
+        // Every record in the order written; the last of each id wins.
+        let mut all: Vec<InstanceRecord> = Vec::new();
         // Schema 1 records first: a schema 2 group written later for the same run supersedes them.
         for v in self.instances.scan_prefix(&prefix).values() {
-            let r: InstanceRecord = decode("task instance", &v?)?;
-            latest.insert(r.id.clone(), r);
+            all.push(decode("task instance", &v?)?);
         }
         for v in self.log.scan_prefix(&prefix).values() {
-            let group: Vec<InstanceRecord> = decode("task instance records", &v?)?;
-            for r in group {
-                latest.insert(r.id.clone(), r);
+            let v = v?;
+            let group = match v.first() {
+                Some(&record::GROUP) => record::decode_group(run, &v)?,
+                _ => decode("task instance records", &v)?,
+            };
+            all.extend(group);
+        }
+        // Stable: records of one id stay in the order written.
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut latest: Vec<InstanceRecord> = Vec::with_capacity(all.len());
+        for r in all {
+            match latest.last_mut() {
+                Some(last) if last.id == r.id => *last = r,
+                _ => latest.push(r),
             }
         }
-        Ok(latest.into_values().collect())
+        Ok(latest)
     }
 
     /// The parts of the cache key with this fingerprint, as JSON: from the record of the instance
     /// that made the cache entry (or, for schema 1 stores, from the `keys` tree).
-    pub fn key_at(&self, fingerprint: &str) -> Result<Option<KeyAt>, StoreError> {
+    pub fn key_at(&self, task: &str, fingerprint: &str) -> Result<Option<KeyAt>, StoreError> {
         if let Some(v) = self.keys.get(fingerprint.as_bytes())? {
             let text = String::from_utf8_lossy(&v).into_owned();
             return RawValue::from_string(text)
@@ -492,7 +677,7 @@ impl Store {
                 });
         }
         Ok(self
-            .cache_get(fingerprint)?
+            .cache_get(task, fingerprint)?
             .filter(|e| !e.instance.is_empty())
             .map(|e| KeyAt::Record {
                 run: e.run,
@@ -507,11 +692,39 @@ impl Store {
     pub fn persist(&self, run: &str, batch: &[Durable]) -> Result<(), StoreError> {
         for d in batch {
             if let Some(c) = &d.cache {
-                self.cache
-                    .insert(c.fingerprint.as_bytes(), entry::encode(c))?;
+                self.cache_put(c)?;
             }
         }
         self.append(run, &batch.iter().map(|d| &d.record).collect::<Vec<_>>())
+    }
+
+    /// A thread that persists a run's finished work in the order it is sent, so that the
+    /// scheduler goes on with the next tasks while sled writes.
+    pub fn writer(&self, run: &str) -> Writer {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Durable>>(8);
+        let store = self.clone();
+        let name = run.to_owned();
+        let thread = std::thread::Builder::new()
+            .name("nearby-store".into())
+            .spawn(move || {
+                for batch in rx {
+                    store.persist(&name, &batch)?;
+                }
+                Ok(())
+            });
+        match thread {
+            Ok(thread) => Writer {
+                tx: Some(tx),
+                thread: Some(thread),
+                inline: None,
+            },
+            // No thread to be had: write on the caller's thread instead.
+            Err(_) => Writer {
+                tx: None,
+                thread: None,
+                inline: Some((self.clone(), run.to_string())),
+            },
+        }
     }
 
     pub fn file_stamp(&self, path: &str) -> Result<Option<FileStamp>, StoreError> {
@@ -536,6 +749,110 @@ impl Store {
 /// are still read. Layout (version 2): the byte 2, then task, kind, created_at, run, instance as
 /// strings (u32 length, little endian, then UTF-8), the number of outputs (u32), and per output
 /// name, path, size (u64), mtime_ns (i128) and hash. The fingerprint is the sled key.
+/// Instance records in binary, a group per `log` value: the byte [`GROUP`], then the records one
+/// after another. A record: id, task, kind (strings: u32 length, little endian, then UTF-8),
+/// state (u8, in the order of [`State`]), attempts (u32), item, started_at, finished_at
+/// (optional strings: length `u32::MAX` for none), duration_ms (u64, `u64::MAX` for none),
+/// outputs (as in a cache entry), fingerprint, key (its JSON), cache, log, error (optional
+/// strings), quarantined (u8). Binary rather than JSON: a "nothing to do" rerun of a wide fan-out
+/// writes one record per instance, and escaping JSON was most of that.
+mod record {
+    use super::entry::{put_outputs, put_str, Reader};
+    use super::{InstanceRecord, State, StoreError};
+    use serde_json::value::RawValue;
+
+    pub const GROUP: u8 = 3;
+    const NONE: u32 = u32::MAX;
+    const STATES: [State; 7] = [
+        State::Pending,
+        State::Running,
+        State::Succeeded,
+        State::Cached,
+        State::Failed,
+        State::Skipped,
+        State::Cancelled,
+    ];
+
+    fn put_opt(b: &mut Vec<u8>, s: Option<&str>) {
+        match s {
+            Some(s) => put_str(b, s),
+            None => b.extend_from_slice(&NONE.to_le_bytes()),
+        }
+    }
+
+    pub fn encode(b: &mut Vec<u8>, r: &InstanceRecord) {
+        for s in [&r.id, &r.task, &r.kind] {
+            put_str(b, s);
+        }
+        b.push(STATES.iter().position(|s| *s == r.state).unwrap_or(0) as u8);
+        b.extend_from_slice(&r.attempts.to_le_bytes());
+        for s in [&r.item, &r.started_at, &r.finished_at] {
+            put_opt(b, s.as_deref());
+        }
+        b.extend_from_slice(&r.duration_ms.unwrap_or(u64::MAX).to_le_bytes());
+        put_outputs(b, &r.outputs);
+        put_opt(b, r.fingerprint.as_deref());
+        put_opt(b, r.key.as_deref().map(RawValue::get));
+        for s in [&r.cache, &r.log, &r.error] {
+            put_opt(b, s.as_deref());
+        }
+        b.push(r.quarantined as u8);
+    }
+
+    pub fn decode_group(run: &str, bytes: &[u8]) -> Result<Vec<InstanceRecord>, StoreError> {
+        let bad = || StoreError::CorruptEntry(format!("instance records of run {run}"));
+        let mut r = Reader(bytes.get(1..).unwrap_or_default());
+        let mut out = Vec::new();
+        while !r.0.is_empty() {
+            out.push(decode(&mut r).ok_or_else(bad)?);
+        }
+        Ok(out)
+    }
+
+    fn opt(r: &mut Reader) -> Option<Option<String>> {
+        let n = u32::from_le_bytes(r.0.get(..4)?.try_into().ok()?);
+        if n == NONE {
+            r.take(4)?;
+            return Some(None);
+        }
+        r.str().map(Some)
+    }
+
+    fn decode(r: &mut Reader) -> Option<InstanceRecord> {
+        let (id, task, kind) = (r.str()?, r.str()?, r.str()?);
+        let state = *STATES.get(*r.take(1)?.first()? as usize)?;
+        let attempts = r.u32()?;
+        let (item, started_at, finished_at) = (opt(r)?, opt(r)?, opt(r)?);
+        let duration_ms = Some(u64::from_le_bytes(r.array()?)).filter(|&d| d != u64::MAX);
+        let outputs = r.outputs("").ok()?;
+        let fingerprint = opt(r)?;
+        let key = match opt(r)? {
+            Some(json) => Some(RawValue::from_string(json).ok()?),
+            None => None,
+        };
+        let (cache, log, error) = (opt(r)?, opt(r)?, opt(r)?);
+        let quarantined = *r.take(1)?.first()? != 0;
+        Some(InstanceRecord {
+            id,
+            task,
+            kind,
+            state,
+            attempts,
+            item,
+            started_at,
+            finished_at,
+            duration_ms,
+            outputs,
+            fingerprint,
+            key,
+            cache,
+            log,
+            error,
+            quarantined,
+        })
+    }
+}
+
 mod entry {
     use super::{CacheEntry, OutputRecord, StoreError};
 
@@ -547,15 +864,19 @@ mod entry {
         for s in [&e.task, &e.kind, &e.created_at, &e.run, &e.instance] {
             put_str(&mut b, s);
         }
-        b.extend_from_slice(&(e.outputs.len() as u32).to_le_bytes());
-        for o in &e.outputs {
-            put_str(&mut b, &o.name);
-            put_str(&mut b, &o.path);
+        put_outputs(&mut b, &e.outputs);
+        b
+    }
+
+    pub fn put_outputs(b: &mut Vec<u8>, outputs: &[OutputRecord]) {
+        b.extend_from_slice(&(outputs.len() as u32).to_le_bytes());
+        for o in outputs {
+            put_str(b, &o.name);
+            put_str(b, &o.path);
             b.extend_from_slice(&o.size.to_le_bytes());
             b.extend_from_slice(&o.mtime_ns.to_le_bytes());
-            put_str(&mut b, &o.hash);
+            put_str(b, &o.hash);
         }
-        b
     }
 
     pub fn decode(fingerprint: &str, bytes: &[u8]) -> Result<CacheEntry, StoreError> {
@@ -571,22 +892,7 @@ mod entry {
         for s in &mut strs {
             *s = r.str().ok_or_else(bad)?;
         }
-        let n = r.u32().ok_or_else(bad)?;
-        let mut outputs = Vec::with_capacity(n.min(1024) as usize);
-        for _ in 0..n {
-            let name = r.str().ok_or_else(bad)?;
-            let path = r.str().ok_or_else(bad)?;
-            let size = u64::from_le_bytes(r.array().ok_or_else(bad)?);
-            let mtime_ns = i128::from_le_bytes(r.array().ok_or_else(bad)?);
-            let hash = r.str().ok_or_else(bad)?;
-            outputs.push(OutputRecord {
-                name,
-                path,
-                size,
-                mtime_ns,
-                hash,
-            });
-        }
+        let outputs = r.outputs(fingerprint)?;
         let [task, kind, created_at, run, instance] = strs;
         Ok(CacheEntry {
             fingerprint: fingerprint.to_owned(),
@@ -600,28 +906,81 @@ mod entry {
         })
     }
 
-    fn put_str(b: &mut Vec<u8>, s: &str) {
+    /// The parts of an entry a cache hit uses (the run that made it and the outputs); the other
+    /// names are left empty.
+    pub fn decode_hit(fingerprint: &str, bytes: &[u8]) -> Result<CacheEntry, StoreError> {
+        if bytes.first() == Some(&b'{') {
+            return decode(fingerprint, bytes);
+        }
+        let bad = || StoreError::CorruptEntry(fingerprint.to_owned());
+        let mut r = Reader(bytes);
+        if r.take(1).ok_or_else(bad)? != [VERSION] {
+            return Err(bad());
+        }
+        for _ in 0..3 {
+            r.skip_str().ok_or_else(bad)?;
+        }
+        let run = r.str().ok_or_else(bad)?;
+        r.skip_str().ok_or_else(bad)?;
+        let outputs = r.outputs(fingerprint)?;
+        Ok(CacheEntry {
+            fingerprint: fingerprint.to_owned(),
+            task: String::new(),
+            kind: String::new(),
+            created_at: String::new(),
+            run,
+            instance: String::new(),
+            outputs,
+            key: serde_json::Value::Null,
+        })
+    }
+
+    pub fn put_str(b: &mut Vec<u8>, s: &str) {
         b.extend_from_slice(&(s.len() as u32).to_le_bytes());
         b.extend_from_slice(s.as_bytes());
     }
 
-    struct Reader<'a>(&'a [u8]);
+    pub struct Reader<'a>(pub &'a [u8]);
 
     impl<'a> Reader<'a> {
-        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
             let (head, tail) = (self.0.get(..n)?, self.0.get(n..)?);
             self.0 = tail;
             Some(head)
         }
-        fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        pub fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
             self.take(N)?.try_into().ok()
         }
-        fn u32(&mut self) -> Option<u32> {
+        pub fn u32(&mut self) -> Option<u32> {
             Some(u32::from_le_bytes(self.array()?))
         }
-        fn str(&mut self) -> Option<String> {
+        pub fn str(&mut self) -> Option<String> {
             let n = self.u32()? as usize;
             String::from_utf8(self.take(n)?.to_vec()).ok()
+        }
+        fn skip_str(&mut self) -> Option<()> {
+            let n = self.u32()? as usize;
+            self.take(n).map(|_| ())
+        }
+        pub fn outputs(&mut self, fingerprint: &str) -> Result<Vec<OutputRecord>, StoreError> {
+            let bad = || StoreError::CorruptEntry(fingerprint.to_owned());
+            let n = self.u32().ok_or_else(bad)?;
+            let mut outputs = Vec::with_capacity(n.min(1024) as usize);
+            for _ in 0..n {
+                let name = self.str().ok_or_else(bad)?;
+                let path = self.str().ok_or_else(bad)?;
+                let size = u64::from_le_bytes(self.array().ok_or_else(bad)?);
+                let mtime_ns = i128::from_le_bytes(self.array().ok_or_else(bad)?);
+                let hash = self.str().ok_or_else(bad)?;
+                outputs.push(OutputRecord {
+                    name,
+                    path,
+                    size,
+                    mtime_ns,
+                    hash,
+                });
+            }
+            Ok(outputs)
         }
     }
 }
@@ -696,5 +1055,127 @@ mod tests {
         for cut in [1, 10, bytes.len() - 1] {
             assert!(entry::decode(&e.fingerprint, &bytes[..cut]).is_err());
         }
+    }
+
+    fn full_record() -> InstanceRecord {
+        InstanceRecord {
+            id: "calibrate[r1234 ccd2]".into(),
+            task: "calibrate".into(),
+            kind: "calibrate".into(),
+            state: State::Failed,
+            attempts: 3,
+            item: Some("/data/r1234.fits".into()),
+            started_at: Some("2026-11-27T00:00:00.000Z".into()),
+            finished_at: None,
+            duration_ms: Some(0),
+            outputs: vec![OutputRecord {
+                name: "image".into(),
+                path: "/w/out/é.fits".into(),
+                size: 1,
+                mtime_ns: -1,
+                hash: "ab".repeat(32),
+            }],
+            fingerprint: Some("cd".repeat(32)),
+            key: RawValue::from_string(r#"{"task":"calibrate"}"#.into()).ok(),
+            cache: Some("miss: no cache entry for this key".into()),
+            log: None,
+            error: Some("bad input (quarantined): NAXIS2 = 0".into()),
+            quarantined: true,
+        }
+    }
+
+    #[test]
+    fn binary_records_round_trip_and_json_groups_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let r = full_record();
+        let mut other = r.clone();
+        (other.id, other.state, other.key, other.duration_ms) =
+            ("b".into(), State::Cached, None, None);
+        // A schema 2 group (JSON), then a binary one that supersedes `r`'s record.
+        let json = serde_json::to_vec(&[&r]).unwrap();
+        let seq = s.db.generate_id().unwrap();
+        s.log.insert(log_key("run1", seq), json).unwrap();
+        let mut newer = r.clone();
+        newer.attempts = 4;
+        s.put_instances("run1", &[newer, other]).unwrap();
+        let got = s.instances("run1").unwrap();
+        assert_eq!(got.len(), 2);
+        let (a, b) = (&got[0], &got[1]);
+        assert_eq!((a.id.as_str(), a.attempts), ("b", 3));
+        assert_eq!(a.state, State::Cached);
+        assert_eq!(a.duration_ms, None);
+        assert_eq!(b.attempts, 4);
+        let back = serde_json::to_value(b).unwrap();
+        let mut want = serde_json::to_value(&r).unwrap();
+        want["attempts"] = 4.into();
+        assert_eq!(back, want);
+        // A truncated group is an error, not a panic.
+        let mut group = vec![record::GROUP];
+        record::encode(&mut group, &r);
+        assert!(record::decode_group("run1", &group[..group.len() - 3]).is_err());
+    }
+
+    #[test]
+    fn schema_2_cache_entries_move_to_task_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let fp = "0f".repeat(32);
+        let e = CacheEntry {
+            fingerprint: fp.clone(),
+            task: "extract".into(),
+            kind: "extract".into(),
+            created_at: "2026-11-27T00:00:00Z".into(),
+            run: "r1".into(),
+            instance: "extract[a]".into(),
+            outputs: vec![],
+            key: serde_json::Value::Null,
+        };
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.cache.insert(fp.as_bytes(), entry::encode(&e)).unwrap();
+            s.meta.insert("schema", &2u32.to_be_bytes()).unwrap();
+            s.flush().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.schema().unwrap(), 3);
+        let got = s.cache_get("extract", &fp).unwrap().expect("moved entry");
+        assert_eq!(got.instance, "extract[a]");
+        assert!(s.cache_get("other-task", &fp).unwrap().is_none());
+        assert_eq!(s.cache_entries().unwrap()[0].fingerprint, fp);
+    }
+
+    #[test]
+    fn a_task_cache_scan_that_stops_early_falls_back_to_lookups() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let entry = |n: u32| CacheEntry {
+            fingerprint: blake3::hash(&n.to_le_bytes()).to_hex().to_string(),
+            task: "fan".into(),
+            kind: "noop".into(),
+            created_at: String::new(),
+            run: format!("r{n}"),
+            instance: String::new(),
+            outputs: vec![],
+            key: serde_json::Value::Null,
+        };
+        for n in 0..1100 {
+            s.cache_put(&entry(n)).unwrap();
+        }
+        s.cache_put(&CacheEntry {
+            task: "other".into(),
+            ..entry(5000)
+        })
+        .unwrap();
+        // Asked for one key, the scan stops at 1024 entries: the rest are looked up one by one.
+        let mut c = s.task_cache("fan", 1).unwrap();
+        assert!(!c.complete);
+        for n in 0..1100 {
+            let got = c.take(&s, &entry(n).fingerprint).unwrap().expect("entry");
+            assert_eq!(got.run, format!("r{n}"));
+        }
+        let mut full = s.task_cache("fan", 1000).unwrap();
+        assert!(full.complete);
+        assert_eq!(full.entries.len(), 1100);
+        assert!(full.take(&s, &entry(5000).fingerprint).unwrap().is_none());
     }
 }
