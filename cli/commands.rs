@@ -58,6 +58,22 @@ pub fn parse_pairs(
     Ok(out)
 }
 
+/// `--input NAME=PATH` arguments; a name may be given several times (a reference catalog in
+/// several files), its paths kept in order.
+fn parse_inputs(args: &[String]) -> Result<BTreeMap<String, Vec<String>>, u8> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for a in args {
+        match a.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => out
+                .entry(k.trim().to_owned())
+                .or_default()
+                .push(v.to_owned()),
+            _ => return Err(err(format!("--input {a}: expected NAME=PATH"))),
+        }
+    }
+    Ok(out)
+}
+
 /// Loads and compiles a pipeline from a file, printing diagnostics.
 pub fn compile_file(
     path: &Path,
@@ -878,7 +894,7 @@ pub fn task(kind: &str, with: &[String], input: &[String], output: &[String], ou
     };
     let (with, inputs, outputs) = match (
         parse_pairs(with, "--with", "KEY=VALUE"),
-        parse_pairs(input, "--input", "NAME=PATH"),
+        parse_inputs(input),
         parse_pairs(output, "--output", "NAME=PATH"),
     ) {
         (Ok(a), Ok(b), Ok(c)) => (a, b, c),
@@ -937,7 +953,10 @@ pub fn task(kind: &str, with: &[String], input: &[String], output: &[String], ou
         bad += 1;
     }
     let mut input_paths: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-    for (name, path) in &inputs {
+    for (name, path) in inputs
+        .iter()
+        .flat_map(|(n, ps)| ps.iter().map(move |p| (n, p)))
+    {
         if let Ports::Fixed(ps) = k.inputs() {
             if !ps.iter().any(|p| p.name == name) {
                 eprintln!("error: --input {name}: task kind `{kind}` has no input `{name}`");

@@ -171,7 +171,7 @@ enum Command {
         /// A param (repeatable): --with thresh_sigma=1.5
         #[arg(long = "with", value_name = "KEY=VALUE")]
         with: Vec<String>,
-        /// An input (repeatable): --input image=frame.fits
+        /// An input (repeatable; a name given again adds a file): --input image=frame.fits
         #[arg(long = "input", value_name = "NAME=PATH")]
         input: Vec<String>,
         /// For kinds whose outputs the author declares: --output result=result.txt

@@ -7,9 +7,11 @@
 //! TAN-SIP with sigma clipping ([`fit`]) and narrows the match radius until the matches settle.
 //! A CCD that cannot be solved gets an error that says why, never a wrong WCS: the solution must
 //! match `min_matches` stars, far more than chance would, with an RMS below `max_rms_arcsec`.
-//! [`refcat`] reads reference catalogs (the simulator's, Gaia extracts) and serves cone
+//! [`refcat`] reads reference catalogs (the simulator's, Gaia extracts, astrometry.net index
+//! files such as Debian's Tycho-2 through [`anindex`]) and serves cone
 //! searches from a k-d tree ([`kdtree`]); [`task`] is the `astrometry` task kind.
 
+pub mod anindex;
 pub mod fit;
 pub mod kdtree;
 pub mod r#match;

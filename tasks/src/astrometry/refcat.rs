@@ -11,7 +11,7 @@
 use std::path::Path;
 
 use super::kdtree::KdTree;
-use super::AstrometryError;
+use super::{anindex, AstrometryError};
 use crate::fits::{hdu_count, read_header, read_table, Table, Value};
 
 const RA: &[&str] = &["RA", "RA_ICRS", "RAJ2000", "ALPHA_J2000"];
@@ -95,18 +95,28 @@ impl RefCatalog {
     }
 
     /// Reads and indexes one or more files (a Gaia extract split in tiles is several): a name
-    /// ending in `.csv` is CSV, anything else FITS (every binary table HDU with RA and Dec).
+    /// ending in `.csv` is CSV; a FITS file is an astrometry.net index file when its primary
+    /// header says so ([`anindex`]), else every binary table HDU with RA and Dec. The index
+    /// files of one series (Tycho-2's 10 to 19) hold many of the same stars: a star of a later
+    /// index file within [`DUPLICATE_ARCSEC`] of one already read is left out.
     pub fn read(paths: &[impl AsRef<Path>]) -> Result<RefCatalog, AstrometryError> {
         let mut all = Vec::new();
         let (mut skipped, mut first_skipped) = (0, None);
+        let mut index_stars: Vec<RefStar> = Vec::new();
         for p in paths {
             let p = p.as_ref();
             let csv = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+            if !csv && anindex::is_index(&read_header(p, 0)?) {
+                let stars = anindex::read_index(p)?;
+                index_stars = merge_distinct(index_stars, stars);
+                continue;
+            }
             let r = if csv { read_csv(p)? } else { read_fits(p)? };
             all.extend(r.stars);
             skipped += r.skipped;
             first_skipped = first_skipped.or(r.first_skipped);
         }
+        all.extend(index_stars);
         let mut cat = RefCatalog::new(all);
         cat.skipped = skipped;
         cat.first_skipped = first_skipped;
@@ -122,6 +132,25 @@ impl RefCatalog {
             .map(|i| self.stars[i])
             .collect()
     }
+}
+
+/// Two index stars closer than this are the same star, arcseconds (astrometry.net's own
+/// deduplication radius for Tycho-2 is 1").
+pub const DUPLICATE_ARCSEC: f64 = 1.0;
+
+/// `have` and those of `more` that are not within [`DUPLICATE_ARCSEC`] of a star of `have`.
+fn merge_distinct(mut have: Vec<RefStar>, more: Vec<RefStar>) -> Vec<RefStar> {
+    if have.is_empty() {
+        return more;
+    }
+    let pts: Vec<[f64; 3]> = have.iter().map(|s| unit(s.ra_deg, s.dec_deg)).collect();
+    let tree = KdTree::new(&pts);
+    let chord = (DUPLICATE_ARCSEC / 3600.0).to_radians();
+    have.extend(
+        more.into_iter()
+            .filter(|s| tree.nearest(&unit(s.ra_deg, s.dec_deg), chord).is_none()),
+    );
+    have
 }
 
 fn refcat_error(path: &Path, what: impl Into<String>) -> AstrometryError {

@@ -56,7 +56,7 @@ const INPUTS: &[PortSpec] = &[
         name: "refcat",
         file: "",
         required: true,
-        doc: "Reference catalog: FITS table(s) or CSV with RA, DEC, PMRA, PMDEC, MAG (Gaia names work too).",
+        doc: "Reference catalog: FITS table(s) or CSV with RA, DEC, PMRA, PMDEC, MAG (Gaia names work too), or astrometry.net index files (Debian's Tycho-2).",
     },
 ];
 

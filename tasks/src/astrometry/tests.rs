@@ -484,3 +484,46 @@ fn the_task_solves_a_catalog_and_says_when_there_is_no_wcs_hint() {
         "{e}"
     );
 }
+
+/// Debian's smallest Tycho-2 index file, when installed: every star a unit vector turned into
+/// RA/Dec, one magnitude per star from the tag-along table, as many stars as NSTARS says.
+#[test]
+fn tycho2_index_file_reads_as_reference_stars() {
+    let path = std::path::Path::new("/usr/share/astrometry/index-tycho2-19.littleendian.fits");
+    if !path.exists() {
+        println!(
+            "skipped: {} is not installed (apt-get install \
+             astrometry-data-tycho2-10-19-littleendian)",
+            path.display()
+        );
+        return;
+    }
+    let nstars = crate::fits::read_header(path, 0)
+        .unwrap()
+        .i64("NSTARS")
+        .unwrap();
+    let cat = RefCatalog::read(&[path]).unwrap();
+    assert_eq!(cat.stars.len() as i64, nstars);
+    for s in &cat.stars {
+        assert!((0.0..360.0).contains(&s.ra_deg) && (-90.0..=90.0).contains(&s.dec_deg));
+        assert!((-2.0..13.0).contains(&s.mag), "V_T {}", s.mag);
+    }
+    // The coarsest index holds the brightest star of each large cell: all sky, bright.
+    let north = cat.stars.iter().filter(|s| s.dec_deg > 0.0).count();
+    assert!(north * 3 > cat.stars.len() && north * 3 < 2 * cat.stars.len());
+}
+
+/// A file that says it is an astrometry.net index but has no star k-d tree: the error says so.
+#[test]
+fn index_file_without_star_tree_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index-broken.fits");
+    let mut primary = crate::fits::Header::new();
+    primary.set("AN_FILE", "QUAD", "");
+    crate::fits::write_headers(&path, &primary, &[crate::fits::Header::new()]).unwrap();
+    let e = RefCatalog::read(&[&path]).unwrap_err().to_string();
+    assert!(
+        e.contains("index-broken.fits") && e.contains("kdtree_header_stars"),
+        "{e}"
+    );
+}

@@ -24,7 +24,7 @@ use nearby_engine::task::TaskError;
 
 pub use cube::{read_cube, write_cube, Cube};
 pub use header::{is_commentary, Card, Header, Loc, Origin, Section, Value};
-pub use table::{read_table, write_tables, Column, ColumnData, HduRef, Table};
+pub use table::{read_table, read_table_bytes, write_tables, Column, ColumnData, HduRef, Table};
 
 use raw::{Handle, Status};
 

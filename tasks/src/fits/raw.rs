@@ -469,6 +469,29 @@ impl Handle {
         Ok((ncols.max(0) as usize, nrows.max(0) as usize))
     }
 
+    /// The current table's data unit as raw bytes, `nbytes` of them from the first row (for
+    /// files that keep their own binary layout in byte columns, as astrometry.net's index files).
+    pub fn read_table_bytes(&mut self, nbytes: usize) -> Result<Vec<u8>, Status> {
+        let mut data = vec![0u8; nbytes];
+        if nbytes == 0 {
+            return Ok(data);
+        }
+        let mut status = 0;
+        // SAFETY: data has nbytes bytes; cfitsio writes at most that many.
+        unsafe {
+            sys::ffgtbb(
+                self.ptr,
+                1,
+                1,
+                nbytes as i64,
+                data.as_mut_ptr(),
+                &mut status,
+            )
+        };
+        check(status)?;
+        Ok(data)
+    }
+
     /// A column's equivalent cfitsio type code (TZERO/TSCAL taken into account, so an unsigned
     /// 16-bit column is TUSHORT), repeat count and width (bytes per element).
     pub fn column_type(&mut self, colnum: usize) -> Result<(c_int, usize, usize), Status> {

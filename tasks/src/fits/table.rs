@@ -310,3 +310,23 @@ pub fn read_table<'a>(path: &Path, hdu: impl Into<HduRef<'a>>) -> Result<Table, 
     }
     Ok(t)
 }
+
+/// A binary table's data unit as raw bytes, with its header and row length (NAXIS1), for tables
+/// whose rows are a layout of their own (astrometry.net's k-d trees are native-endian numbers in
+/// byte columns), which [`read_table`] cannot interpret.
+pub fn read_table_bytes(path: &Path, hdu: usize) -> Result<(Header, usize, Vec<u8>), FitsError> {
+    let mut h = open(path)?;
+    let (kind, header) = header_at(&mut h, hdu)?;
+    if kind != raw::BINARY_TBL {
+        return Err(FitsError::NotTable {
+            at: header.loc(),
+            found: kind_name(kind),
+        });
+    }
+    let (_, nrows) = h.table_shape().map_err(|s| read_error(path, hdu, s))?;
+    let row = header.i64("NAXIS1")?.max(0) as usize;
+    let bytes = h
+        .read_table_bytes(row * nrows)
+        .map_err(|s| read_error(path, hdu, s))?;
+    Ok((header, row, bytes))
+}
