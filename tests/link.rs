@@ -2,10 +2,11 @@
 //! 40 asteroids) run through pipelines/nightly.yaml (calibrate, extract, link), then every
 //! tracklet is compared with the asteroids' true trails.
 //!
-//! Completeness: of the asteroids detected (a catalog source within 3 px of the true trail) in
-//! at least 3 exposures on one CCD and moving at least 2" over them, the fraction that a pure
+//! Completeness: of the asteroids detected (a catalog source within 3 px of the true trail, not
+//! on a true star at least half as bright) in at least 3 exposures on one CCD and moving at least 2" over them, the fraction that a pure
 //! tracklet holds. Purity: tracklets whose detections all lie on one asteroid's trail. Both are
-//! printed by rate and S/N bin. `NEARBY_TEST_SEEDS=1,2,3` tries other nights.
+//! printed by rate and S/N bin, and every missed asteroid with the sources on its trail per
+//! exposure. `NEARBY_TEST_SEEDS=1,2,3` tries other nights.
 
 mod common;
 
@@ -33,6 +34,9 @@ fn dist_to_segment(px: f64, py: f64, (x0, y0): (f64, f64), (x1, y1): (f64, f64))
     (px - x0 - t * dx).hypot(py - y0 - t * dy)
 }
 
+/// A catalog source (x, y, elongation) or a true star (x, y, electrons), calibrated pixels.
+type Point = (f64, f64, f64);
+
 /// Per night: (linkable asteroids as (rate, min S/N, found), tracklets, pure tracklets).
 fn night(seed: u64) -> (Vec<(f64, f64, bool)>, usize, usize) {
     let n = Nearby::new();
@@ -57,7 +61,7 @@ fn night(seed: u64) -> (Vec<(f64, f64, bool)>, usize, usize) {
     let truth = Truth::load(&sim.join("truth.json")).unwrap();
     let tracklets = TrackletsFile::load(&n.workdir().join("out/link/tracklets.json")).unwrap();
     // Catalog positions by (DATE-OBS, CCDNAME).
-    let mut cats: HashMap<(String, String), Vec<(f64, f64, f64)>> = HashMap::new();
+    let mut cats: HashMap<(String, String), Vec<Point>> = HashMap::new();
     for d in std::fs::read_dir(n.workdir().join("out/extract")).unwrap() {
         let f = d.unwrap().path().join("catalog.fits");
         for hdu in 1..read_headers(&f).unwrap().len() {
@@ -126,7 +130,7 @@ fn night(seed: u64) -> (Vec<(f64, f64, bool)>, usize, usize) {
         }
     }
     // True stars per (frame, CCD), calibrated pixels and electrons.
-    let mut stars: HashMap<(usize, usize), Vec<(f64, f64, f64)>> = HashMap::new();
+    let mut stars: HashMap<(usize, usize), Vec<Point>> = HashMap::new();
     for fr in &truth.frames {
         for s in &fr.stars {
             let sec = parse_section(&ccd(s.ccd).datasec).unwrap();
@@ -265,8 +269,8 @@ fn tracklets_match_the_truth() {
         "too few linkable asteroids to judge: {}",
         all.len()
     );
-    // Measured: see docs/tasks.md (link). These bounds guard against regressions; the issue's
-    // targets (98% / 97%) are not reached yet on fragmented faint trails.
-    assert!(completeness >= 0.7, "completeness {completeness:.3}");
-    assert!(purity >= 0.85, "purity {purity:.3}");
+    // Measured: see docs/tasks.md (link; seeds 7 and 8: 89% / 93.6%). These bounds guard
+    // against regressions; the issue's targets (98% / 97%) are not reached yet.
+    assert!(completeness >= 0.85, "completeness {completeness:.3}");
+    assert!(purity >= 0.9, "purity {purity:.3}");
 }

@@ -31,6 +31,9 @@ pub struct Link;
 /// not better than this relative to the aligned frame (PSF and trail shape, alignment).
 const SIGMA_FLOOR_ARCSEC: f64 = 0.1;
 
+/// Extra position error of a deblended source, seeing FWHMs.
+const BLENDED_SIGMA_FWHM: f64 = 0.33;
+
 const PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "code", ty: PType::Str, required: false, default: Some("950"), doc: "MPC observatory code written into observations.json (950: INT, La Palma)." },
     ParamSpec { name: "min_detections", ty: PType::Int, required: false, default: Some("3"), doc: "Detections a tracklet needs (EURONEAR: 3)." },
@@ -657,9 +660,14 @@ fn link_visit(cats: &[CcdCatalog], p: &Params) -> VisitResult {
             } else {
                 3.0
             };
-            let sigma = catalog_sigma
+            let mut sigma = catalog_sigma
                 .max(0.6 * seeing / snr)
                 .max(SIGMA_FLOOR_ARCSEC);
+            // A deblended source's centroid is pulled by its neighbour's light (a star on a
+            // trail moves its centroid by up to a pixel or two): a third of the seeing more.
+            if r.flags & i64::from(crate::extract::FLAG_BLENDED) != 0 {
+                sigma = sigma.hypot(BLENDED_SIGMA_FWHM * seeing);
+            }
             let d = Detection {
                 exposure: k,
                 xi,
