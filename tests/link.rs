@@ -2,10 +2,11 @@
 //! 40 asteroids) run through pipelines/nightly.yaml (calibrate, extract, link), then every
 //! tracklet is compared with the asteroids' true trails.
 //!
-//! Completeness: of the asteroids detected (a catalog source within 3 px of the true trail) in
-//! at least 3 exposures on one CCD and moving at least 2" over them, the fraction that a pure
+//! Completeness: of the asteroids detected (a catalog source within 3 px of the true trail, not
+//! on a true star at least half as bright) in at least 3 exposures on one CCD and moving at least 2" over them, the fraction that a pure
 //! tracklet holds. Purity: tracklets whose detections all lie on one asteroid's trail. Both are
-//! printed by rate and S/N bin. `NEARBY_TEST_SEEDS=1,2,3` tries other nights.
+//! printed by rate and S/N bin, and every missed asteroid with the sources on its trail per
+//! exposure. `NEARBY_TEST_SEEDS=1,2,3` tries other nights.
 
 mod common;
 
@@ -33,6 +34,9 @@ fn dist_to_segment(px: f64, py: f64, (x0, y0): (f64, f64), (x1, y1): (f64, f64))
     (px - x0 - t * dx).hypot(py - y0 - t * dy)
 }
 
+/// A catalog source (x, y, elongation) or a true star (x, y, electrons), calibrated pixels.
+type Point = (f64, f64, f64);
+
 /// Per night: (linkable asteroids as (rate, min S/N, found), tracklets, pure tracklets).
 fn night(seed: u64) -> (Vec<(f64, f64, bool)>, usize, usize) {
     let n = Nearby::new();
@@ -57,7 +61,7 @@ fn night(seed: u64) -> (Vec<(f64, f64, bool)>, usize, usize) {
     let truth = Truth::load(&sim.join("truth.json")).unwrap();
     let tracklets = TrackletsFile::load(&n.workdir().join("out/link/tracklets.json")).unwrap();
     // Catalog positions by (DATE-OBS, CCDNAME).
-    let mut cats: HashMap<(String, String), Vec<(f64, f64)>> = HashMap::new();
+    let mut cats: HashMap<(String, String), Vec<Point>> = HashMap::new();
     for d in std::fs::read_dir(n.workdir().join("out/extract")).unwrap() {
         let f = d.unwrap().path().join("catalog.fits");
         for hdu in 1..read_headers(&f).unwrap().len() {
@@ -71,6 +75,8 @@ fn night(seed: u64) -> (Vec<(f64, f64, bool)>, usize, usize) {
                 .unwrap()
                 .into_iter()
                 .zip(t.f64s("Y_IMAGE").unwrap())
+                .zip(t.f64s("ELONGATION").unwrap())
+                .map(|((x, y), e)| (x, y, e))
                 .collect();
             cats.insert(key, xy);
         }
@@ -123,28 +129,85 @@ fn night(seed: u64) -> (Vec<(f64, f64, bool)>, usize, usize) {
             ),
         }
     }
+    // True stars per (frame, CCD), calibrated pixels and electrons.
+    let mut stars: HashMap<(usize, usize), Vec<Point>> = HashMap::new();
+    for fr in &truth.frames {
+        for s in &fr.stars {
+            let sec = parse_section(&ccd(s.ccd).datasec).unwrap();
+            stars.entry((fr.index, s.ccd)).or_default().push((
+                s.x - sec.x0 as f64,
+                s.y - sec.y0 as f64,
+                s.flux_e,
+            ));
+        }
+    }
+    // Tracklet detections per asteroid (any tracklet), to tell "never linked" from "linked
+    // into an impure tracklet".
+    let mut touched: HashMap<usize, usize> = HashMap::new();
+    for t in &tracklets.tracklets {
+        for d in &t.detections {
+            if let Some(a) = owner(&t.ccd, d.mjd, d.x, d.y) {
+                *touched.entry(a).or_default() += 1;
+            }
+        }
+    }
     let mut linkable = Vec::new();
     for a in &truth.asteroids {
-        // Detected positions per CCD.
+        // Detected positions per CCD: a catalog source on the trail that is not a star at least
+        // half as bright as the asteroid (that source would be the star's).
         let mut per_ccd: BTreeMap<usize, Vec<&nearby_tasks::simulate::AsteroidPosition>> =
             BTreeMap::new();
+        let mut pieces: BTreeMap<usize, Vec<String>> = BTreeMap::new();
         for p in a.positions.iter().filter(|p| p.ccd.is_some()) {
             let fr = frames[&p.frame];
             let key = (fr.date_obs.clone(), ccd(p.ccd.unwrap()).ccdname.clone());
-            if cats
+            let near_star = |x: f64, y: f64| {
+                stars.get(&(p.frame, p.ccd.unwrap())).is_some_and(|v| {
+                    v.iter()
+                        .any(|s| s.2 >= 0.5 * p.flux_e && (s.0 - x).hypot(s.1 - y) <= 2.0)
+                })
+            };
+            let on: Vec<&(f64, f64, f64)> = cats
                 .get(&key)
-                .is_some_and(|xy| xy.iter().any(|&(x, y)| on_trail(x, y, p)))
-            {
+                .map(|xy| {
+                    xy.iter()
+                        .filter(|&&(x, y, _)| on_trail(x, y, p) && !near_star(x, y))
+                        .collect()
+                })
+                .unwrap_or_default();
+            pieces.entry(p.ccd.unwrap()).or_default().push(format!(
+                "e{}:{}[{}]",
+                p.exposure,
+                on.len(),
+                on.iter()
+                    .map(|s| format!("{:.1}", s.2))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
+            if !on.is_empty() {
                 per_ccd.entry(p.ccd.unwrap()).or_default().push(p);
             }
         }
-        let Some(best) = per_ccd.values().max_by_key(|v| v.len()) else {
+        let Some((best_ccd, best)) = per_ccd.iter().max_by_key(|v| v.1.len()) else {
             continue;
         };
         let span_min = (best[best.len() - 1].mjd_mid - best[0].mjd_mid) * 1440.0;
         if best.len() >= 3 && a.rate_arcsec_per_min * span_min >= 2.0 {
             let snr = best.iter().map(|p| p.snr).fold(f64::INFINITY, f64::min);
-            linkable.push((a.rate_arcsec_per_min, snr, found.contains(&a.id)));
+            let hit = found.contains(&a.id);
+            if !hit {
+                eprintln!(
+                    "seed {seed}: missed {} {:.2}\"/min mag {:.1} S/N {snr:.0} trail {:.0}px, \
+                     {} detections in tracklets; sources on trail (elongation): {}",
+                    a.name,
+                    a.rate_arcsec_per_min,
+                    a.mag,
+                    best[0].trail_px,
+                    touched.get(&a.id).copied().unwrap_or(0),
+                    pieces[best_ccd].join(" ")
+                );
+            }
+            linkable.push((a.rate_arcsec_per_min, snr, hit));
         }
     }
     (linkable, tracklets.tracklets.len(), pure)
@@ -206,8 +269,8 @@ fn tracklets_match_the_truth() {
         "too few linkable asteroids to judge: {}",
         all.len()
     );
-    // Measured: see docs/tasks.md (link). These bounds guard against regressions; the issue's
-    // targets (98% / 97%) are not reached yet on fragmented faint trails.
-    assert!(completeness >= 0.7, "completeness {completeness:.3}");
-    assert!(purity >= 0.85, "purity {purity:.3}");
+    // Measured: see docs/tasks.md (link; seeds 7 and 8: 89% / 93.6%). These bounds guard
+    // against regressions; the issue's targets (98% / 97%) are not reached yet.
+    assert!(completeness >= 0.85, "completeness {completeness:.3}");
+    assert!(purity >= 0.9, "purity {purity:.3}");
 }

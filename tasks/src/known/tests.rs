@@ -52,6 +52,7 @@ fn tracklet(id: &str, field: &str, points: &[(f64, f64, f64)]) -> TrackletOut {
                 flux: 1.0,
                 elongation: 1.0,
                 residual_arcsec: 0.1,
+                pieces: Vec::new(),
             })
             .collect(),
     }

@@ -29,10 +29,12 @@ mod grid;
 pub mod stationary;
 pub mod task;
 mod tracklets;
+pub mod trails;
 
 pub use align::{align, Alignment, Source};
 pub use stationary::stationary;
-pub use tracklets::{link, Tracklet};
+pub use tracklets::{link, link_pieces, Tracklet};
+pub use trails::{assemble, Chain};
 
 /// One exposure of a field: its mid-exposure time and its length.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as J};
 
 use super::stationary::StationaryConfig;
-use super::{align, link, stationary, Alignment, Detection, Exposure, LinkConfig, Source};
+use super::{
+    align, assemble, link_pieces, stationary, Alignment, Detection, Exposure, LinkConfig, Source,
+};
 use crate::fits::{read_headers, read_table, FitsError, Table};
 use crate::simulate::{deproject, project};
 
@@ -28,6 +30,9 @@ pub struct Link;
 /// The smallest position error a detection is given: centroids of bright sources and trails are
 /// not better than this relative to the aligned frame (PSF and trail shape, alignment).
 const SIGMA_FLOOR_ARCSEC: f64 = 0.1;
+
+/// Extra position error of a deblended source, seeing FWHMs.
+const BLENDED_SIGMA_FWHM: f64 = 0.33;
 
 const PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "code", ty: PType::Str, required: false, default: Some("950"), doc: "MPC observatory code written into observations.json (950: INT, La Palma)." },
@@ -236,6 +241,10 @@ pub struct DetectionOut {
     pub flux: f64,
     pub elongation: f64,
     pub residual_arcsec: f64,
+    /// A trail extraction broke into pieces, assembled ([`super::trails`]): the NUMBERs of
+    /// its pieces (`number` is the one nearest the middle). Empty for a single source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pieces: Vec<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -651,9 +660,14 @@ fn link_visit(cats: &[CcdCatalog], p: &Params) -> VisitResult {
             } else {
                 3.0
             };
-            let sigma = catalog_sigma
+            let mut sigma = catalog_sigma
                 .max(0.6 * seeing / snr)
                 .max(SIGMA_FLOOR_ARCSEC);
+            // A deblended source's centroid is pulled by its neighbour's light (a star on a
+            // trail moves its centroid by up to a pixel or two): a third of the seeing more.
+            if r.flags & i64::from(crate::extract::FLAG_BLENDED) != 0 {
+                sigma = sigma.hypot(BLENDED_SIGMA_FWHM * seeing);
+            }
             let d = Detection {
                 exposure: k,
                 xi,
@@ -673,10 +687,12 @@ fn link_visit(cats: &[CcdCatalog], p: &Params) -> VisitResult {
             origin.push((k, i));
         }
     }
-    // Detector defects (hot pixels, bad columns, dust) stay on the same pixel, within a pixel.
+    // Detector defects (hot pixels, bad columns, dust) stay on the same pixel, within a pixel,
+    // in all exposures but one: a slow mover whose motion the pointing offsets happen to cancel
+    // between two exposures is not one.
     let defect_cfg = StationaryConfig {
         radius_arcsec: scale.max(p.stationary_radius_arcsec.min(scale)),
-        min_others: None,
+        min_others: Some(cats.len().saturating_sub(2).max(1)),
         min_motion_arcsec: p.min_motion_arcsec,
         min_motion_sigma: p.min_motion_sigma,
     };
@@ -787,7 +803,15 @@ fn link_visit(cats: &[CcdCatalog], p: &Params) -> VisitResult {
         seeing_fwhm_arcsec: seeing,
     };
     let started = std::time::Instant::now();
-    let found = link(&exposures, &candidates, &cfg);
+    // Trails broken into pieces, assembled, go to linking beside their pieces.
+    let chains = assemble(&exposures, &candidates, &cfg);
+    let mut all = candidates.clone();
+    let mut pieces: Vec<Vec<usize>> = (0..candidates.len()).map(|i| vec![i]).collect();
+    for c in &chains {
+        all.push(c.detection);
+        pieces.push(c.pieces.clone());
+    }
+    let found = link_pieces(&exposures, &all, &pieces, candidates.len(), &cfg);
     let secs = started.elapsed().as_secs_f64();
     let mut per_exp_candidates = vec![0usize; used.len()];
     for d in &candidates {
@@ -818,23 +842,56 @@ fn link_visit(cats: &[CcdCatalog], p: &Params) -> VisitResult {
                 .iter()
                 .zip(&t.residuals_arcsec)
                 .map(|(&ci, &res)| {
-                    let d = &candidates[ci];
-                    let (k, i) = origin[kept[keep[ci]]];
+                    let d = &all[ci];
+                    // The piece nearest the detection (the detection itself unless it is an
+                    // assembled trail) gives the catalog row; an assembled trail's pixel
+                    // position is that piece's, moved by the offset on the sky.
+                    let near =
+                        |&a: &usize| (candidates[a].xi - d.xi).hypot(candidates[a].eta - d.eta);
+                    let pi = pieces[ci]
+                        .iter()
+                        .copied()
+                        .min_by(|a, b| near(a).total_cmp(&near(b)))
+                        .unwrap_or(ci);
+                    let (k, i) = origin[kept[keep[pi]]];
                     let r = &cats[k].rows[i];
                     let (ra, dec) = deproject(ra0, dec0, d.xi / arcsec, d.eta / arcsec);
+                    let (x, y) = match jac[k] {
+                        Some(j) if pieces[ci].len() > 1 => {
+                            let (u, v) = (d.xi - candidates[pi].xi, d.eta - candidates[pi].eta);
+                            let det = j[0][0] * j[1][1] - j[0][1] * j[1][0];
+                            (
+                                r.x + (j[1][1] * u - j[0][1] * v) / det,
+                                r.y + (-j[1][0] * u + j[0][0] * v) / det,
+                            )
+                        }
+                        _ => (r.x, r.y),
+                    };
+                    let rows = || {
+                        pieces[ci].iter().map(|&q| {
+                            let (k, i) = origin[kept[keep[q]]];
+                            &cats[k].rows[i]
+                        })
+                    };
+                    let merged = pieces[ci].len() > 1;
                     DetectionOut {
                         exposure: d.exposure,
                         mjd: cats[k].mjd_mid,
                         ra_deg: ra,
                         dec_deg: dec,
-                        x: r.x,
-                        y: r.y,
+                        x,
+                        y,
                         number: r.number,
-                        mag: r.mag,
-                        magerr: r.magerr,
-                        flux: r.flux,
+                        mag: if merged { d.mag } else { r.mag },
+                        magerr: if merged { d.magerr } else { r.magerr },
+                        flux: rows().map(|q| q.flux).sum(),
                         elongation: r.elongation,
                         residual_arcsec: res,
+                        pieces: if merged {
+                            rows().map(|q| q.number).collect()
+                        } else {
+                            Vec::new()
+                        },
                     }
                 })
                 .collect();

@@ -45,7 +45,8 @@ const HIDDEN_TRAIL_FWHM: f64 = 1.5;
 /// What a detection's shape says about the motion.
 #[derive(Clone, Copy)]
 struct Shape {
-    /// Fastest rate the shape allows, "/min.
+    /// Slowest and fastest rate the shape allows, "/min.
+    min_rate: f64,
     max_rate: f64,
     /// Unit vector of a trail's axis (xi, eta), when it is a trail.
     axis: Option<(f64, f64)>,
@@ -59,12 +60,16 @@ fn shape(d: &Detection, exp: &Exposure, cfg: &LinkConfig) -> Shape {
     if d.trail_arcsec >= TRAIL_FWHM * fwhm {
         let pa = d.axis_pa_deg.to_radians();
         Shape {
+            // The object moved at least along the trail (half of it: a measured length may
+            // include a blended neighbour).
+            min_rate: (0.5 * d.trail_arcsec - fwhm).max(0.0) / exptime,
             max_rate: cfg.max_rate_arcsec_per_min,
             axis: Some((pa.sin(), pa.cos())),
             axis_tol: 10f64.to_radians() + (fwhm / d.trail_arcsec).atan(),
         }
     } else {
         Shape {
+            min_rate: 0.0,
             max_rate: ((d.trail_arcsec + HIDDEN_TRAIL_FWHM * fwhm) / exptime)
                 .min(cfg.max_rate_arcsec_per_min),
             axis: None,
@@ -77,7 +82,7 @@ impl Shape {
     /// Whether motion (vx, vy) "/min is what this shape allows.
     fn allows(&self, vx: f64, vy: f64) -> bool {
         let rate = vx.hypot(vy);
-        if rate > self.max_rate * 1.0001 {
+        if rate > self.max_rate * 1.0001 || rate < self.min_rate {
             return false;
         }
         match self.axis {
@@ -95,6 +100,20 @@ impl Shape {
 
 /// Links `dets` into tracklets.
 pub fn link(exposures: &[Exposure], dets: &[Detection], cfg: &LinkConfig) -> Vec<Tracklet> {
+    let single: Vec<Vec<usize>> = (0..dets.len()).map(|i| vec![i]).collect();
+    link_pieces(exposures, dets, &single, dets.len(), cfg)
+}
+
+/// Links `dets`, where detection i is made of `pieces[i]` (indices below `n_pieces`): a trail
+/// assembled from several sources ([`super::trails`]) or one source. A piece goes to one
+/// tracklet at most, whichever detection holds it.
+pub fn link_pieces(
+    exposures: &[Exposure],
+    dets: &[Detection],
+    pieces: &[Vec<usize>],
+    n_pieces: usize,
+    cfg: &LinkConfig,
+) -> Vec<Tracklet> {
     let n_exp = exposures.len();
     if n_exp < cfg.min_detections.max(2) {
         return Vec::new();
@@ -179,7 +198,7 @@ pub fn link(exposures: &[Exposure], dets: &[Detection], cfg: &LinkConfig) -> Vec
             }
         }
     }
-    accept(candidates, dets.len())
+    accept(candidates, pieces, n_pieces)
 }
 
 /// Fits a line to `members`, drops the worst detections while any lies farther than the limit
@@ -237,12 +256,15 @@ fn fit_and_check(
                 (x - px).hypot(y - py)
             })
             .collect();
-        let (worst, max_res) = res
+        // A detection may lie max_residual_arcsec from the line, or three times its own error
+        // where that is larger (trails assembled from pieces).
+        let (worst, excess) = res
             .iter()
-            .copied()
+            .zip(&m)
+            .map(|(r, &i)| r - cfg.max_residual_arcsec.max(3.0 * dets[i].sigma_arcsec))
             .enumerate()
             .max_by(|a, b| a.1.total_cmp(&b.1))?;
-        if max_res > cfg.max_residual_arcsec {
+        if excess > 0.0 {
             if m.len() <= cfg.min_detections {
                 return None;
             }
@@ -303,8 +325,8 @@ fn fit_and_check(
     }
 }
 
-/// Best first: more detections, then smaller RMS; a detection goes to one tracklet at most.
-fn accept(mut candidates: Vec<Tracklet>, n_dets: usize) -> Vec<Tracklet> {
+/// Best first: more detections, then smaller RMS; a piece goes to one tracklet at most.
+fn accept(mut candidates: Vec<Tracklet>, pieces: &[Vec<usize>], n_pieces: usize) -> Vec<Tracklet> {
     candidates.sort_by(|a, b| {
         b.detections
             .len()
@@ -312,14 +334,19 @@ fn accept(mut candidates: Vec<Tracklet>, n_dets: usize) -> Vec<Tracklet> {
             .then(a.rms_arcsec.total_cmp(&b.rms_arcsec))
             .then(a.detections.cmp(&b.detections))
     });
-    let mut used = vec![false; n_dets];
+    let mut used = vec![false; n_pieces];
     let mut out = Vec::new();
     for t in candidates {
-        if t.detections.iter().any(|&i| used[i]) {
+        if t.detections
+            .iter()
+            .any(|&i| pieces[i].iter().any(|&p| used[p]))
+        {
             continue;
         }
         for &i in &t.detections {
-            used[i] = true;
+            for &p in &pieces[i] {
+                used[p] = true;
+            }
         }
         out.push(t);
     }

@@ -421,6 +421,7 @@ fn the_known_task_matches_tracklets_to_a_served_field() {
                 flux: 1.0,
                 elongation: 1.0,
                 residual_arcsec: 0.1,
+                pieces: Vec::new(),
             })
             .collect(),
     };
