@@ -541,10 +541,10 @@ fn native_images(
         file: display(path),
         reason: e.to_string(),
     })?;
-    let mut out = Vec::new();
+    let (mut out, mut scratch) = (Vec::new(), Vec::new());
     for (i, hdu) in hdus.iter().enumerate() {
         if !is_empty_image(&hdu.header(path, i)) {
-            out.push(native::image_in(&mut file, path, hdus, i)?);
+            out.push(native::image_in(&mut file, &mut scratch, path, hdus, i)?);
             if first_only {
                 break;
             }

@@ -151,9 +151,11 @@ pub(super) fn scan(path: &Path) -> Option<Vec<Hdu>> {
 }
 
 /// Reads the pixels of image HDU `index` (its shape already checked: `width * height` pixels)
-/// from an open file, as f32 with BSCALE/BZERO applied.
-pub(super) fn read_pixels(
+/// from an open file, as f32 with BSCALE/BZERO applied. `bytes` is scratch memory, reused from
+/// HDU to HDU so that its pages are faulted in once.
+fn read_pixels(
     file: &mut File,
+    bytes: &mut Vec<u8>,
     path: &Path,
     index: usize,
     hdu: &Hdu,
@@ -163,9 +165,9 @@ pub(super) fn read_pixels(
     let bscale = header.opt_f64("BSCALE")?.unwrap_or(1.0);
     let bzero = header.opt_f64("BZERO")?.unwrap_or(0.0);
     let size = hdu.bitpix.unsigned_abs() as usize / 8;
-    let mut bytes = vec![0u8; n * size];
+    bytes.resize(n * size, 0);
     file.seek(SeekFrom::Start(hdu.data_start))
-        .and_then(|_| file.read_exact(&mut bytes))
+        .and_then(|_| file.read_exact(bytes))
         .map_err(|e| FitsError::Truncated {
             at: loc(path, index, None),
             reason: e.to_string(),
@@ -211,12 +213,13 @@ pub(super) fn read_image(path: &Path, hdus: &[Hdu], index: usize) -> Result<Imag
         file: display(path),
         reason: e.to_string(),
     })?;
-    image_in(&mut file, path, hdus, index)
+    image_in(&mut file, &mut Vec::new(), path, hdus, index)
 }
 
-/// [`read_image`] from a file already open.
+/// [`read_image`] from a file already open, with scratch memory for the raw bytes.
 pub(super) fn image_in(
     file: &mut File,
+    scratch: &mut Vec<u8>,
     path: &Path,
     hdus: &[Hdu],
     index: usize,
@@ -230,7 +233,7 @@ pub(super) fn image_in(
     };
     let header = hdu.header(path, index);
     let (width, height) = image_shape(&header, &hdu.dims)?;
-    let data = read_pixels(file, path, index, hdu, &header, width * height)?;
+    let data = read_pixels(file, scratch, path, index, hdu, &header, width * height)?;
     Ok(Image {
         width,
         height,
@@ -355,11 +358,13 @@ impl HeaderWriter {
     }
 }
 
-/// The pixels of `data` stored as `pixel` says, big-endian, padded with zeros to whole blocks.
-/// Integers are rounded and clamped to the type's range (NaN becomes 0).
-fn data_bytes(data: &[f32], pixel: Pixel) -> Vec<u8> {
+/// The pixels of `data` stored as `pixel` says, big-endian, padded with zeros to whole blocks,
+/// into `out` (reused from HDU to HDU). Integers are rounded and clamped to the type's range
+/// (NaN becomes 0).
+fn data_bytes<'a>(data: &[f32], pixel: Pixel, out: &'a mut Vec<u8>) -> &'a [u8] {
     let size = pixel.bitpix().unsigned_abs() as usize / 8;
-    let mut out = vec![0u8; (data.len() * size).div_ceil(BLOCK) * BLOCK];
+    out.clear();
+    out.resize((data.len() * size).div_ceil(BLOCK) * BLOCK, 0);
     let int = |v: f32, lo: f32, hi: f32| {
         if v.is_nan() {
             0.0
@@ -436,15 +441,18 @@ pub(super) fn write(
         std::fs::remove_file(path).map_err(werr)?;
     }
     let mut file = File::create(path).map_err(werr)?;
+    let mut buffer = Vec::new();
     let mut parts = parts.into_iter();
     let primary_header = parts.next().unwrap_or_default();
     file.write_all(&primary_header).map_err(werr)?;
     if let Some(im) = primary_image {
-        file.write_all(&data_bytes(&im.data, pixel)).map_err(werr)?;
+        file.write_all(data_bytes(&im.data, pixel, &mut buffer))
+            .map_err(werr)?;
     }
     for (im, header) in images.iter().zip(parts) {
         file.write_all(&header).map_err(werr)?;
-        file.write_all(&data_bytes(&im.data, pixel)).map_err(werr)?;
+        file.write_all(data_bytes(&im.data, pixel, &mut buffer))
+            .map_err(werr)?;
     }
     Ok(())
 }
