@@ -9,13 +9,22 @@
 #   bench/calibrate.sh            # RUNS=3, builds nearby in release (CARGO_TARGET_DIR,
 #                                 # default /work/targets/perf)
 #   NO_CRITERION=1 bench/calibrate.sh
+#   NEARBY=path/to/nearby bench/calibrate.sh   # time that binary instead of building one
+#
+# The frame, the masters and the outputs are in the page cache after the first run (the
+# machine has the memory): the seconds are those of decoding, calibrating and encoding, not of
+# a disk. Outputs are written but not synced, as a task's are (the engine syncs them later).
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 runs="${RUNS:-3}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/targets/perf}"
-(cd "$root" && cargo build -q --release -p nearby)
-nearby="$CARGO_TARGET_DIR/release/nearby"
+if [ -n "${NEARBY:-}" ]; then
+  nearby="$NEARBY"   # a binary built already (another profile, or another commit to compare)
+else
+  (cd "$root" && cargo build -q --release -p nearby)
+  nearby="$CARGO_TARGET_DIR/release/nearby"
+fi
 
 work="${WORK:-$(mktemp -d)}"
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$work"' EXIT

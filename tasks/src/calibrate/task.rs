@@ -393,6 +393,12 @@ const CALIBRATE_INPUTS: &[PortSpec] = &[
         required: true,
         doc: "The master flat (`masters.flat`).",
     },
+    PortSpec {
+        name: "bad_pixels",
+        file: "",
+        required: false,
+        doc: "A bad-pixel map (nonzero = bad): one image HDU per CCD (matched by CCDNAME, IMAGEID or EXTNAME), or a single image for every CCD; raw or trimmed size.",
+    },
 ];
 
 const CALIBRATE_OUTPUTS: &[PortSpec] = &[
@@ -406,7 +412,7 @@ const CALIBRATE_OUTPUTS: &[PortSpec] = &[
         name: "weight",
         file: "weight.fits",
         required: true,
-        doc: "Inverse variance (1/ADU^2) per pixel, 0 where masked (bad flat, saturated, not finite).",
+        doc: "Inverse variance (1/ADU^2) per pixel, 0 where masked (bad flat, saturated, not finite, bad in the bad-pixel map).",
     },
 ];
 
@@ -435,6 +441,11 @@ impl TaskKind for Calibrate {
         let frame = inv.input("frame")?;
         let biases = masters_by_ccd(inv.input("bias")?)?;
         let flats = masters_by_ccd(inv.input("flat")?)?;
+        let bad_pixels = match inv.inputs.get("bad_pixels").and_then(|v| v.first()) {
+            Some(p) => Some(BadPixelMap::read(p)?),
+            None => None,
+        };
+        let mut bad_buf = Vec::new();
         let raw = read_all_images(frame)?;
         let mut primary = crate::fits::read_header(frame, 0)?;
         primary.set_origin(None);
@@ -481,7 +492,14 @@ impl TaskKind for Calibrate {
             let level = robust_level(&img.data, None) - robust_level(&data, None);
             // apply() compares raw values with the saturation level: add the overscan back.
             let det = Detector::new(gain, rdnoise, saturate - level.max(0.0));
-            apply_into(&data, bias, flat, &det, None, &mut cal)
+            let bad = match &bad_pixels {
+                Some(map) => {
+                    map.for_ccd(&ccd, img, trimsec, &mut bad_buf)?;
+                    Some(bad_buf.as_slice())
+                }
+                None => None,
+            };
+            apply_into(&data, bias, flat, &det, bad, &mut cal)
                 .map_err(|e| bad_input(h, format!("calibration: {e}")))?;
             let sat_cal = cal
                 .science
@@ -501,9 +519,11 @@ impl TaskKind for Calibrate {
                 (saturate - level - robust_level(bias, None)) / fmax
             };
             let masked = cal.mask.iter().filter(|m| **m != 0).count();
+            let from_map = bad.map_or(0, |b| b.iter().filter(|v| **v != 0).count());
             writeln!(
                 log,
-                "calibrate: {ccd}: {w}x{hh}, overscan {level:.1} ADU, {masked} masked pixels"
+                "calibrate: {ccd}: {w}x{hh}, overscan {level:.1} ADU, {masked} masked pixels \
+                 ({from_map} from the bad-pixel map)"
             )?;
             let mut oh = h.clone();
             oh.set_origin(None);
@@ -554,6 +574,75 @@ impl TaskKind for Calibrate {
     }
 }
 
+/// A bad-pixel map: nonzero pixels are bad. One image per CCD, or one image for every CCD.
+struct BadPixelMap {
+    path: PathBuf,
+    images: Vec<Image>,
+}
+
+impl BadPixelMap {
+    fn read(path: &Path) -> Result<BadPixelMap, TaskError> {
+        Ok(BadPixelMap {
+            path: path.to_path_buf(),
+            images: read_all_images(path)?,
+        })
+    }
+
+    /// Fills `out` with the map of CCD `ccd` in the trimmed geometry (1 = bad). The map may be
+    /// the size of the raw CCD (then it is trimmed with the frame's `trimsec`) or of the
+    /// trimmed one.
+    fn for_ccd(
+        &self,
+        ccd: &str,
+        raw: &Image,
+        trimsec: Section,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TaskError> {
+        let map = match &self.images[..] {
+            [only] => only,
+            many => many
+                .iter()
+                .find(|m| {
+                    let hdu = m.header.origin().map_or(0, |o| o.hdu);
+                    ccd_key(&m.header, hdu) == ccd
+                })
+                .ok_or_else(|| {
+                    bad_input(
+                        &raw.header,
+                        format!(
+                            "the bad-pixel map {} has {} images and none for CCD {ccd} \
+                             (matched by CCDNAME, IMAGEID or EXTNAME)",
+                            self.path.display(),
+                            many.len()
+                        ),
+                    )
+                })?,
+        };
+        let (tw, th) = (trimsec.width(), trimsec.height());
+        let (x0, y0) = match (map.width, map.height) {
+            (w, h) if (w, h) == (tw, th) => (0, 0),
+            (w, h) if (w, h) == (raw.width, raw.height) => (trimsec.x0, trimsec.y0),
+            (w, h) => {
+                return Err(bad_input(
+                    &map.header,
+                    format!(
+                        "bad-pixel map of {w}x{h} pixels for CCD {ccd}: expected the raw \
+                         {}x{} or the trimmed {tw}x{th}",
+                        raw.width, raw.height
+                    ),
+                ))
+            }
+        };
+        out.clear();
+        out.reserve(tw * th);
+        for y in y0..y0 + th {
+            let row = &map.data[y * map.width + x0..y * map.width + x0 + tw];
+            out.extend(row.iter().map(|v| (*v != 0.0) as u8));
+        }
+        Ok(())
+    }
+}
+
 /// A master file's HDUs by CCD: (filter, pixels, width, height).
 type MasterSet = BTreeMap<String, Vec<(String, Vec<f32>, usize, usize)>>;
 
@@ -594,6 +683,7 @@ fn pick<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fits::write_image;
     use std::sync::atomic::AtomicBool;
 
     const W: usize = 40;
@@ -660,19 +750,128 @@ mod tests {
         Ok(outputs)
     }
 
+    /// Masters from three bias and three flat frames of [`ccd`], written under `dir`.
+    fn masters(dir: &Path) -> BTreeMap<String, PathBuf> {
+        let calib = dir.join("calib");
+        std::fs::create_dir_all(&calib).unwrap();
+        for i in 0..3 {
+            let b = ccd("bias", 0.0, |_| {});
+            write_mef(
+                &calib.join(format!("b{i}.fits")),
+                &Header::new(),
+                &[b],
+                Pixel::F32,
+            )
+            .unwrap();
+            let f = ccd("flat", 20000.0, |_| {});
+            write_mef(
+                &calib.join(format!("f{i}.fits")),
+                &Header::new(),
+                &[f],
+                Pixel::F32,
+            )
+            .unwrap();
+        }
+        run(&Masters, &[("calib", &calib)], &dir.join("m")).unwrap()
+    }
+
+    #[test]
+    fn bad_pixel_map_zeroes_the_weight_per_ccd_or_for_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = masters(dir.path());
+        let frame = dir.path().join("r1.fits");
+        write_mef(
+            &frame,
+            &Header::new(),
+            &[ccd("object", 500.0, |_| {})],
+            Pixel::U16,
+        )
+        .unwrap();
+        let calibrate = |bpm: &Path, out: &str| {
+            run(
+                &Calibrate,
+                &[
+                    ("frame", &frame),
+                    ("bias", &m["bias"]),
+                    ("flat", &m["flat"]),
+                    ("bad_pixels", bpm),
+                ],
+                &dir.path().join(out),
+            )
+        };
+        let zero_weights = |o: &BTreeMap<String, PathBuf>| -> Vec<(usize, usize)> {
+            let wt = &read_all_images(&o["weight"]).unwrap()[0];
+            (0..wt.height)
+                .flat_map(|y| (0..wt.width).map(move |x| (x, y)))
+                .filter(|&(x, y)| wt.at(x, y) == 0.0)
+                .collect()
+        };
+        // Per CCD, trimmed size (32x24), uint8 as BPMs are stored: column 5 and pixel (20, 7).
+        let mut other = Image::filled(32, 24, 1.0);
+        other.header.set("CCDNAME", "B2", "");
+        let mut map = Image::filled(32, 24, 0.0);
+        map.header.set("CCDNAME", "A1", "");
+        for y in 0..24 {
+            map.data[y * 32 + 5] = 1.0;
+        }
+        map.data[7 * 32 + 20] = 4.0;
+        let per_ccd = dir.path().join("bpm_mef.fits");
+        write_mef(&per_ccd, &Header::new(), &[other, map], Pixel::U8).unwrap();
+        let o = calibrate(&per_ccd, "a").unwrap();
+        let mut want: Vec<(usize, usize)> = (0..24).map(|y| (5, y)).collect();
+        want.push((20, 7));
+        want.sort_by_key(|&(x, y)| (y, x));
+        assert_eq!(zero_weights(&o), want);
+        // The science pixels are still calibrated (masked in the weight only).
+        let img = &read_all_images(&o["image"]).unwrap()[0];
+        assert!(img.at(5, 3) > 400.0);
+
+        // One image in the raw geometry (40x24, overscan included) for every CCD.
+        let mut raw_map = Image::filled(40, 24, 0.0);
+        raw_map.data[10 * 40 + 3] = 1.0;
+        raw_map.data[10 * 40 + 35] = 1.0; // in the overscan: trimmed away
+        let single = dir.path().join("bpm.fits");
+        write_image(&single, &raw_map, Pixel::I16).unwrap();
+        let o = calibrate(&single, "b").unwrap();
+        assert_eq!(zero_weights(&o), vec![(3, 10)]);
+
+        // A map of another size, or without this CCD, is bad input naming the map.
+        write_image(&single, &Image::filled(30, 24, 0.0), Pixel::U8).unwrap();
+        match calibrate(&single, "c") {
+            Err(TaskError::BadInput(m)) => {
+                assert!(
+                    m.contains("bpm.fits, HDU 0: bad-pixel map of 30x24 pixels for CCD A1"),
+                    "{m}"
+                );
+                assert!(
+                    m.contains("expected the raw 40x24 or the trimmed 32x24"),
+                    "{m}"
+                );
+            }
+            other => panic!("expected BadInput, got {other:?}"),
+        }
+        let mut b3 = Image::filled(32, 24, 0.0);
+        b3.header.set("CCDNAME", "B3", "");
+        let mut b2 = b3.clone();
+        b2.header.set("CCDNAME", "B2", "");
+        write_mef(&per_ccd, &Header::new(), &[b2, b3], Pixel::U8).unwrap();
+        match calibrate(&per_ccd, "d") {
+            Err(TaskError::BadInput(m)) => {
+                assert!(m.contains("r1.fits, HDU 1 (CCD1)"), "{m}");
+                assert!(
+                    m.contains("bpm_mef.fits has 2 images and none for CCD A1"),
+                    "{m}"
+                );
+            }
+            other => panic!("expected BadInput, got {other:?}"),
+        }
+    }
+
     #[test]
     fn masters_then_calibrate_and_bad_frames_are_bad_input() {
         let dir = tempfile::tempdir().unwrap();
-        let calib = dir.path().join("calib");
-        std::fs::create_dir_all(&calib).unwrap();
         let empty = Header::new();
-        for i in 0..3 {
-            let b = ccd("bias", 0.0, |_| {});
-            write_mef(&calib.join(format!("b{i}.fits")), &empty, &[b], Pixel::F32).unwrap();
-            let f = ccd("flat", 20000.0, |_| {});
-            write_mef(&calib.join(format!("f{i}.fits")), &empty, &[f], Pixel::F32).unwrap();
-        }
-        let m = run(&Masters, &[("calib", &calib)], &dir.path().join("m")).unwrap();
+        let m = masters(dir.path());
         let bias = read_all_images(&m["bias"]).unwrap();
         assert_eq!((bias[0].width, bias[0].height), (32, 24));
         assert_eq!(bias[0].header.i64("NCOMBINE").unwrap(), 3);

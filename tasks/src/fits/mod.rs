@@ -1,6 +1,8 @@
 //! FITS I/O: images (BITPIX 8/16/32/-32/-64 with BSCALE/BZERO), multi-extension files (one HDU
 //! per CCD), tile-compressed (`.fz`) images, headers and binary tables, over cfitsio as the
-//! `fitsio` crate builds it from its bundled source.
+//! `fitsio` crate builds it from its bundled source. Plain (uncompressed) image files are read
+//! and written by `native`, in Rust, because calibration is bound by that I/O; the files and
+//! the errors are the same either way.
 //!
 //! Every error names the file, the HDU (0 = primary) and, where one is at fault, the key. Errors
 //! that mean the file itself is bad (truncated, not FITS, wrong NAXIS, unsupported BITPIX, no
@@ -12,6 +14,7 @@
 
 mod cube;
 mod header;
+mod native;
 mod raw;
 mod table;
 #[cfg(test)]
@@ -408,15 +411,10 @@ fn is_empty_image(header: &Header) -> bool {
     }
 }
 
-fn image_here(h: &mut Handle, hdu: usize) -> Result<Image, FitsError> {
-    let (kind, header) = header_at(h, hdu)?;
+/// Checks that a header and its axis lengths (NAXIS1, NAXIS2, ...) describe a 2-D image of a
+/// supported BITPIX; returns (width, height).
+fn image_shape(header: &Header, dims: &[usize]) -> Result<(usize, usize), FitsError> {
     let at = header.loc();
-    if kind != raw::IMAGE_HDU {
-        return Err(FitsError::NotImage {
-            at,
-            found: kind_name(kind),
-        });
-    }
     let bitpix = header.i64("BITPIX")?;
     if ![8, 16, 32, -32, -64].contains(&bitpix) {
         return Err(FitsError::UnsupportedBitpix {
@@ -425,7 +423,6 @@ fn image_here(h: &mut Handle, hdu: usize) -> Result<Image, FitsError> {
         });
     }
     let naxis = header.i64("NAXIS")?;
-    let dims = h.image_shape().map_err(|s| read_error(&h.path, hdu, s))?;
     let extra_axes_are_one = dims.iter().skip(2).all(|&d| d == 1);
     if naxis < 2 || dims.len() < 2 || !extra_axes_are_one || dims[0] == 0 || dims[1] == 0 {
         let hint = if naxis == 0 || dims.contains(&0) {
@@ -446,7 +443,19 @@ fn image_here(h: &mut Handle, hdu: usize) -> Result<Image, FitsError> {
             hint,
         });
     }
-    let (width, height) = (dims[0], dims[1]);
+    Ok((dims[0], dims[1]))
+}
+
+fn image_here(h: &mut Handle, hdu: usize) -> Result<Image, FitsError> {
+    let (kind, header) = header_at(h, hdu)?;
+    if kind != raw::IMAGE_HDU {
+        return Err(FitsError::NotImage {
+            at: header.loc(),
+            found: kind_name(kind),
+        });
+    }
+    let dims = h.image_shape().map_err(|s| read_error(&h.path, hdu, s))?;
+    let (width, height) = image_shape(&header, &dims)?;
     let data = h
         .read_pixels_f32(width * height)
         .map_err(|s| read_error(&h.path, hdu, s))?;
@@ -461,12 +470,23 @@ fn image_here(h: &mut Handle, hdu: usize) -> Result<Image, FitsError> {
 /// Reads the image in HDU `hdu` (0 = primary) as f32, BSCALE/BZERO applied. Tile-compressed
 /// HDUs are decompressed; their header is that of the image they hold.
 pub fn read_image(path: &Path, hdu: usize) -> Result<Image, FitsError> {
+    match native::scan(path) {
+        Some(hdus) => native::read_image(path, &hdus, hdu),
+        None => read_image_cfitsio(path, hdu),
+    }
+}
+
+/// [`read_image`] through cfitsio: tile-compressed, damaged or otherwise unusual files.
+fn read_image_cfitsio(path: &Path, hdu: usize) -> Result<Image, FitsError> {
     let mut h = open(path)?;
     image_here(&mut h, hdu)
 }
 
 /// The first HDU that holds pixels: the primary of a plain frame, HDU 1 of an `.fz` file.
 pub fn read_first_image(path: &Path) -> Result<Image, FitsError> {
+    if let Some(hdus) = native::scan(path) {
+        return native_images(path, &hdus, true).map(|mut v| v.remove(0));
+    }
     let n = hdu_count(path)?;
     let mut h = open(path)?;
     for i in 0..n {
@@ -484,6 +504,14 @@ pub fn read_first_image(path: &Path) -> Result<Image, FitsError> {
 /// Every image HDU that holds pixels, in order: the CCDs of a multi-extension frame. Empty
 /// HDUs (a MEF's primary) and tables are skipped; an image HDU that cannot be read is an error.
 pub fn read_all_images(path: &Path) -> Result<Vec<Image>, FitsError> {
+    match native::scan(path) {
+        Some(hdus) => native_images(path, &hdus, false),
+        None => read_all_images_cfitsio(path),
+    }
+}
+
+/// [`read_all_images`] through cfitsio: tile-compressed, damaged or otherwise unusual files.
+fn read_all_images_cfitsio(path: &Path) -> Result<Vec<Image>, FitsError> {
     let n = hdu_count(path)?;
     let mut h = open(path)?;
     let mut out = Vec::new();
@@ -497,6 +525,35 @@ pub fn read_all_images(path: &Path) -> Result<Vec<Image>, FitsError> {
         return Err(FitsError::BadData {
             at: loc(path, 0, None),
             what: format!("none of the {n} HDUs holds an image"),
+        });
+    }
+    Ok(out)
+}
+
+/// The images of a plain file that hold pixels (only the first with `first_only`), as
+/// [`read_all_images`] gives them.
+fn native_images(
+    path: &Path,
+    hdus: &[native::Hdu],
+    first_only: bool,
+) -> Result<Vec<Image>, FitsError> {
+    let mut file = std::fs::File::open(path).map_err(|e| FitsError::Open {
+        file: display(path),
+        reason: e.to_string(),
+    })?;
+    let (mut out, mut scratch) = (Vec::new(), Vec::new());
+    for (i, hdu) in hdus.iter().enumerate() {
+        if !is_empty_image(&hdu.header(path, i)) {
+            out.push(native::image_in(&mut file, &mut scratch, path, hdus, i)?);
+            if first_only {
+                break;
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(FitsError::BadData {
+            at: loc(path, 0, None),
+            what: format!("none of the {} HDUs holds an image", hdus.len()),
         });
     }
     Ok(out)
@@ -618,8 +675,14 @@ fn append_image(h: &mut Handle, image: &Image, pixel: Pixel) -> Result<(), FitsE
 /// primary HDU. An existing file is replaced.
 pub fn write_image(path: &Path, image: &Image, pixel: Pixel) -> Result<(), FitsError> {
     if is_compressed_name(path) {
-        return write_mef(path, &Header::new(), std::slice::from_ref(image), pixel);
+        return write_mef_cfitsio(path, &Header::new(), std::slice::from_ref(image), pixel);
     }
+    native::write(path, &Header::new(), Some(image), &[], pixel)
+}
+
+/// [`write_image`] through cfitsio, to check the native writer against.
+#[cfg(test)]
+fn write_image_cfitsio(path: &Path, image: &Image, pixel: Pixel) -> Result<(), FitsError> {
     let mut h = Handle::create(path, false).map_err(|s| write_error(path, "create", s))?;
     append_image(&mut h, image, pixel)?;
     h.close().map_err(|s| write_error(path, "close", s))
@@ -629,6 +692,19 @@ pub fn write_image(path: &Path, image: &Image, pixel: Pixel) -> Result<(), FitsE
 /// night-level keys), then one image HDU per image with its own header (give each an EXTNAME).
 /// A path ending in `.fz` tile-compresses the image HDUs. An existing file is replaced.
 pub fn write_mef(
+    path: &Path,
+    primary: &Header,
+    images: &[Image],
+    pixel: Pixel,
+) -> Result<(), FitsError> {
+    if is_compressed_name(path) {
+        return write_mef_cfitsio(path, primary, images, pixel);
+    }
+    native::write(path, primary, None, images, pixel)
+}
+
+/// [`write_mef`] through cfitsio: tile-compressed when the path ends in `.fz`.
+fn write_mef_cfitsio(
     path: &Path,
     primary: &Header,
     images: &[Image],

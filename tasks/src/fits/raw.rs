@@ -161,6 +161,21 @@ impl Handle {
         })
     }
 
+    /// A scratch file in memory (cfitsio's `mem://`), for formatting headers; `path` is the
+    /// file they are meant for, named in errors.
+    pub fn create_in_memory(path: &Path) -> Result<Handle, Status> {
+        let mut ptr = ptr::null_mut();
+        let mut status = 0;
+        let c = c_string("mem://");
+        // SAFETY: valid out-pointer and NUL-terminated name.
+        unsafe { sys::ffinit(&mut ptr, c.as_ptr(), &mut status) };
+        check(status)?;
+        Ok(Handle {
+            ptr,
+            path: path.to_path_buf(),
+        })
+    }
+
     /// Closes the file, reporting any error from flushing it.
     pub fn close(mut self) -> Result<(), Status> {
         let mut status = 0;

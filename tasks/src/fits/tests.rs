@@ -540,3 +540,161 @@ fn missing_keys_and_hdus_are_named() {
     assert!(!e.is_bad_input(), "a missing file is not quarantined: {e}");
     assert!(matches!(TaskError::from(e), TaskError::Failed(_)));
 }
+
+// ---- the native reader and writer of plain files against cfitsio ----
+
+#[test]
+fn native_reader_gives_what_cfitsio_gives_on_real_frames() {
+    for name in [MEF, SAAO] {
+        let path = data(name);
+        assert!(native::scan(&path).is_some(), "{name} is a plain file");
+        let native = read_all_images(&path).unwrap();
+        let cfitsio = read_all_images_cfitsio(&path).unwrap();
+        assert_eq!(native, cfitsio, "{name}");
+    }
+    // Tables and tile compression are cfitsio's.
+    assert!(native::scan(&data(FZ)).is_none());
+}
+
+#[test]
+fn native_reader_applies_bscale_and_bzero_of_every_bitpix() {
+    let dir = tempfile::tempdir().unwrap();
+    let be16: Vec<u8> = [-3i16, 0, 7, 32767]
+        .iter()
+        .flat_map(|v| v.to_be_bytes())
+        .collect();
+    let be32: Vec<u8> = [-70000i32, 1, 2, 3]
+        .iter()
+        .flat_map(|v| v.to_be_bytes())
+        .collect();
+    let bef: Vec<u8> = [1.5f32, -2.25, f32::NAN, 1e30]
+        .iter()
+        .flat_map(|v| v.to_be_bytes())
+        .collect();
+    let bed: Vec<u8> = [0.1f64, -2.0, 1e300, 3.0]
+        .iter()
+        .flat_map(|v| v.to_be_bytes())
+        .collect();
+    for (bitpix, bytes) in [
+        (8, vec![0u8, 1, 200, 255]),
+        (16, be16),
+        (32, be32),
+        (-32, bef),
+        (-64, bed),
+    ] {
+        for scaling in [
+            &[][..],
+            &[
+                "BSCALE  =                  2.5",
+                "BZERO   =               -100.0",
+            ][..],
+        ] {
+            let bp = format!("BITPIX  = {bitpix:>20}");
+            let mut cards = vec!["SIMPLE  =                    T", &bp];
+            cards.extend([
+                "NAXIS   =                    2",
+                "NAXIS1  =                    2",
+                "NAXIS2  =                    2",
+            ]);
+            cards.extend(scaling);
+            let p = dir.path().join(format!("b{bitpix}_{}.fits", scaling.len()));
+            std::fs::write(&p, fits_bytes(&cards, &bytes)).unwrap();
+            let native = read_image(&p, 0).unwrap();
+            let cfitsio = read_image_cfitsio(&p, 0).unwrap();
+            let same = native
+                .data
+                .iter()
+                .zip(&cfitsio.data)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "BITPIX {bitpix} {scaling:?}: {:?} vs {:?}",
+                native.data, cfitsio.data
+            );
+            assert_eq!(native.header, cfitsio.header);
+        }
+    }
+}
+
+/// Headers that exercise cfitsio's formatting: long strings, quotes, HIERARCH, commentary.
+fn rich_header(k: usize) -> Header {
+    let mut h = Header::new();
+    h.set("EXTNAME", format!("CCD{k}"), "")
+        .set("OBJECT", "O'Brien field", "with a quote")
+        .set("EXPTIME", 120.0, "[s] exposure time")
+        .set("CD1_1", -9.16666666666667e-5, "")
+        .set("RUN", 1000123 + k as i64, "run number")
+        .set("FLIPPED", false, "")
+        .set("LONGTXT", "a long string that does not fit on one card, so it continues on CONTINUE cards as the convention says", "")
+        .set("ESO DET CHIP ID", "ccd42", "a HIERARCH key")
+        .set("ESO DET WIN NX", 2048, "")
+        .set("BZERO", 5.0, "structural: not copied");
+    h.add_comment("made by a test");
+    h.add_history("nearby calibrate: overscan, master bias, master flat, and a history line long enough to be split by cfitsio");
+    h
+}
+
+/// Asserts two files are equal, showing the 80 bytes around the first difference.
+fn same_bytes(a: &Path, b: &Path, what: &str) {
+    let (a, b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    if let Some(i) = (0..a.len().min(b.len())).find(|&i| a[i] != b[i]) {
+        let card = |v: &[u8]| {
+            String::from_utf8_lossy(&v[i / 80 * 80..(i / 80 * 80 + 80).min(v.len())]).into_owned()
+        };
+        panic!("{what}: byte {i} differs:\n{:?}\n{:?}", card(&a), card(&b));
+    }
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+}
+
+#[test]
+fn native_writer_is_byte_for_byte_cfitsio() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<f32> = (0..37 * 23)
+        .map(|i| ((i * 7919) % 1000) as f32 * 70.3 - 3000.0)
+        .chain([f32::NAN, 1e6, -1e6])
+        .collect();
+    let ccds: Vec<Image> = (0..2)
+        .map(|k| {
+            let mut im = Image::new(values.len() / 2, 2, values.clone());
+            im.header = rich_header(k);
+            im
+        })
+        .collect();
+    let mut primary = rich_header(9);
+    primary.remove("EXTNAME");
+    for pixel in [
+        Pixel::U8,
+        Pixel::I16,
+        Pixel::U16,
+        Pixel::I32,
+        Pixel::F32,
+        Pixel::F64,
+    ] {
+        let (a, b) = (
+            dir.path().join("native.fits"),
+            dir.path().join("cfitsio.fits"),
+        );
+        write_mef(&a, &primary, &ccds, pixel).unwrap();
+        write_mef_cfitsio(&b, &primary, &ccds, pixel).unwrap();
+        same_bytes(&a, &b, &format!("MEF {pixel:?}"));
+        write_image(&a, &ccds[0], pixel).unwrap();
+        write_image_cfitsio(&b, &ccds[0], pixel).unwrap();
+        same_bytes(&a, &b, &format!("image {pixel:?}"));
+    }
+    let e = write_mef(
+        &dir.path().join("nan.fits"),
+        &primary,
+        &[{
+            let mut im = ccds[0].clone();
+            im.header.set("BAD", f64::NAN, "");
+            im
+        }],
+        Pixel::F32,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("key BAD = NaN"), "{e}");
+    assert!(
+        !dir.path().join("nan.fits").exists(),
+        "a refused header leaves no file"
+    );
+}
