@@ -11,6 +11,9 @@
 //! Outputs: `known.json` (per tracklet: the match, its separation, predicted V and source) and
 //! `observations.json` (link's observations, known objects under their designations, new ones
 //! under their temporary ones), for the report step.
+//!
+//! With the optional input `labels` (MPC 80-column reports of detections an astronomer
+//! validated), tracklets with a validated detection are marked `valid` ([`labels`]).
 
 use std::io::Write;
 use std::path::Path;
@@ -22,6 +25,9 @@ use crate::ephem::{self, elements, observer, spk::Spk, time::Instant, Propagatio
 use crate::link::task::{TrackletOut, TrackletsFile};
 use crate::obs::ObservationList;
 
+#[cfg(test)]
+mod label_tests;
+pub mod labels;
 #[cfg(test)]
 mod tests;
 
@@ -38,6 +44,13 @@ pub struct Match {
     pub predicted_v: Option<f64>,
     /// `ephemeris` or `skybot`.
     pub source: Option<String>,
+    /// `valid` when an astronomer's report (input `labels`) has one of its detections; absent
+    /// when none does (unlabelled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The report lines that validated it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validated_by: Vec<labels::Validation>,
 }
 
 /// The known.json file.
@@ -223,6 +236,8 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "skybot_url", ty: PType::Str, required: false, default: None, doc: "SkyBoT's cone-search address (default: IMCCE's)." },
     ParamSpec { name: "cache_dir", ty: PType::Str, required: false, default: Some(""), doc: "Where SkyBoT answers are cached (empty: not cached)." },
     ParamSpec { name: "timeout_secs", ty: PType::Float, required: false, default: Some("60"), doc: "SkyBoT: limit per attempt." },
+    ParamSpec { name: "label_radius_arcsec", ty: PType::Float, required: false, default: Some("2.0"), doc: "Labels: a reported observation this close to a detection is the same measurement." },
+    ParamSpec { name: "label_time_secs", ty: PType::Float, required: false, default: Some("2.0"), doc: "Labels: ... and this close in time, seconds (reports round times to 0.86 s)." },
 ];
 
 const INPUTS: &[PortSpec] = &[
@@ -249,6 +264,12 @@ const INPUTS: &[PortSpec] = &[
         file: "",
         required: false,
         doc: "A JPL planetary ephemeris (DE421, DE440) for the offline predictions.",
+    },
+    PortSpec {
+        name: "labels",
+        file: "",
+        required: false,
+        doc: "MPC 80-column reports of detections an astronomer validated: their tracklets are marked valid.",
     },
 ];
 
@@ -355,15 +376,39 @@ impl TaskKind for Known {
                 "skybot",
             );
         }
+        let label_files = inv.inputs.get("labels").map(Vec::as_slice).unwrap_or(&[]);
+        let mut validations = vec![Vec::new(); tracklets.len()];
+        if !label_files.is_empty() {
+            let mut all = Vec::new();
+            for path in label_files {
+                all.extend(labels::read_labels(path, log)?);
+            }
+            let tol = crate::obs::MatchTolerance {
+                radius_arcsec: inv.float("label_radius_arcsec").unwrap_or(2.0),
+                time_secs: inv.float("label_time_secs").unwrap_or(2.0),
+            };
+            let unmatched;
+            (validations, unmatched) = labels::validate(tracklets, code, &all, tol);
+            writeln!(
+                log,
+                "known: {} of {} validated observations are detections of {} tracklets; {unmatched} match no tracklet",
+                all.len() - unmatched,
+                all.len(),
+                validations.iter().filter(|v| !v.is_empty()).count()
+            )?;
+        }
         let matches: Vec<Match> = tracklets
             .iter()
             .zip(&found)
-            .map(|(t, f)| Match {
+            .zip(validations)
+            .map(|((t, f), v)| Match {
                 tracklet: t.id.clone(),
                 object: f.as_ref().map(|f| f.0 .0.clone()),
                 separation_arcsec: f.as_ref().map(|f| f.0 .1),
                 predicted_v: f.as_ref().and_then(|f| f.0 .2),
                 source: f.as_ref().map(|f| f.1.to_owned()),
+                label: (!v.is_empty()).then(|| "valid".to_owned()),
+                validated_by: v,
             })
             .collect();
         // Observations: link's temporary designations are NB + the tracklet's position in the file.
@@ -390,6 +435,7 @@ impl TaskKind for Known {
                 m.source.as_deref().unwrap_or_default()
             )?;
         }
+        let validated = matches.iter().filter(|m| m.label.is_some()).count();
         let out = KnownFile {
             format: "nearby-known/1".into(),
             matches,
@@ -402,12 +448,13 @@ impl TaskKind for Known {
             inv.output("observations")?,
             serde_json::to_string_pretty(&obs).map_err(|e| TaskError::Failed(e.to_string()))?,
         )?;
-        nearby_engine::task::write_metrics(
-            inv.out_dir,
-            &[
-                ("known", known as f64),
-                ("unknown", (tracklets.len() - known) as f64),
-            ],
-        )
+        let mut metrics = vec![
+            ("known", known as f64),
+            ("unknown", (tracklets.len() - known) as f64),
+        ];
+        if !label_files.is_empty() {
+            metrics.push(("validated", validated as f64));
+        }
+        nearby_engine::task::write_metrics(inv.out_dir, &metrics)
     }
 }

@@ -26,7 +26,7 @@ fn de421() -> Spk {
     Spk::open(&path).unwrap()
 }
 
-fn tracklet(id: &str, field: &str, points: &[(f64, f64, f64)]) -> TrackletOut {
+pub(super) fn tracklet(id: &str, field: &str, points: &[(f64, f64, f64)]) -> TrackletOut {
     TrackletOut {
         id: id.into(),
         field: field.into(),

@@ -18,5 +18,6 @@ pub use line::{
     Sexagesimal,
 };
 pub use report::{
-    read_observations, write_submission, Header, Line, LineError, Parsed, Record, Report,
+    read_numbered_observations, read_observations, write_submission, Header, Line, LineError,
+    Parsed, Record, Report,
 };

@@ -230,13 +230,26 @@ impl Report {
 /// The observations of a report (an astronomer's validated detections, say) with the problems
 /// of the lines that could not be read: a bad line costs only itself.
 pub fn read_observations(text: &str) -> (Vec<Observation>, Vec<LineError>) {
+    let (numbered, errors) = read_numbered_observations(text);
+    (numbered.into_iter().map(|(_, o)| o).collect(), errors)
+}
+
+/// As [`read_observations`], each observation with its 1-based line number in `text`, so that
+/// whoever uses it can say which line of the astronomer's report it came from.
+pub fn read_numbered_observations(text: &str) -> (Vec<(usize, Observation)>, Vec<LineError>) {
     let parsed = Report::parse(text);
-    let obs = parsed
-        .report
-        .observations()
-        .map(ObsLine::to_observation)
-        .collect();
-    (obs, parsed.errors)
+    let mut numbered = Vec::new();
+    let mut line = 1;
+    for l in &parsed.report.lines {
+        if let Line::Record(r) = l {
+            numbered.push((line, r.line.to_observation()));
+            if r.second.is_some() {
+                line += 1;
+            }
+        }
+        line += 1;
+    }
+    (numbered, parsed.errors)
 }
 
 /// The header of a submission. `COD`, `CON`, `OBS`, `MEA`, `TEL` and `NET` are required by the

@@ -447,3 +447,33 @@ fn labels_from_a_report_match_detections() {
         .matches
         .is_empty());
 }
+
+#[test]
+fn observations_are_numbered_by_the_line_they_were_read_from() {
+    let mut two_line = 0;
+    for name in FIXTURES {
+        let text = read(name);
+        let raw: Vec<&str> = text.lines().collect();
+        let (numbered, _) = read_numbered_observations(&text);
+        let (plain, _) = read_observations(&text);
+        assert_eq!(numbered.len(), plain.len(), "{name}");
+        for ((n, o), p) in numbered.iter().zip(&plain) {
+            let again = ObsLine::parse(raw[n - 1])
+                .unwrap_or_else(|e| panic!("{name} line {n}: {e:?}"))
+                .to_observation();
+            assert_eq!((&again, &again), (o, p), "{name} line {n}");
+        }
+        two_line += numbered
+            .windows(2)
+            .filter(|w| {
+                // The line between is a second line (`s`, `v`, `r` in column 15).
+                w[1].0 == w[0].0 + 2
+                    && raw[w[0].0]
+                        .as_bytes()
+                        .get(14)
+                        .is_some_and(|b| b"svr".contains(b))
+            })
+            .count();
+    }
+    assert!(two_line > 0, "the two-line records shift the numbering");
+}
