@@ -277,7 +277,13 @@ fn fingerprint_bytes(hex: &str) -> Option<[u8; 32]> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
 }
 
 /// One task's cache entries, read in one scan ([`Store::task_cache`]), sorted by fingerprint (the
@@ -751,11 +757,17 @@ impl Store {
 /// name, path, size (u64), mtime_ns (i128) and hash. The fingerprint is the sled key.
 /// Instance records in binary, a group per `log` value: the byte [`GROUP`], then the records one
 /// after another. A record: id, task, kind (strings: u32 length, little endian, then UTF-8),
-/// state (u8, in the order of [`State`]), attempts (u32), item, started_at, finished_at
-/// (optional strings: length `u32::MAX` for none), duration_ms (u64, `u64::MAX` for none),
-/// outputs (as in a cache entry), fingerprint, key (its JSON), cache, log, error (optional
-/// strings), quarantined (u8). Binary rather than JSON: a "nothing to do" rerun of a wide fan-out
-/// writes one record per instance, and escaping JSON was most of that.
+/// state (u8, in the order of [`State`]), attempts (u32), item (optional string: length
+/// `u32::MAX` for none), started_at and finished_at (packed: see below), duration_ms (u64,
+/// `u64::MAX` for none), outputs (as in a cache entry), fingerprint, key (its JSON), cache, log,
+/// error (packed or optional strings), quarantined (u8). Binary rather than JSON: a "nothing to
+/// do" rerun of a wide fan-out writes one record per instance, and escaping JSON was most of it.
+///
+/// Packed optional strings start with a byte: 0 none, 1 the common form, 2 any other text (an
+/// optional string follows). Common forms: a timestamp the scheduler writes
+/// (`2026-11-27T21:40:00.123Z`) as milliseconds since the epoch (i64), a fingerprint (64 hex
+/// digits) as its 32 bytes, a cache hit's reason (`hit: recorded by run RUN`) as the run id. A
+/// rerun's record of a cached instance is about 150 bytes.
 mod record {
     use super::entry::{put_outputs, put_str, Reader};
     use super::{InstanceRecord, State, StoreError};
@@ -780,20 +792,141 @@ mod record {
         }
     }
 
+    /// A packed optional string: none, the common form's bytes, or the text itself.
+    fn put_packed(b: &mut Vec<u8>, s: Option<&str>, pack: fn(&str) -> Option<Vec<u8>>) {
+        match s {
+            None => b.push(0),
+            Some(text) => match pack(text) {
+                Some(bytes) => {
+                    b.push(1);
+                    b.extend_from_slice(&bytes);
+                }
+                None => {
+                    b.push(2);
+                    put_str(b, text);
+                }
+            },
+        }
+    }
+
+    fn get_packed(
+        r: &mut Reader,
+        unpack: fn(&mut Reader) -> Option<String>,
+    ) -> Option<Option<String>> {
+        match *r.take(1)?.first()? {
+            0 => Some(None),
+            1 => unpack(r).map(Some),
+            2 => r.str().map(Some),
+            _ => None,
+        }
+    }
+
+    const HIT: &str = "hit: recorded by run ";
+
+    /// Milliseconds since the epoch, when the text is exactly what [`timestamp_text`] makes of
+    /// them: `YYYY-MM-DDTHH:MM:SS.mmmZ`, a valid date from 1970 on (anything else keeps its
+    /// text). Read by hand: the writer packs two per record.
+    fn pack_time(text: &str) -> Option<Vec<u8>> {
+        let b = text.as_bytes();
+        if b.len() != 24 || b[23] != b'Z' {
+            return None;
+        }
+        for (at, sep) in [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+        ] {
+            if b[at] != sep {
+                return None;
+            }
+        }
+        let num = |from: usize, to: usize| -> Option<i64> {
+            b[from..to].iter().try_fold(0i64, |n, c| {
+                c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+            })
+        };
+        let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+        let (h, mi, sec, ms) = (num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 23)?);
+        let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+        let month_days = [
+            31,
+            if leap { 29 } else { 28 },
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ];
+        if y < 1970 || !(1..=12).contains(&mo) || d < 1 || d > month_days[mo as usize - 1] {
+            return None;
+        }
+        if h > 23 || mi > 59 || sec > 59 {
+            return None;
+        }
+        // Days from the civil date (proleptic Gregorian; H. Hinnant's algorithm).
+        let yy = if mo <= 2 { y - 1 } else { y };
+        let (era, yoe) = (yy / 400, yy % 400);
+        let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
+        let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+        let total = (((days * 24 + h) * 60 + mi) * 60 + sec) * 1000 + ms;
+        Some(total.to_le_bytes().to_vec())
+    }
+
+    fn timestamp_text(ms: i64) -> Option<String> {
+        let t = chrono::DateTime::from_timestamp_millis(ms)?;
+        Some(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    }
+
+    fn unpack_time(r: &mut Reader) -> Option<String> {
+        timestamp_text(i64::from_le_bytes(r.array()?))
+    }
+
+    fn pack_fingerprint(text: &str) -> Option<Vec<u8>> {
+        // Lower-case hex only, so that the text comes back as it was.
+        if !text.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        super::fingerprint_bytes(text).map(|raw| raw.to_vec())
+    }
+
+    fn unpack_fingerprint(r: &mut Reader) -> Option<String> {
+        Some(super::hex(r.take(32)?))
+    }
+
+    fn pack_hit(text: &str) -> Option<Vec<u8>> {
+        let mut b = Vec::new();
+        put_str(&mut b, text.strip_prefix(HIT)?);
+        Some(b)
+    }
+
+    fn unpack_hit(r: &mut Reader) -> Option<String> {
+        Some(format!("{HIT}{}", r.str()?))
+    }
+
     pub fn encode(b: &mut Vec<u8>, r: &InstanceRecord) {
         for s in [&r.id, &r.task, &r.kind] {
             put_str(b, s);
         }
         b.push(STATES.iter().position(|s| *s == r.state).unwrap_or(0) as u8);
         b.extend_from_slice(&r.attempts.to_le_bytes());
-        for s in [&r.item, &r.started_at, &r.finished_at] {
-            put_opt(b, s.as_deref());
+        put_opt(b, r.item.as_deref());
+        for t in [&r.started_at, &r.finished_at] {
+            put_packed(b, t.as_deref(), pack_time);
         }
         b.extend_from_slice(&r.duration_ms.unwrap_or(u64::MAX).to_le_bytes());
         put_outputs(b, &r.outputs);
-        put_opt(b, r.fingerprint.as_deref());
+        put_packed(b, r.fingerprint.as_deref(), pack_fingerprint);
         put_opt(b, r.key.as_deref().map(RawValue::get));
-        for s in [&r.cache, &r.log, &r.error] {
+        put_packed(b, r.cache.as_deref(), pack_hit);
+        for s in [&r.log, &r.error] {
             put_opt(b, s.as_deref());
         }
         b.push(r.quarantined as u8);
@@ -822,15 +955,18 @@ mod record {
         let (id, task, kind) = (r.str()?, r.str()?, r.str()?);
         let state = *STATES.get(*r.take(1)?.first()? as usize)?;
         let attempts = r.u32()?;
-        let (item, started_at, finished_at) = (opt(r)?, opt(r)?, opt(r)?);
+        let item = opt(r)?;
+        let started_at = get_packed(r, unpack_time)?;
+        let finished_at = get_packed(r, unpack_time)?;
         let duration_ms = Some(u64::from_le_bytes(r.array()?)).filter(|&d| d != u64::MAX);
         let outputs = r.outputs("").ok()?;
-        let fingerprint = opt(r)?;
+        let fingerprint = get_packed(r, unpack_fingerprint)?;
         let key = match opt(r)? {
             Some(json) => Some(RawValue::from_string(json).ok()?),
             None => None,
         };
-        let (cache, log, error) = (opt(r)?, opt(r)?, opt(r)?);
+        let cache = get_packed(r, unpack_hit)?;
+        let (log, error) = (opt(r)?, opt(r)?);
         let quarantined = *r.take(1)?.first()? != 0;
         Some(InstanceRecord {
             id,
@@ -1110,10 +1246,52 @@ mod tests {
         let mut want = serde_json::to_value(&r).unwrap();
         want["attempts"] = 4.into();
         assert_eq!(back, want);
+        // Texts in and out of the packed forms come back as they were.
+        let mut odd = r.clone();
+        odd.id = "odd".into();
+        odd.started_at = Some("2026-11-27T00:00:00Z".into());
+        odd.finished_at = Some("2026-11-27T21:40:00.123Z".into());
+        odd.fingerprint = Some("CD".repeat(32));
+        odd.cache = Some("hit: recorded by run 20261127-214000-123-abcd".into());
+        let mut group = vec![record::GROUP];
+        record::encode(&mut group, &odd);
+        let back = record::decode_group("run1", &group).unwrap();
+        assert_eq!(
+            serde_json::to_value(&back[0]).unwrap(),
+            serde_json::to_value(&odd).unwrap()
+        );
         // A truncated group is an error, not a panic.
         let mut group = vec![record::GROUP];
         record::encode(&mut group, &r);
         assert!(record::decode_group("run1", &group[..group.len() - 3]).is_err());
+    }
+
+    #[test]
+    fn packed_timestamps_come_back_as_written() {
+        let mut group = vec![record::GROUP];
+        let mut r = full_record();
+        let times = [
+            "1970-01-01T00:00:00.000Z",
+            "2024-02-29T23:59:59.999Z",
+            "2026-11-27T21:40:00.123Z",
+            "2100-03-01T00:00:00.001Z",
+            // Not in the packed form: kept as text.
+            "2025-02-29T00:00:00.000Z",
+            "2026-11-27T21:40:00Z",
+            "1969-12-31T23:59:59.999Z",
+        ];
+        let mut sizes = Vec::new();
+        for t in times {
+            r.started_at = Some(t.into());
+            group.truncate(1);
+            record::encode(&mut group, &r);
+            let back = record::decode_group("r", &group).unwrap();
+            assert_eq!(back[0].started_at.as_deref(), Some(t));
+            sizes.push(group.len());
+        }
+        // The first four are packed (8 bytes), the others kept as text (4 + 20 to 24 bytes).
+        assert!(sizes[..4].iter().all(|&n| n == sizes[0]));
+        assert!(sizes[4..].iter().all(|&n| n > sizes[0] + 8));
     }
 
     #[test]
