@@ -11,17 +11,12 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
 
 use common::Nearby;
 use nearby_tasks::calibrate::parse_section;
 use nearby_tasks::fits::{read_headers, read_table};
 use nearby_tasks::link::task::TrackletsFile;
 use nearby_tasks::simulate::Truth;
-
-fn nightly() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/nightly.yaml")
-}
 
 fn dist_to_segment(px: f64, py: f64, (x0, y0): (f64, f64), (x1, y1): (f64, f64)) -> f64 {
     let (dx, dy) = (x1 - x0, y1 - y0);
@@ -48,15 +43,7 @@ fn night(seed: u64) -> (Vec<(f64, f64, bool)>, usize, usize) {
         .output()
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let r = n.run(&[
-        "run",
-        nightly().to_str().unwrap(),
-        "-q",
-        "--set",
-        &format!("raw_dir={}", sim.join("raw").display()),
-        "--set",
-        &format!("calib_dir={}", sim.join("calib").display()),
-    ]);
+    let r = common::run_nightly(&n, &sim.join("raw"), &sim.join("calib"));
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let truth = Truth::load(&sim.join("truth.json")).unwrap();
     let tracklets = TrackletsFile::load(&n.workdir().join("out/link/tracklets.json")).unwrap();

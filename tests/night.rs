@@ -11,10 +11,6 @@ use nearby_tasks::calibrate::parse_section;
 use nearby_tasks::fits::{read_table, HduRef};
 use nearby_tasks::simulate::{effective_pixels, Artifact, Moffat, Truth};
 
-fn nightly() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/nightly.yaml")
-}
-
 fn catalogs(work: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(work.join("out/extract"))
         .map(|d| {
@@ -116,15 +112,7 @@ fn catalogs_match_the_truth() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(7);
     let sim = simulate(&n, seed);
-    let r = n.run(&[
-        "run",
-        nightly().to_str().unwrap(),
-        "-q",
-        "--set",
-        &format!("raw_dir={}", sim.join("raw").display()),
-        "--set",
-        &format!("calib_dir={}", sim.join("calib").display()),
-    ]);
+    let r = common::run_nightly(&n, &sim.join("raw"), &sim.join("calib"));
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let truth = Truth::load(&sim.join("truth.json")).unwrap();
     let cats = catalogs(&n.workdir());
@@ -348,15 +336,7 @@ fn a_truncated_frame_is_quarantined_and_the_rest_of_the_night_goes_on() {
         .unwrap()
         .set_len(len * 2 / 3)
         .unwrap();
-    let r = n.run(&[
-        "run",
-        nightly().to_str().unwrap(),
-        "-q",
-        "--set",
-        &format!("raw_dir={}", raw.display()),
-        "--set",
-        &format!("calib_dir={}", sim.join("calib").display()),
-    ]);
+    let r = common::run_nightly(&n, &raw, &sim.join("calib"));
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     let s = n.status(&r.run_id);
     let st = states(&s);

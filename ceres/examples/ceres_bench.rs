@@ -29,7 +29,13 @@ fn main() {
                 stages: 3,
                 blocks_per_stage: 1,
             };
-            Ceres::new(&c, &dev, 1).expect("a network of the default shape")
+            match Ceres::new(&c, &dev, 1) {
+                Ok(net) => net,
+                Err(e) => {
+                    eprintln!("error: cannot build the default network: {e}");
+                    std::process::exit(2);
+                }
+            }
         }
     };
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(4096);
@@ -44,9 +50,13 @@ fn main() {
     let mut total = 0.0f64;
     for start in (0..n).step_by(bs) {
         let k = bs.min(n - start);
-        let s = net
-            .scores(&x[start * len..(start + k) * len], k, &dev)
-            .expect("scores");
+        let s = match net.scores(&x[start * len..(start + k) * len], k, &dev) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: scoring stacks {start}..{}: {e}", start + k);
+                std::process::exit(2);
+            }
+        };
         total += s.iter().map(|v| *v as f64).sum::<f64>();
     }
     let secs = t0.elapsed().as_secs_f64();

@@ -10,7 +10,6 @@ use std::sync::atomic::AtomicBool;
 
 use nearby_engine::task::{Invocation, Ports, TaskKind};
 use nearby_tasks::fits::{write_mef, Header, Image, Pixel};
-use nearby_tasks::stack::write_tan_header;
 use nearby_tasks::wcs::TanWcs;
 use serde_json::json;
 
@@ -86,7 +85,7 @@ fn astropy_reads_stack_and_cutout_wcs() {
                     cd: [[-sc * co, sc * s], [sc * s, sc * co]],
                     sip: None,
                 };
-                write_tan_header(&mut im.header, &wcs);
+                wcs.write(&mut im.header);
                 im.header.set("EXTNAME", format!("CCD{}", c + 1), "");
                 im
             })

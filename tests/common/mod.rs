@@ -113,3 +113,17 @@ pub fn instance<'a>(status: &'a serde_json::Value, id: &str) -> &'a serde_json::
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// Runs pipelines/nightly.yaml (quietly) on a night's raw and calibration directories.
+pub fn run_nightly(n: &Nearby, raw: &Path, calib: &Path) -> Ran {
+    let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/nightly.yaml");
+    n.run(&[
+        "run",
+        pipeline.to_str().unwrap(),
+        "-q",
+        "--set",
+        &format!("raw_dir={}", raw.display()),
+        "--set",
+        &format!("calib_dir={}", calib.display()),
+    ])
+}

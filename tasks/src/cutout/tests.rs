@@ -11,7 +11,6 @@ use serde_json::{json, Value as J};
 use super::preview::{encode_png, zscale};
 use super::*;
 use crate::fits::{read_cube, read_header, write_mef, write_tables, Image, Pixel, Table};
-use crate::stack::write_tan_header;
 use crate::wcs::TanWcs;
 
 fn parent(w: usize, h: usize) -> Image {
@@ -25,7 +24,7 @@ fn parent(w: usize, h: usize) -> Image {
         cd: [[-9.1e-5, 1.3e-6], [1.1e-6, 9.2e-5]],
         sip: None,
     };
-    write_tan_header(&mut im.header, &wcs);
+    wcs.write(&mut im.header);
     im.header.set("EXTNAME", "CCD1", "");
     im
 }
@@ -157,7 +156,7 @@ fn frames(dir: &Path) -> (Vec<PathBuf>, TanWcs) {
                 let mut im = parent(300, 250);
                 let mut wcs = TanWcs::from_header(&im.header).unwrap();
                 wcs.crpix[0] += 5.0 * k as f64 - 310.0 * c as f64;
-                write_tan_header(&mut im.header, &wcs);
+                wcs.write(&mut im.header);
                 im.header.set("EXTNAME", format!("CCD{}", c + 1), "").set(
                     "CCDNAME",
                     format!("A{c}"),

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::labels::{read_labels, validate};
-use super::tests::tracklet;
+use super::tests::{run_known_on, tracklet};
 use super::*;
 use crate::mpc80::{read_numbered_observations, write_submission, Header, ObsLine, Precision};
 use crate::obs::{MatchTolerance, Observation};
@@ -55,34 +55,7 @@ fn run_known(
     inputs.insert("tracklets".into(), vec![tpath]);
     inputs.insert("observations".into(), vec![opath]);
     inputs.insert("labels".into(), labels);
-    let out = dir.join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    let outputs: BTreeMap<String, PathBuf> = [
-        ("known", "known.json"),
-        ("observations", "observations.json"),
-    ]
-    .into_iter()
-    .map(|(k, f)| (k.to_owned(), out.join(f)))
-    .collect();
-    let params = serde_json::Map::new();
-    let cancel = std::sync::atomic::AtomicBool::new(false);
-    let inv = Invocation {
-        id: "known",
-        params: &params,
-        inputs: &inputs,
-        outputs: &outputs,
-        out_dir: &out,
-        item: None,
-        cancel: &cancel,
-    };
-    let mut log = Vec::new();
-    Known.run(&inv, &mut log).unwrap();
-    let known: KnownFile =
-        serde_json::from_str(&std::fs::read_to_string(out.join("known.json")).unwrap()).unwrap();
-    let metrics = nearby_engine::task::read_metrics(&out)
-        .into_iter()
-        .collect();
-    (known, String::from_utf8(log).unwrap(), metrics)
+    run_known_on(dir, inputs)
 }
 
 #[test]

@@ -166,7 +166,37 @@ fn the_kind_renames_known_objects_in_the_observations() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), vec![v]))
     .collect();
+    let (known, _, _) = run_known_on(dir.path(), inputs);
     let out = dir.path().join("out");
+    assert_eq!(known.matches[0].object, None);
+    assert_eq!(
+        known.matches[1].object.as_deref(),
+        Some(target.designation.as_str())
+    );
+    let obs = ObservationList::load(&out.join("observations.json")).unwrap();
+    let names: std::collections::BTreeSet<&str> = obs
+        .observations
+        .iter()
+        .map(|o| o.designation.as_str())
+        .collect();
+    assert!(
+        names.contains("NB00001"),
+        "the stranger keeps its temporary designation: {names:?}"
+    );
+    assert!(
+        !names.contains("NB00002"),
+        "the known object is renamed: {names:?}"
+    );
+    let metrics = nearby_engine::task::read_metrics(&out);
+    assert_eq!((metrics["known"], metrics["unknown"]), (1.0, 1.0));
+}
+
+/// Runs the `known` kind on these inputs in `dir/out`: known.json, the log and the metrics.
+pub(super) fn run_known_on(
+    dir: &std::path::Path,
+    inputs: std::collections::BTreeMap<String, Vec<PathBuf>>,
+) -> (KnownFile, String, std::collections::BTreeMap<String, f64>) {
+    let out = dir.join("out");
     std::fs::create_dir_all(&out).unwrap();
     let outputs: std::collections::BTreeMap<String, PathBuf> = [
         ("known", "known.json"),
@@ -190,25 +220,8 @@ fn the_kind_renames_known_objects_in_the_observations() {
     Known.run(&inv, &mut log).unwrap();
     let known: KnownFile =
         serde_json::from_str(&std::fs::read_to_string(out.join("known.json")).unwrap()).unwrap();
-    assert_eq!(known.matches[0].object, None);
-    assert_eq!(
-        known.matches[1].object.as_deref(),
-        Some(target.designation.as_str())
-    );
-    let obs = ObservationList::load(&out.join("observations.json")).unwrap();
-    let names: std::collections::BTreeSet<&str> = obs
-        .observations
-        .iter()
-        .map(|o| o.designation.as_str())
+    let metrics = nearby_engine::task::read_metrics(&out)
+        .into_iter()
         .collect();
-    assert!(
-        names.contains("NB00001"),
-        "the stranger keeps its temporary designation: {names:?}"
-    );
-    assert!(
-        !names.contains("NB00002"),
-        "the known object is renamed: {names:?}"
-    );
-    let metrics = nearby_engine::task::read_metrics(&out);
-    assert_eq!((metrics["known"], metrics["unknown"]), (1.0, 1.0));
+    (known, String::from_utf8(log).unwrap(), metrics)
 }

@@ -95,7 +95,7 @@ impl Grid {
     /// The grid's header: NAXIS1/2 are written by the FITS writer; this sets the TAN WCS.
     pub fn header(&self) -> Header {
         let mut h = Header::new();
-        write_tan_header(&mut h, &self.wcs);
+        self.wcs.write(&mut h);
         h
     }
 
@@ -103,25 +103,6 @@ impl Grid {
     pub fn scale_deg(&self) -> f64 {
         pixel_scale_deg(&self.wcs)
     }
-}
-
-/// Writes a TAN WCS (CTYPE, CUNIT, CRVAL, CRPIX, CD, RADESYS ICRS) into a header.
-pub fn write_tan_header(h: &mut Header, wcs: &TanWcs) {
-    h.set("WCSAXES", 2i64, "two celestial axes")
-        .set("CTYPE1", "RA---TAN", "gnomonic projection")
-        .set("CTYPE2", "DEC--TAN", "gnomonic projection")
-        .set("CUNIT1", "deg", "")
-        .set("CUNIT2", "deg", "")
-        .set("CRVAL1", wcs.crval[0], "[deg] RA at the reference pixel")
-        .set("CRVAL2", wcs.crval[1], "[deg] Dec at the reference pixel")
-        .set("CRPIX1", wcs.crpix[0], "reference pixel, x")
-        .set("CRPIX2", wcs.crpix[1], "reference pixel, y")
-        .set("CD1_1", wcs.cd[0][0], "[deg/px]")
-        .set("CD1_2", wcs.cd[0][1], "[deg/px]")
-        .set("CD2_1", wcs.cd[1][0], "[deg/px]")
-        .set("CD2_2", wcs.cd[1][1], "[deg/px]")
-        .set("RADESYS", "ICRS", "")
-        .set("EQUINOX", 2000.0, "");
 }
 
 /// The pixel scale of a WCS at its reference pixel: sqrt(|det CD|), degrees.

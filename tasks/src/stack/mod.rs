@@ -18,7 +18,7 @@ mod tests;
 pub mod track;
 
 pub use combine::{combine, Combine};
-pub use grid::{write_tan_header, Grid};
+pub use grid::Grid;
 pub use resample::{resample, Kernel, Layer, Source};
 pub use track::{mid_exposure_mjd, shift_layer, Motion};
 

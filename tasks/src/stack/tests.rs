@@ -204,7 +204,7 @@ fn write_exposure(path: &Path, mjd: f64, ccds: Vec<(Vec<f32>, usize, usize, Opti
             let mut im = Image::new(w, h, d);
             im.header.set("EXTNAME", format!("CCD{}", k + 1), "");
             if let Some(wcs) = wcs {
-                write_tan_header(&mut im.header, &wcs);
+                wcs.write(&mut im.header);
             }
             im
         })
@@ -409,7 +409,7 @@ fn shift_and_stack_recovers_a_faint_mover_with_a_sqrt_n_gain() {
             .set("MJD-OBS", mjd0 + k as f64 * 3.0 / 1440.0, "")
             .set("EXPTIME", 60.0, "");
         let mut im = Image::new(w, h, data);
-        write_tan_header(&mut im.header, &wcs);
+        wcs.write(&mut im.header);
         write_mef(&sub.join("image.fits"), &primary, &[im], Pixel::F32).unwrap();
         let wt = Image::new(w, h, vec![1.0 / (sigma * sigma); w * h]);
         write_mef(&sub.join("weight.fits"), &Header::new(), &[wt], Pixel::F32).unwrap();
@@ -549,7 +549,7 @@ fn bad_input_is_reported_with_the_file_and_what_was_expected() {
     // Shift-and-stack of frames without a time.
     let notime = dir.path().join("notime.fits");
     let mut im = Image::new(w, h, vec![5.0; w * h]);
-    write_tan_header(&mut im.header, &wcs);
+    wcs.write(&mut im.header);
     write_mef(&notime, &Header::new(), &[im], Pixel::F32).unwrap();
     let (r, _) = run_stack(
         json!({"rate_arcsec_per_min": 1.0, "pa_deg": 0.0}),
