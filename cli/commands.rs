@@ -93,14 +93,99 @@ fn compile_text(
     base: &Path,
     overrides: &BTreeMap<String, String>,
 ) -> Result<Plan, u8> {
+    compile_raw(name, text, base, overrides).map(|(_, plan)| plan)
+}
+
+fn compile_raw(
+    name: &str,
+    text: &str,
+    base: &Path,
+    overrides: &BTreeMap<String, String>,
+) -> Result<(model::RawPipeline, Plan), u8> {
     let raw = model::load_str(name, text, Some(base)).map_err(|d| {
         eprintln!("{d}");
         INVALID
     })?;
-    plan::compile(&raw, &registry(), overrides, base).map_err(|d| {
+    let plan = plan::compile(&raw, &registry(), overrides, base).map_err(|d| {
         eprintln!("{d}");
         INVALID
-    })
+    })?;
+    Ok((raw, plan))
+}
+
+/// What a run needs: the plan, the pipeline's text and absolute path, the workdir and its store.
+type Prepared = (Plan, String, PathBuf, PathBuf, Store);
+
+/// Loads and compiles a pipeline for `run` or `plan` in a workdir, reusing the plan an earlier
+/// run there compiled when nothing it depends on has changed ([`plan::cached`]): a generated
+/// pipeline of 10,000 tasks takes 0.4 s to parse, four times a rerun with nothing to do.
+fn compile_for_workdir(
+    path: &Path,
+    overrides: &BTreeMap<String, String>,
+    w: &Workdir,
+) -> Result<Prepared, u8> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(format!("cannot read pipeline {}: {e}", path.display())))?;
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let base = abs.parent().map(Path::to_path_buf).unwrap_or_default();
+    let name = path.display().to_string();
+    let build = build_id();
+    let inputs = build.as_deref().map(|build| plan::cached::Inputs {
+        path: &abs,
+        text: &text,
+        base_dir: &base,
+        overrides,
+        build,
+    });
+    // An existing workdir is opened first, to look for the kept plan; a new one is created
+    // only once the pipeline is known to be valid.
+    let (plan, dir, store) = if w.workdir.join("state").exists() {
+        let (dir, store) = open_workdir(w)?;
+        let kept = inputs
+            .as_ref()
+            .and_then(|i| plan::cached::load(&store, i, &registry()));
+        let plan = match kept {
+            Some(plan) => {
+                tracing::debug!("pipeline {name}: compiled plan reused from the store");
+                plan
+            }
+            None => {
+                let (raw, plan) = compile_raw(&name, &text, &base, overrides)?;
+                if let Some(i) = &inputs {
+                    plan::cached::save(&store, i, &raw, &plan);
+                }
+                plan
+            }
+        };
+        (plan, dir, store)
+    } else {
+        let (raw, plan) = compile_raw(&name, &text, &base, overrides)?;
+        let (dir, store) = open_workdir(w)?;
+        if let Some(i) = &inputs {
+            plan::cached::save(&store, i, &raw, &plan);
+        }
+        (plan, dir, store)
+    };
+    Ok((plan, text, abs, dir, store))
+}
+
+/// Names this binary for [`plan::cached`]: its version, and its file's size and modification
+/// time (a rebuilt binary may compile pipelines differently). None: no plan is kept.
+fn build_id() -> Option<String> {
+    let exe = std::env::current_exe().ok()?;
+    let meta = std::fs::metadata(&exe).ok()?;
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(format!(
+        "{} {} {} {}",
+        env!("CARGO_PKG_VERSION"),
+        exe.display(),
+        meta.len(),
+        mtime.as_nanos()
+    ))
 }
 
 fn open_workdir(w: &Workdir) -> Result<(PathBuf, Store), u8> {
@@ -205,11 +290,7 @@ pub fn plan(p: &PipelineArgs, w: &Workdir) -> u8 {
         Ok(o) => o,
         Err(c) => return c,
     };
-    let (plan, text, abs) = match compile_file(&p.pipeline, &overrides) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
-    let (dir, store) = match open_workdir(w) {
+    let (plan, text, abs, dir, store) = match compile_for_workdir(&p.pipeline, &overrides, w) {
         Ok(x) => x,
         Err(c) => return c,
     };
@@ -395,11 +476,7 @@ pub fn run(p: &PipelineArgs, w: &Workdir, x: &ExecArgs) -> u8 {
         Ok(o) => o,
         Err(c) => return c,
     };
-    let (plan, text, abs) = match compile_file(&p.pipeline, &overrides) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
-    let (dir, store) = match open_workdir(w) {
+    let (plan, text, abs, dir, store) = match compile_for_workdir(&p.pipeline, &overrides, w) {
         Ok(x) => x,
         Err(c) => return c,
     };

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{instance, states, Nearby};
+use common::{instance, states, Nearby, Ran};
 
 const NIGHT: &str = r#"
 name: night
@@ -627,4 +627,70 @@ fn regression_a_closed_pipe_stops_status_quietly() {
     let status = child.wait().unwrap();
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(status.code(), Some(101), "{stderr}");
+}
+
+/// `run` keeps the compiled pipeline in the workdir; any change to the pipeline, to a file it
+/// imports or to a `--set` value must be compiled again, with its diagnostics.
+#[test]
+fn the_kept_plan_follows_every_change_to_the_pipeline_and_its_imports() {
+    let n = Nearby::new();
+    n.write(
+        "shared.yaml",
+        "name: shared\ntasks:\n  first:\n    uses: noop\n    outputs: {o: first.txt}\n",
+    );
+    let p = n.write(
+        "night.yaml",
+        "name: night\nimports: [shared.yaml]\nparams:\n  n: {type: list, default: [a, b]}\n\
+         tasks:\n  fan:\n    uses: noop\n    foreach: \"${params.n}\"\n    inputs: {f: first.o}\n",
+    );
+    let p = p.to_str().unwrap();
+    let ids = |r: &Ran| -> Vec<String> { states(&n.status(&r.run_id)).into_keys().collect() };
+
+    let first = n.run(&["run", p, "-q"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(ids(&first), ["fan[a]", "fan[b]", "first"]);
+    // The same files again: the kept plan, and nothing to do.
+    let reused = |args: &[&str]| {
+        let out = n
+            .command(args)
+            .env("RUST_LOG", "nearby=debug")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).contains("compiled plan reused")
+    };
+    assert!(reused(&["run", p, "-q"]));
+    let again = n.run(&["run", p, "-q"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(states(&n.status(&again.run_id))
+        .values()
+        .all(|s| s == "cached"));
+    assert!(reused(&["plan", p]));
+
+    // A --set value is part of the key.
+    let set = n.run(&["run", p, "-q", "--set", "n=a,b,c"]);
+    assert_eq!(ids(&set), ["fan[a]", "fan[b]", "fan[c]", "first"]);
+
+    // An edited import: a new task appears.
+    n.write(
+        "shared.yaml",
+        "name: shared\ntasks:\n  first:\n    uses: noop\n    outputs: {o: first.txt}\n  \
+         second:\n    uses: noop\n",
+    );
+    let import = n.run(&["run", p, "-q"]);
+    assert_eq!(ids(&import), ["fan[a]", "fan[b]", "first", "second"]);
+    assert!(reused(&["run", p, "-q"]));
+
+    // An edited pipeline that is now invalid: the error, with its position, and exit code 2.
+    n.write(
+        "night.yaml",
+        "name: night\nimports: [shared.yaml]\ntasks:\n  fan:\n    uses: nop\n",
+    );
+    let bad = n.run(&["run", p, "-q"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(
+        bad.stderr
+            .contains("night.yaml:5:11: error[unknown-task-kind]"),
+        "{}",
+        bad.stderr
+    );
 }

@@ -99,7 +99,14 @@ fn timestamp(us: u64) -> String {
                 .to_string();
             *cell = (secs, text);
         }
-        format!("{}.{ms:03}Z", cell.1)
+        let mut out = String::with_capacity(cell.1.len() + 5);
+        out.push_str(&cell.1);
+        out.push('.');
+        for d in [ms / 100, ms / 10 % 10, ms % 10] {
+            out.push(char::from(b'0' + d as u8));
+        }
+        out.push('Z');
+        out
     })
 }
 

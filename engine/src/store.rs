@@ -216,6 +216,8 @@ pub struct Store {
     instances: sled::Tree,
     filehash: sled::Tree,
     keys: sled::Tree,
+    /// Compiled pipelines, one per pipeline file (see [`crate::plan::cached`]).
+    plans: sled::Tree,
     path: PathBuf,
 }
 
@@ -414,6 +416,7 @@ impl Store {
             instances: db.open_tree("instances")?,
             filehash: db.open_tree("filehash")?,
             keys: db.open_tree("keys")?,
+            plans: db.open_tree("plans")?,
             db,
             path,
         };
@@ -509,6 +512,17 @@ impl Store {
     }
 
     /// The cache entry of `task` with this fingerprint.
+    /// The compiled pipeline kept for `slot` (a pipeline file), if any.
+    pub fn plan_get(&self, slot: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.plans.get(slot)?.map(|v| v.to_vec()))
+    }
+
+    /// Keeps a compiled pipeline for `slot`, replacing the one kept before.
+    pub fn plan_put(&self, slot: &[u8], bytes: &[u8]) -> Result<(), StoreError> {
+        self.plans.insert(slot, bytes)?;
+        Ok(())
+    }
+
     pub fn cache_get(
         &self,
         task: &str,

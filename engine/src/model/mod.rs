@@ -62,7 +62,7 @@ impl At {
 }
 
 /// The declared type of a pipeline param.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ParamType {
     String,
     Int,
@@ -139,7 +139,7 @@ pub enum RawForeach {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Retries {
     pub count: u32,
     pub backoff_secs: f64,
@@ -156,7 +156,7 @@ impl Default for Retries {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Resources {
     pub cpus: u32,
     pub memory_mb: u64,
@@ -187,6 +187,8 @@ pub struct RawPipeline {
     pub tasks: Vec<RawTask>,
     /// The root file and every imported file, in load order.
     pub sources: Vec<Arc<Source>>,
+    /// The paths the imported files were read from (`sources[1..]`, same order).
+    pub import_paths: Vec<PathBuf>,
 }
 
 /// Loads a pipeline file and its imports. Returns every shape error found.
@@ -497,6 +499,7 @@ impl Loader {
             params: Vec::new(),
             tasks: Vec::new(),
             sources: vec![source.clone()],
+            import_paths: Vec::new(),
         };
         match get(entries, "name") {
             Some((_, v)) => {
@@ -641,6 +644,8 @@ impl Loader {
                 into.params.extend(p.params);
                 into.tasks.extend(p.tasks);
                 into.sources.extend(p.sources);
+                into.import_paths.push(path);
+                into.import_paths.extend(p.import_paths);
             }
         }
     }

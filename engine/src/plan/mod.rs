@@ -6,6 +6,7 @@
 //! Only a [`Plan`] can be run; it holds a petgraph DAG of task templates whose edges come from
 //! declared inputs, never from YAML order.
 
+pub mod cached;
 pub mod graph;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,7 +27,7 @@ use crate::template::{self, Ref, Segment};
 pub const EXECUTORS: &[&str] = &["local"];
 
 /// A resolved pipeline param.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Param {
     pub name: String,
     pub ty: ParamType,
@@ -34,7 +35,7 @@ pub struct Param {
     pub description: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum InputSource {
     /// An output of another task (index into `Plan::tasks`).
     Task { task: usize, output: String },
@@ -44,7 +45,7 @@ pub enum InputSource {
     Glob(String),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Foreach {
     /// A literal list or a list param.
     Items(Vec<String>),
