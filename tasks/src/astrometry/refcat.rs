@@ -100,6 +100,36 @@ impl RefCatalog {
     /// files of one series (Tycho-2's 10 to 19) hold many of the same stars: a star of a later
     /// index file within [`DUPLICATE_ARCSEC`] of one already read is left out.
     pub fn read(paths: &[impl AsRef<Path>]) -> Result<RefCatalog, AstrometryError> {
+        RefCatalog::read_near(paths, None)
+    }
+
+    /// [`RefCatalog::read`], keeping only the stars within one of `cones` (RA, Dec, radius, in
+    /// degrees) when given. A solver needs a few arcminutes around each CCD, not the sky: Debian's
+    /// Tycho-2 index files hold 725,000 distinct stars, and indexing all of them (and finding the
+    /// duplicates between files) took seconds per frame; the cones leave a few hundred.
+    pub fn read_near(
+        paths: &[impl AsRef<Path>],
+        cones: Option<&[(f64, f64, f64)]>,
+    ) -> Result<RefCatalog, AstrometryError> {
+        let cones: Option<Vec<([f64; 3], f64)>> = cones.map(|c| {
+            c.iter()
+                .map(|&(ra, dec, r)| (unit(ra, dec), r.min(180.0).to_radians().cos()))
+                .collect()
+        });
+        let near = |stars: Vec<RefStar>| -> Vec<RefStar> {
+            let Some(cones) = &cones else {
+                return stars;
+            };
+            stars
+                .into_iter()
+                .filter(|s| {
+                    let u = unit(s.ra_deg, s.dec_deg);
+                    cones
+                        .iter()
+                        .any(|(c, cos_r)| u[0] * c[0] + u[1] * c[1] + u[2] * c[2] >= *cos_r)
+                })
+                .collect()
+        };
         let mut all = Vec::new();
         let (mut skipped, mut first_skipped) = (0, None);
         let mut index_stars: Vec<RefStar> = Vec::new();
@@ -107,12 +137,12 @@ impl RefCatalog {
             let p = p.as_ref();
             let csv = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
             if !csv && anindex::is_index(&read_header(p, 0)?) {
-                let stars = anindex::read_index(p)?;
+                let stars = near(anindex::read_index(p)?);
                 index_stars = merge_distinct(index_stars, stars);
                 continue;
             }
             let r = if csv { read_csv(p)? } else { read_fits(p)? };
-            all.extend(r.stars);
+            all.extend(near(r.stars));
             skipped += r.skipped;
             first_skipped = first_skipped.or(r.first_skipped);
         }

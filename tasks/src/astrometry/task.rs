@@ -523,21 +523,33 @@ impl TaskKind for Astrometry {
             .get("refcat")
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let refcat = RefCatalog::read(refs).map_err(|e| match e {
+        let ccds = read_ccds(catalog, image)?;
+        // Only the stars in the CCDs' search cones are indexed (a CCD without a usable hint
+        // fails on its own below).
+        let cones: Vec<(f64, f64, f64)> = ccds
+            .iter()
+            .filter_map(|c| {
+                let (w, h) = image_size(c).ok()?;
+                let start = hint(c, inv.params, w, h).ok()?;
+                Some(search_cone(&start, w, h, &cfg))
+            })
+            .collect();
+        let refcat = RefCatalog::read_near(refs, Some(&cones)).map_err(|e| match e {
             AstrometryError::Io { .. } => TaskError::Failed(e.to_string()),
             _ => TaskError::BadInput(e.to_string()),
         })?;
         writeln!(
             log,
-            "astrometry: reference catalog: {} stars from {} file(s){}",
+            "astrometry: reference catalog: {} stars in the search cones of {} CCD(s), from {} \
+             file(s){}",
             refcat.stars.len(),
+            cones.len(),
             refs.len(),
             match &refcat.first_skipped {
                 Some(why) => format!(", {} rows skipped (first: {why})", refcat.skipped),
                 None => String::new(),
             }
         )?;
-        let ccds = read_ccds(catalog, image)?;
         let (mut tables, mut heads, mut failures) = (Vec::new(), Vec::new(), Vec::new());
         for c in ccds {
             if inv.cancel.load(Ordering::Relaxed) {
