@@ -561,6 +561,27 @@ fn kinds_dataset_train_evaluate_classify() {
         e.contains("thin.fits") && e.contains("3 exposures") && e.contains("needs 4"),
         "{e}"
     );
+    // Cutouts smaller than the model's input (16 px).
+    let small = root.join("small.fits");
+    stack("small", "2014-07-10", 4, 8, None)
+        .write(&small, &[])
+        .unwrap();
+    let e = run_kind(
+        &Classify,
+        Map::new(),
+        &[
+            ("model", vec![tr["model"].clone()]),
+            ("cutouts", vec![small]),
+        ],
+        &root.join("c4"),
+        &mut log,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("small.fits") && e.contains("8x8 px") && e.contains("at least 16x16 px"),
+        "{e}"
+    );
     // A corrupt model file.
     let broken = root.join("broken-model");
     std::fs::create_dir_all(&broken).unwrap();

@@ -125,7 +125,8 @@ fn loss(logits: &Tensor, y: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> 
     (per * w)?.sum_all()? / w.sum_all()?.to_scalar::<f32>()? as f64
 }
 
-struct Adam {
+/// AdamW's moments, one pair per variable of [`Ceres::vars`].
+pub struct Adam {
     m: Vec<Tensor>,
     v: Vec<Tensor>,
 }
@@ -134,7 +135,7 @@ const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
 
 impl Adam {
-    fn new(vars: &[(String, Var)]) -> candle_core::Result<Adam> {
+    pub fn new(vars: &[(String, Var)]) -> candle_core::Result<Adam> {
         let z = |v: &Var| v.as_tensor().zeros_like();
         Ok(Adam {
             m: vars.iter().map(|(_, v)| z(v)).collect::<Result<_, _>>()?,
@@ -171,6 +172,28 @@ impl Adam {
         }
         Ok(())
     }
+}
+
+/// One optimisation step on a batch `x` (N x planes x s x s) with labels `y` and loss
+/// weights `w`: forward, weighted BCE, backward, AdamW (step number `t`, from 1). Returns the
+/// batch's loss.
+#[allow(clippy::too_many_arguments)]
+pub fn step(
+    net: &Ceres,
+    vars: &[(String, Var)],
+    adam: &mut Adam,
+    x: &Tensor,
+    y: &Tensor,
+    w: &Tensor,
+    lr: f64,
+    wd: f64,
+    t: u64,
+) -> candle_core::Result<f32> {
+    let logits = net.forward(x)?;
+    let l = loss(&logits, y, w)?;
+    let grads = l.backward()?;
+    adam.step(vars, &grads, lr, wd, t)?;
+    l.to_scalar::<f32>()
 }
 
 /// Learning rate at `epoch` + `frac` of it: linear warm-up, then cosine down to 5%.
@@ -340,15 +363,22 @@ pub fn train(
             let xt = Tensor::from_vec(x, (n, net.config.exposures, s, s), &dev).map_err(e)?;
             let yt = Tensor::from_vec(y, n, &dev).map_err(e)?;
             let wt = Tensor::from_vec(w.clone(), n, &dev).map_err(e)?;
-            let logits = net.forward(&xt).map_err(e)?;
-            let l = loss(&logits, &yt, &wt).map_err(e)?;
-            let grads = l.backward().map_err(e)?;
             state.step += 1;
             let lr = learning_rate(cfg, epoch, b as f64 / batches as f64);
-            adam.step(&vars, &grads, lr, cfg.weight_decay, state.step)
-                .map_err(e)?;
+            let l = step(
+                net,
+                &vars,
+                &mut adam,
+                &xt,
+                &yt,
+                &wt,
+                lr,
+                cfg.weight_decay,
+                state.step,
+            )
+            .map_err(e)?;
             let bw: f64 = w.iter().map(|v| *v as f64).sum();
-            sum += l.to_scalar::<f32>().map_err(e)? as f64 * bw;
+            sum += l as f64 * bw;
             wsum += bw;
         }
         let scores = score_all(net, validation, &dev).map_err(e)?;
