@@ -71,21 +71,35 @@ EOF
 )
 read -r nbytes npix <<<"$bytes"
 
-times=()
+# CPU seconds (user + sys) and minor page faults of each run too, from GNU time when there is
+# one: on a shared machine whose other work takes the cores, wall seconds measure the load.
+timer=()
+[ -x /usr/bin/time ] && timer=(/usr/bin/time -f "%U %S %R" -o "$work/time.txt")
+times=() cpus=() faults=()
 for i in $(seq "$runs"); do
   rm -rf "$work/cal"
   t0=$(now)
-  "$nearby" task calibrate --input "frame=$frame" --input "bias=$work/masters/master_bias.fits" \
+  "${timer[@]}" "$nearby" task calibrate --input "frame=$frame" \
+    --input "bias=$work/masters/master_bias.fits" \
     --input "flat=$work/masters/master_flat.fits" --out "$work/cal" >/dev/null 2>"$work/task.log"
   t1=$(now)
   times+=("$(echo "$t1 - $t0" | bc -l)")
+  if [ -n "${timer[*]}" ]; then
+    read -r u s r <"$work/time.txt"
+    cpus+=("$(echo "$u + $s" | bc -l)") faults+=("$r")
+  fi
 done
 t=$(printf '%s\n' "${times[@]}" | median)
 echo "frame: $(basename "$frame"): $npix raw pixels, $nbytes raw pixel bytes"
 echo "nearby task calibrate, wall seconds per run: ${times[*]} (median $t)"
 awk -v b="$nbytes" -v p="$npix" -v t="$t" 'BEGIN {
-  printf "calibrate task: %.0f MB/s of raw pixels (%.0f MiB/s), %.1f Mpix/s (median of runs)\n",
-    b / t / 1e6, b / t / 1048576, p / t / 1e6 }'
+  printf "calibrate task: %.0f MB/s of raw pixels (%.0f MiB/s), %.1f Mpix/s, %.2f frames/s (median of runs)\n",
+    b / t / 1e6, b / t / 1048576, p / t / 1e6, 1 / t }'
+if [ "${#cpus[@]}" -gt 0 ]; then
+  c=$(printf '%s\n' "${cpus[@]}" | median)
+  echo "CPU seconds (user + sys) per run: ${cpus[*]} (median $c); minor page faults: ${faults[*]}"
+  awk -v b="$nbytes" -v c="$c" 'BEGIN { printf "calibrate task: %.0f MB of raw pixels per CPU second\n", b / c / 1e6 }'
+fi
 echo "machine: $(nproc) cores, load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 if [ -z "${NO_CRITERION:-}" ]; then

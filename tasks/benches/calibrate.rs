@@ -5,7 +5,9 @@
 //! >= 500 MB/s for overscan + apply on a 2k x 4k frame.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use nearby_tasks::calibrate::{self, Combine, Detector, OverscanOptions};
+use nearby_tasks::calibrate::{self, Combine, Detector, OverscanOptions, RowScratch, RowStats};
+use nearby_tasks::fits::Pixels;
+use rayon::prelude::*;
 use std::time::Duration;
 
 const W: usize = 2080; // 2048 data columns + 32 overscan
@@ -98,6 +100,64 @@ fn bench(c: &mut Criterion) {
             )
             .unwrap();
             calibrate::apply_into(&trimmed2, &bias, &flat, &det, None, &mut reused).unwrap()
+        })
+    });
+    // What the calibrate task runs: overscan levels, then one pass over blocks of 32 rows from
+    // the pixels as FITS stores them (raw int16 + BZERO, masters float32, big-endian) into
+    // block buffers reused by each thread.
+    let stored_raw: Vec<u8> = raw
+        .iter()
+        .flat_map(|v| ((*v as u16 ^ 0x8000) as i16).to_be_bytes())
+        .collect();
+    let stored = |v: &[f32]| v.iter().flat_map(|x| x.to_be_bytes()).collect::<Vec<u8>>();
+    let (stored_bias, stored_flat) = (stored(&bias), stored(&flat));
+    fn pixels(bytes: &[u8], bitpix: i64, bzero: f64) -> Pixels<'_> {
+        Pixels::Stored {
+            bytes,
+            bitpix,
+            bscale: 1.0,
+            bzero,
+        }
+    }
+    g.bench_function("single_pass_stored_2080x4100", |b| {
+        b.iter(|| {
+            let raw = pixels(black_box(&stored_raw), 16, 32768.0);
+            let levels = calibrate::overscan_levels(
+                &raw,
+                W,
+                H,
+                biassec,
+                trimsec,
+                OverscanOptions::default(),
+            )
+            .unwrap();
+            let ccd = calibrate::Ccd::new(
+                raw,
+                W,
+                trimsec,
+                &levels,
+                pixels(&stored_bias, -32, 0.0),
+                pixels(&stored_flat, -32, 0.0),
+                None,
+            )
+            .unwrap();
+            (0..th.div_ceil(32))
+                .into_par_iter()
+                .map_init(
+                    || {
+                        (
+                            RowScratch::default(),
+                            vec![0.0; 32 * tw],
+                            vec![0.0; 32 * tw],
+                        )
+                    },
+                    |(s, sci, wt), k| {
+                        let rows = k * 32..((k + 1) * 32).min(th);
+                        let n = rows.len() * tw;
+                        ccd.calibrate_rows(&det, rows, s, &mut sci[..n], &mut wt[..n])
+                    },
+                )
+                .reduce(|| RowStats::NONE, RowStats::merge)
         })
     });
     g.finish();

@@ -12,6 +12,8 @@
 
 use rayon::prelude::*;
 
+use crate::fits::Pixels;
+
 /// Mask bit: the flat field is out of range (`< FLAT_MIN`, `> FLAT_MAX`) or not finite.
 pub const MASK_BAD_FLAT: u8 = 1;
 /// Mask bit: the raw value reached the saturation level. Extraction keeps such pixels (they are
@@ -220,6 +222,80 @@ pub fn overscan_correct(
     Ok((out, tw, th))
 }
 
+/// The overscan level of each line of a CCD's data section: one per row of `trimsec` when the
+/// overscan is serial (columns beside the data), one per column when it is parallel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverscanLevels {
+    by_row: bool,
+    values: Vec<f32>,
+}
+
+impl OverscanLevels {
+    /// The level to subtract from the trimmed pixel in column `x`, row `y` (from 0): `values`
+    /// indexed by whichever the overscan runs along.
+    #[inline]
+    fn at(&self, x: usize, y: usize) -> f32 {
+        self.values[if self.by_row { y } else { x }]
+    }
+}
+
+/// The overscan levels of a raw `width` x `height` frame: the median of each row (or column) of
+/// `biassec` over the rows (columns) of `trimsec`, non-finite values ignored, smoothed as `opts`
+/// says.
+pub fn overscan_levels(
+    raw: &Pixels,
+    width: usize,
+    height: usize,
+    biassec: Section,
+    trimsec: Section,
+    opts: OverscanOptions,
+) -> Result<OverscanLevels, CalibrateError> {
+    check_len("raw frame", raw.len(), width * height)?;
+    biassec.check_inside(width, height)?;
+    trimsec.check_inside(width, height)?;
+    let by_row = biassec.y0 <= trimsec.y0 && biassec.y1 >= trimsec.y1;
+    let by_col = biassec.x0 <= trimsec.x0 && biassec.x1 >= trimsec.x1;
+    let median_of = |buf: &mut Vec<f32>| {
+        buf.retain(|v| v.is_finite());
+        let m = median_in_place(buf);
+        if m.is_finite() {
+            m
+        } else {
+            0.0
+        }
+    };
+    let values: Vec<f32> = if by_row {
+        (trimsec.y0..trimsec.y1)
+            .into_par_iter()
+            .with_min_len(64)
+            .map_init(Vec::new, |buf: &mut Vec<f32>, y| {
+                buf.resize(biassec.width(), 0.0);
+                raw.read(y * width + biassec.x0, buf);
+                median_of(buf)
+            })
+            .collect()
+    } else if by_col {
+        (trimsec.x0..trimsec.x1)
+            .into_par_iter()
+            .with_min_len(64)
+            .map_init(Vec::new, |buf: &mut Vec<f32>, x| {
+                buf.clear();
+                buf.extend((biassec.y0..biassec.y1).map(|y| raw.get(y * width + x)));
+                median_of(buf)
+            })
+            .collect()
+    } else {
+        return Err(CalibrateError::OverscanGeometry {
+            biassec: biassec.to_string(),
+            trimsec: trimsec.to_string(),
+        });
+    };
+    Ok(OverscanLevels {
+        by_row,
+        values: smooth(&values, opts.smooth_half_width),
+    })
+}
+
 /// [`overscan_correct`] into `out` (resized as needed, so its memory is reused frame after
 /// frame); returns the trimmed `(width, height)`.
 pub fn overscan_correct_into(
@@ -231,86 +307,21 @@ pub fn overscan_correct_into(
     opts: OverscanOptions,
     out: &mut Vec<f32>,
 ) -> Result<(usize, usize), CalibrateError> {
-    check_len("raw frame", raw.len(), width * height)?;
-    biassec.check_inside(width, height)?;
-    trimsec.check_inside(width, height)?;
+    let levels = overscan_levels(&Pixels::Decoded(raw), width, height, biassec, trimsec, opts)?;
     let (tw, th) = (trimsec.width(), trimsec.height());
-    let by_row = biassec.y0 <= trimsec.y0 && biassec.y1 >= trimsec.y1;
-    let by_col = biassec.x0 <= trimsec.x0 && biassec.x1 >= trimsec.x1;
     zeroed(out, tw * th);
-    if by_row {
-        let levels: Vec<f32> = (trimsec.y0..trimsec.y1)
-            .into_par_iter()
-            .with_min_len(64)
-            .map_init(Vec::new, |buf: &mut Vec<f32>, y| {
-                buf.clear();
-                let row = &raw[y * width..(y + 1) * width];
-                buf.extend(
-                    row[biassec.x0..biassec.x1]
-                        .iter()
-                        .copied()
-                        .filter(|v| v.is_finite()),
-                );
-                let m = median_in_place(buf);
-                if m.is_finite() {
-                    m
-                } else {
-                    0.0
+    out.par_chunks_mut(tw * ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            for (r, orow) in chunk.chunks_mut(tw).enumerate() {
+                let j = c * ROWS_PER_TASK + r;
+                let y = trimsec.y0 + j;
+                let irow = &raw[y * width + trimsec.x0..y * width + trimsec.x1];
+                for (x, (o, i)) in orow.iter_mut().zip(irow).enumerate() {
+                    *o = *i - levels.at(x, j);
                 }
-            })
-            .collect();
-        let levels = smooth(&levels, opts.smooth_half_width);
-        out.par_chunks_mut(tw * ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(c, chunk)| {
-                for (r, orow) in chunk.chunks_mut(tw).enumerate() {
-                    let j = c * ROWS_PER_TASK + r;
-                    let y = trimsec.y0 + j;
-                    let irow = &raw[y * width + trimsec.x0..y * width + trimsec.x1];
-                    let l = levels[j];
-                    for (o, i) in orow.iter_mut().zip(irow) {
-                        *o = *i - l;
-                    }
-                }
-            });
-    } else if by_col {
-        // Column medians: gather the overscan rows column by column.
-        let levels: Vec<f32> = (trimsec.x0..trimsec.x1)
-            .into_par_iter()
-            .with_min_len(64)
-            .map_init(Vec::new, |buf: &mut Vec<f32>, x| {
-                buf.clear();
-                buf.extend(
-                    (biassec.y0..biassec.y1)
-                        .map(|y| raw[y * width + x])
-                        .filter(|v| v.is_finite()),
-                );
-                let m = median_in_place(buf);
-                if m.is_finite() {
-                    m
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let levels = smooth(&levels, opts.smooth_half_width);
-        out.par_chunks_mut(tw * ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(c, chunk)| {
-                for (r, orow) in chunk.chunks_mut(tw).enumerate() {
-                    let y = trimsec.y0 + c * ROWS_PER_TASK + r;
-                    let irow = &raw[y * width + trimsec.x0..y * width + trimsec.x1];
-                    for ((o, i), l) in orow.iter_mut().zip(irow).zip(&levels) {
-                        *o = *i - *l;
-                    }
-                }
-            });
-    } else {
-        return Err(CalibrateError::OverscanGeometry {
-            biassec: biassec.to_string(),
-            trimsec: trimsec.to_string(),
+            }
         });
-    }
     Ok((tw, th))
 }
 
@@ -473,11 +484,17 @@ pub fn master_bias(
 /// Median of the finite values of a frame, from at most 2^18 evenly strided samples (exact for
 /// frames up to 262144 pixels; within a small fraction of the noise above that).
 pub fn robust_level(frame: &[f32], offset: Option<&[f32]>) -> f32 {
+    robust_level_of(frame.len(), |i| frame[i] - offset.map_or(0.0, |b| b[i]))
+}
+
+/// [`robust_level`] of a frame of `n` pixels whose pixel `i` is `value(i)` (a frame that is not
+/// held as an array: stored pixels, or a correction applied on the fly).
+pub fn robust_level_of(n: usize, value: impl Fn(usize) -> f32) -> f32 {
     const MAX_SAMPLES: usize = 1 << 18;
-    let stride = frame.len().div_ceil(MAX_SAMPLES).max(1);
-    let mut s: Vec<f32> = (0..frame.len())
+    let stride = n.div_ceil(MAX_SAMPLES).max(1);
+    let mut s: Vec<f32> = (0..n)
         .step_by(stride)
-        .map(|i| frame[i] - offset.map_or(0.0, |b| b[i]))
+        .map(value)
         .filter(|v| v.is_finite())
         .collect();
     median_in_place(&mut s)
@@ -562,6 +579,64 @@ impl Detector {
             flat_max: FLAT_MAX,
         }
     }
+
+    /// Errors unless the gain is finite and > 0 and the read noise >= 0.
+    pub fn check(&self) -> Result<(), CalibrateError> {
+        if !self.gain_e_per_adu.is_finite() || self.gain_e_per_adu <= 0.0 {
+            return Err(CalibrateError::BadParameter {
+                what: "gain_e_per_adu",
+                reason: format!("must be > 0, found {}", self.gain_e_per_adu),
+            });
+        }
+        if self.read_noise_e.is_nan() || self.read_noise_e < 0.0 {
+            return Err(CalibrateError::BadParameter {
+                what: "read_noise_e",
+                reason: format!("must be >= 0, found {}", self.read_noise_e),
+            });
+        }
+        Ok(())
+    }
+
+    fn pixel_model(&self) -> PixelModel {
+        let inv_gain = 1.0 / self.gain_e_per_adu;
+        PixelModel {
+            inv_gain,
+            rn2: (self.read_noise_e * inv_gain).powi(2),
+            fmin: self.flat_min,
+            fmax: self.flat_max,
+            sat: self.saturate_adu,
+        }
+    }
+}
+
+/// The constants of the per-pixel calibration, derived once from a [`Detector`].
+#[derive(Debug, Clone, Copy)]
+struct PixelModel {
+    inv_gain: f32,
+    /// (read noise / gain)^2, ADU^2.
+    rn2: f32,
+    fmin: f32,
+    fmax: f32,
+    sat: f32,
+}
+
+impl PixelModel {
+    /// One pixel: `(science, weight, mask)` from the overscan-corrected raw value, the bias and
+    /// the flat (the formula of [`apply`]). Branch-free so that loops over it vectorise.
+    #[inline(always)]
+    fn calibrate(&self, rv: f32, bv: f32, fv: f32) -> (f32, f32, u8) {
+        let d = rv - bv;
+        let flat_ok = (fv >= self.fmin) & (fv <= self.fmax); // false for NaN
+        let finite = d.is_finite();
+        let m = ((!flat_ok as u8) * MASK_BAD_FLAT)
+            | ((!finite as u8) * MASK_NONFINITE)
+            | (((rv >= self.sat) as u8) * MASK_SATURATED);
+        let inv_f = if flat_ok { 1.0 / fv } else { 0.0 };
+        let s = if finite { d * inv_f } else { 0.0 };
+        let var = (d.max(0.0) * self.inv_gain + self.rn2) * inv_f * inv_f;
+        let ok = (m == 0) & (var > 0.0);
+        (s, if ok { 1.0 / var } else { 0.0 }, m)
+    }
 }
 
 /// A calibrated frame: science pixels in ADU (flat-fielded), inverse variance in 1/ADU^2 (0 where
@@ -612,18 +687,7 @@ pub fn apply_into(
     if let Some(b) = bad {
         check_len("bad-pixel mask", b.len(), n)?;
     }
-    if !det.gain_e_per_adu.is_finite() || det.gain_e_per_adu <= 0.0 {
-        return Err(CalibrateError::BadParameter {
-            what: "gain_e_per_adu",
-            reason: format!("must be > 0, found {}", det.gain_e_per_adu),
-        });
-    }
-    if det.read_noise_e.is_nan() || det.read_noise_e < 0.0 {
-        return Err(CalibrateError::BadParameter {
-            what: "read_noise_e",
-            reason: format!("must be >= 0, found {}", det.read_noise_e),
-        });
-    }
+    det.check()?;
     zeroed(&mut out.science, n);
     zeroed(&mut out.weight, n);
     zeroed(&mut out.mask, n);
@@ -632,7 +696,6 @@ pub fn apply_into(
 }
 
 /// The kernel of [`apply`], writing into preallocated buffers (lengths checked by the caller).
-/// Branch-free per pixel so that it vectorises.
 fn apply_kernel(
     raw: &[f32],
     bias: &[f32],
@@ -642,9 +705,7 @@ fn apply_kernel(
     out: &mut Calibrated,
 ) {
     const CHUNK: usize = 1 << 14;
-    let inv_gain = 1.0 / det.gain_e_per_adu;
-    let rn2 = (det.read_noise_e * inv_gain).powi(2);
-    let (fmin, fmax, sat) = (det.flat_min, det.flat_max, det.saturate_adu);
+    let model = det.pixel_model();
     out.science
         .par_chunks_mut(CHUNK)
         .zip(out.weight.par_chunks_mut(CHUNK))
@@ -657,20 +718,7 @@ fn apply_kernel(
             let b = &bias[base..base + len];
             let f = &flat[base..base + len];
             for i in 0..len {
-                let (rv, bv, fv) = (r[i], b[i], f[i]);
-                let d = rv - bv;
-                let flat_ok = (fv >= fmin) & (fv <= fmax); // false for NaN
-                let finite = d.is_finite();
-                let m = ((!flat_ok as u8) * MASK_BAD_FLAT)
-                    | ((!finite as u8) * MASK_NONFINITE)
-                    | (((rv >= sat) as u8) * MASK_SATURATED);
-                let inv_f = if flat_ok { 1.0 / fv } else { 0.0 };
-                let s = if finite { d * inv_f } else { 0.0 };
-                let var = (d.max(0.0) * inv_gain + rn2) * inv_f * inv_f;
-                let ok = (m == 0) & (var > 0.0);
-                sci[i] = s;
-                wt[i] = if ok { 1.0 / var } else { 0.0 };
-                msk[i] = m;
+                (sci[i], wt[i], msk[i]) = model.calibrate(r[i], b[i], f[i]);
             }
             if let Some(bm) = bad {
                 let bm = &bm[base..base + len];
@@ -682,6 +730,174 @@ fn apply_kernel(
                 }
             }
         });
+}
+
+/// One CCD for the single-pass calibration: its raw pixels as stored, the overscan levels, the
+/// master bias and flat (trimmed size, as stored) and the bad-pixel map (trimmed). Overscan,
+/// trim, bias, flat, weight and mask are computed row by row into the caller's buffers by
+/// [`Ccd::calibrate_rows`], which gives what [`overscan_correct`] followed by [`apply`] gives,
+/// without a whole-CCD array in between.
+pub struct Ccd<'a> {
+    raw: Pixels<'a>,
+    raw_width: usize,
+    trimsec: Section,
+    levels: &'a OverscanLevels,
+    bias: Pixels<'a>,
+    flat: Pixels<'a>,
+    bad: Option<&'a [u8]>,
+}
+
+/// What [`Ccd::calibrate_rows`] saw in a block of rows, merged over blocks with
+/// [`RowStats::merge`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowStats {
+    /// Pixels with any mask bit set (the bad-pixel map's included).
+    pub masked: usize,
+    /// The lowest calibrated value of a saturated pixel (infinity when none is saturated).
+    pub min_saturated: f32,
+    /// The highest finite flat value, at least 1.
+    pub max_flat: f32,
+}
+
+impl RowStats {
+    pub const NONE: RowStats = RowStats {
+        masked: 0,
+        min_saturated: f32::INFINITY,
+        max_flat: 1.0,
+    };
+
+    pub fn merge(self, o: RowStats) -> RowStats {
+        RowStats {
+            masked: self.masked + o.masked,
+            min_saturated: self.min_saturated.min(o.min_saturated),
+            max_flat: self.max_flat.max(o.max_flat),
+        }
+    }
+}
+
+/// One row of raw, bias and flat values, decoded; reused from row to row.
+#[derive(Debug, Default)]
+pub struct RowScratch {
+    raw: Vec<f32>,
+    bias: Vec<f32>,
+    flat: Vec<f32>,
+}
+
+impl<'a> Ccd<'a> {
+    /// Checks that the pieces fit together: a raw frame `raw_width` pixels wide holding
+    /// `trimsec`, levels for its lines, bias, flat and map of the trimmed size.
+    pub fn new(
+        raw: Pixels<'a>,
+        raw_width: usize,
+        trimsec: Section,
+        levels: &'a OverscanLevels,
+        bias: Pixels<'a>,
+        flat: Pixels<'a>,
+        bad: Option<&'a [u8]>,
+    ) -> Result<Ccd<'a>, CalibrateError> {
+        let raw_height = raw.len() / raw_width.max(1);
+        check_len("raw frame", raw.len(), raw_width * raw_height)?;
+        trimsec.check_inside(raw_width, raw_height)?;
+        let n = trimsec.width() * trimsec.height();
+        let lines = if levels.by_row {
+            trimsec.height()
+        } else {
+            trimsec.width()
+        };
+        check_len("overscan levels", levels.values.len(), lines)?;
+        check_len("bias", bias.len(), n)?;
+        check_len("flat", flat.len(), n)?;
+        if let Some(b) = bad {
+            check_len("bad-pixel mask", b.len(), n)?;
+        }
+        Ok(Ccd {
+            raw,
+            raw_width,
+            trimsec,
+            levels,
+            bias,
+            flat,
+            bad,
+        })
+    }
+
+    /// Width of the trimmed frame.
+    pub fn width(&self) -> usize {
+        self.trimsec.width()
+    }
+
+    /// Height of the trimmed frame.
+    pub fn height(&self) -> usize {
+        self.trimsec.height()
+    }
+
+    /// The overscan-corrected, trimmed pixel `i` (row-major in the trimmed frame).
+    fn corrected(&self, i: usize) -> f32 {
+        let (x, y) = (i % self.width(), i / self.width());
+        let t = self.trimsec;
+        self.raw.get((t.y0 + y) * self.raw_width + t.x0 + x) - self.levels.at(x, y)
+    }
+
+    /// The overscan level subtracted, in ADU: the robust level of the raw frame less that of
+    /// the corrected, trimmed one.
+    pub fn overscan_level(&self) -> f32 {
+        robust_level_of(self.raw.len(), |i| self.raw.get(i))
+            - robust_level_of(self.width() * self.height(), |i| self.corrected(i))
+    }
+
+    /// Calibrates the trimmed rows `rows` into `science` and `weight` (`rows.len() * width`
+    /// pixels each) with `det` (checked with [`Detector::check`]; its saturation level in
+    /// overscan-corrected ADU, as [`apply`] takes it).
+    pub fn calibrate_rows(
+        &self,
+        det: &Detector,
+        rows: std::ops::Range<usize>,
+        scratch: &mut RowScratch,
+        science: &mut [f32],
+        weight: &mut [f32],
+    ) -> RowStats {
+        let (w, t) = (self.width(), self.trimsec);
+        let model = det.pixel_model();
+        let mut stats = RowStats::NONE;
+        scratch.raw.resize(w, 0.0);
+        scratch.bias.resize(w, 0.0);
+        scratch.flat.resize(w, 0.0);
+        let RowScratch { raw, bias, flat } = scratch;
+        for (k, y) in rows.enumerate() {
+            self.raw
+                .read((t.y0 + y) * self.raw_width + t.x0, &mut raw[..]);
+            if self.levels.by_row {
+                let l = self.levels.values[y];
+                raw.iter_mut().for_each(|v| *v -= l);
+            } else {
+                raw.iter_mut()
+                    .zip(&self.levels.values)
+                    .for_each(|(v, l)| *v -= *l);
+            }
+            self.bias.read(y * w, &mut bias[..]);
+            self.flat.read(y * w, &mut flat[..]);
+            let sci = &mut science[k * w..(k + 1) * w];
+            let wt = &mut weight[k * w..(k + 1) * w];
+            let bad = self.bad.map(|b| &b[y * w..(y + 1) * w]);
+            for x in 0..w {
+                let (s, mut v, mut m) = model.calibrate(raw[x], bias[x], flat[x]);
+                if bad.is_some_and(|b| b[x] != 0) {
+                    m |= MASK_BAD;
+                    v = 0.0;
+                }
+                sci[x] = s;
+                wt[x] = v;
+                stats.masked += (m != 0) as usize;
+                if m & MASK_SATURATED != 0 {
+                    stats.min_saturated = stats.min_saturated.min(s);
+                }
+                if flat[x].is_finite() {
+                    stats.max_flat = stats.max_flat.max(flat[x]);
+                }
+            }
+        }
+        stats
+    }
 }
 
 pub mod task;

@@ -6,21 +6,31 @@
 //!   median of 1).
 //! - `calibrate` turns one raw multi-extension frame into `image.fits` (float32, one HDU per CCD,
 //!   headers kept with the WCS moved to the trimmed pixels) and `weight.fits` (inverse variance,
-//!   0 where masked).
+//!   0 where masked). It checks every CCD first (keys, sections, masters, bad pixels), then
+//!   calibrates each in one pass over blocks of rows, straight from the mapped raw frame and
+//!   masters to the output files: no CCD-sized array is made, so a frame costs its memory
+//!   traffic and not the first touch of fresh pages. The masters stay mapped for the next frame.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use nearby_engine::task::{Invocation, PType, ParamSpec, PortSpec, Ports, TaskError, TaskKind};
 use serde_json::{Map, Value as J};
 
+use rayon::prelude::*;
+
 use super::{
-    apply_into, master_bias, master_flat, overscan_correct_into, parse_section, robust_level,
-    Calibrated, Combine, Detector, OverscanOptions, Section, MASK_SATURATED,
+    master_bias, master_flat, overscan_correct, overscan_levels, parse_section, robust_level,
+    robust_level_of, Ccd, Combine, Detector, OverscanLevels, OverscanOptions, RowScratch, RowStats,
+    Section,
 };
-use crate::fits::{read_all_images, read_headers, read_image, write_mef, Header, Image, Pixel};
+use crate::fits::{
+    read_all_images, read_headers, read_image, write_mef, Header, Image, ImageFile, ImageSlot,
+    MefWriter, Pixel, RowWriter, StoredImage,
+};
 
 /// The CCD a header describes: CCDNAME, else IMAGEID, else EXTNAME, else the HDU number.
 pub fn ccd_key(h: &Header, hdu: usize) -> String {
@@ -46,18 +56,8 @@ fn bad_input(h: &Header, what: impl std::fmt::Display) -> TaskError {
     TaskError::BadInput(format!("{}: {what}", h.loc()))
 }
 
-/// Overscan-corrects and trims one CCD: BIASSEC and TRIMSEC (or DATASEC) from its header.
-/// Returns the trimmed pixels, their size and the trim section.
-fn correct(img: &Image) -> Result<(Vec<f32>, usize, usize, Section), TaskError> {
-    let mut out = Vec::new();
-    let (w, hh, trimsec) = correct_into(img, &mut out)?;
-    Ok((out, w, hh, trimsec))
-}
-
-/// [`correct`] into `out` (its memory reused from CCD to CCD); returns the trimmed size and the
-/// trim section.
-fn correct_into(img: &Image, out: &mut Vec<f32>) -> Result<(usize, usize, Section), TaskError> {
-    let h = &img.header;
+/// The overscan and data sections of one CCD: BIASSEC, and TRIMSEC (else DATASEC).
+fn sections(h: &Header) -> Result<(Section, Section), TaskError> {
     let sec = |key: &str| -> Result<Section, TaskError> {
         let text = h.str(key)?;
         parse_section(&text).map_err(|e| bad_input(h, format!("key {key}: {e}")))
@@ -67,18 +67,21 @@ fn correct_into(img: &Image, out: &mut Vec<f32>) -> Result<(usize, usize, Sectio
     } else {
         sec("DATASEC")?
     };
-    let biassec = sec("BIASSEC")?;
-    let (w, hh) = overscan_correct_into(
+    Ok((sec("BIASSEC")?, trimsec))
+}
+
+/// Overscan-corrects and trims one CCD. Returns the trimmed pixels and their size.
+fn correct(img: &Image) -> Result<(Vec<f32>, usize, usize), TaskError> {
+    let (biassec, trimsec) = sections(&img.header)?;
+    overscan_correct(
         &img.data,
         img.width,
         img.height,
         biassec,
         trimsec,
         OverscanOptions::default(),
-        out,
     )
-    .map_err(|e| bad_input(h, format!("BIASSEC/TRIMSEC: {e}")))?;
-    Ok((w, hh, trimsec))
+    .map_err(|e| bad_input(&img.header, format!("BIASSEC/TRIMSEC: {e}")))
 }
 
 fn combine_method(inv: &Invocation) -> Result<Combine, TaskError> {
@@ -257,7 +260,7 @@ impl TaskKind for Masters {
                     .map_err(TaskError::from)
                     .and_then(|img| {
                         img.check_usable()?;
-                        let (d, w, h, _) = correct(&img)?;
+                        let (d, w, h) = correct(&img)?;
                         Ok((d, w, h, img.header))
                     });
                 match r {
@@ -438,94 +441,38 @@ impl TaskKind for Calibrate {
         Ports::Fixed(CALIBRATE_OUTPUTS)
     }
     fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
-        let frame = inv.input("frame")?;
-        let biases = masters_by_ccd(inv.input("bias")?)?;
-        let flats = masters_by_ccd(inv.input("flat")?)?;
+        let frame = ImageFile::open(inv.input("frame")?)?;
+        let bias_path = inv.input("bias")?;
+        let biases = master(bias_path)?;
+        let flats = master(inv.input("flat")?)?;
         let bad_pixels = match inv.inputs.get("bad_pixels").and_then(|v| v.first()) {
             Some(p) => Some(BadPixelMap::read(p)?),
             None => None,
         };
-        let mut bad_buf = Vec::new();
-        let raw = read_all_images(frame)?;
-        let mut primary = crate::fits::read_header(frame, 0)?;
-        primary.set_origin(None);
-        let (mut images, mut weights) = (Vec::new(), Vec::new());
-        // Per-CCD scratch reused from CCD to CCD: the trimmed frame and the mask (science and
-        // weight become the output images, so they are fresh for each CCD).
-        let mut data = Vec::new();
-        let mut cal = Calibrated {
-            science: Vec::new(),
-            weight: Vec::new(),
-            mask: Vec::new(),
-        };
-        for (k, img) in raw.iter().enumerate() {
+        // Every CCD is checked before a file is written: a bad frame leaves no half output.
+        let mut plans = Vec::new();
+        for k in 0..frame.len() {
             if inv.cancel.load(Ordering::Relaxed) {
                 return Err(TaskError::Cancelled);
             }
-            let h = &img.header;
-            img.check_usable()?;
-            let gain = h.f64("GAIN")? as f32;
-            let rdnoise = h.f64("RDNOISE")? as f32;
-            let saturate = h.f64("SATURATE")? as f32;
-            let (w, hh, trimsec) = correct_into(img, &mut data)?;
-            let hdu = h.origin().map_or(k + 1, |o| o.hdu);
-            let ccd = ccd_key(h, hdu);
-            let filter = key_str(h, &primary, "FILTER").unwrap_or_default();
-            let bias = pick(&biases, &ccd, None, w, hh).ok_or_else(|| {
-                bad_input(
-                    h,
-                    format!(
-                        "no master bias for CCD {ccd} of {w}x{hh} pixels in {}",
-                        inv.input("bias")
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_default()
-                    ),
-                )
-            })?;
-            let flat = pick(&flats, &ccd, Some(&filter), w, hh).ok_or_else(|| {
-                bad_input(
-                    h,
-                    format!("no master flat for CCD {ccd}, filter `{filter}`, of {w}x{hh} pixels"),
-                )
-            })?;
-            // The overscan level subtracted, to express SATURATE in calibrated units.
-            let level = robust_level(&img.data, None) - robust_level(&data, None);
-            // apply() compares raw values with the saturation level: add the overscan back.
-            let det = Detector::new(gain, rdnoise, saturate - level.max(0.0));
-            let bad = match &bad_pixels {
-                Some(map) => {
-                    map.for_ccd(&ccd, img, trimsec, &mut bad_buf)?;
-                    Some(bad_buf.as_slice())
-                }
-                None => None,
-            };
-            apply_into(&data, bias, flat, &det, bad, &mut cal)
-                .map_err(|e| bad_input(h, format!("calibration: {e}")))?;
-            let sat_cal = cal
-                .science
-                .iter()
-                .zip(&cal.mask)
-                .filter(|(_, m)| **m & MASK_SATURATED != 0)
-                .map(|(v, _)| *v)
-                .fold(f32::INFINITY, f32::min);
-            let sat_cal = if sat_cal.is_finite() {
-                sat_cal
-            } else {
-                let fmax = flat
-                    .iter()
-                    .copied()
-                    .filter(|v| v.is_finite())
-                    .fold(1.0f32, f32::max);
-                (saturate - level - robust_level(bias, None)) / fmax
-            };
-            let masked = cal.mask.iter().filter(|m| **m != 0).count();
-            let from_map = bad.map_or(0, |b| b.iter().filter(|v| **v != 0).count());
-            writeln!(
-                log,
-                "calibrate: {ccd}: {w}x{hh}, overscan {level:.1} ADU, {masked} masked pixels \
-                 ({from_map} from the bad-pixel map)"
-            )?;
-            let mut oh = h.clone();
+            let plan = plan_ccd(&frame, k, &biases, &flats, bad_pixels.as_ref())?;
+            plans.push(plan);
+        }
+        let mut primary = frame.primary().clone();
+        primary.set_origin(None);
+        for k in ["BZERO", "BSCALE"] {
+            primary.remove(k);
+        }
+        primary.add_history("nearby calibrate");
+        let mut images = MefWriter::create(inv.output("image")?, &primary)?;
+        let mut weights = MefWriter::create(inv.output("weight")?, &Header::new())?;
+        for plan in &plans {
+            if inv.cancel.load(Ordering::Relaxed) {
+                return Err(TaskError::Cancelled);
+            }
+            let ccd = plan.ccd(&frame, &biases, &flats)?;
+            let (w, hh, trimsec) = (ccd.width(), ccd.height(), plan.trimsec);
+            let mut oh = frame.image(plan.index).header.clone();
             oh.set_origin(None);
             for k in ["BIASSEC", "TRIMSEC", "BZERO", "BSCALE"] {
                 oh.remove(k);
@@ -538,13 +485,12 @@ impl TaskKind for Calibrate {
                     oh.set(key, v - off as f64, "reference pixel (trimmed frame)");
                 }
             }
-            oh.set(
-                "SATURATE",
-                sat_cal as f64,
-                "[ADU] saturation level, calibrated",
-            );
+            // The calibrated saturation level is known once the pixels are: a placeholder of
+            // the same card length until then.
+            let saturate_card = "[ADU] saturation level, calibrated";
+            oh.set("SATURATE", 0.0, saturate_card);
             oh.set("BUNIT", "ADU", "bias-subtracted, flat-fielded");
-            oh.set("FILTER", filter.as_str(), "");
+            oh.set("FILTER", plan.filter.as_str(), "");
             oh.add_history("nearby calibrate: overscan, master bias, master flat");
             let mut wh = Header::new();
             for k in ["EXTNAME", "CCDNAME", "IMAGEID"] {
@@ -553,25 +499,199 @@ impl TaskKind for Calibrate {
                 }
             }
             wh.set("BUNIT", "1/ADU**2", "inverse variance, 0 where masked");
-            let mut im = Image::new(w, hh, std::mem::take(&mut cal.science));
-            im.header = oh;
-            let mut wt = Image::new(w, hh, std::mem::take(&mut cal.weight));
-            wt.header = wh;
-            images.push(im);
-            weights.push(wt);
+            let image_slot = images.add_image(&oh, w, hh, Pixel::F32)?;
+            let weight_slot = weights.add_image(&wh, w, hh, Pixel::F32)?;
+            let det = Detector::new(plan.gain, plan.rdnoise, plan.saturate - plan.level.max(0.0));
+            let stats = calibrate_ccd(
+                &ccd,
+                &det,
+                (images.rows(), &image_slot),
+                (weights.rows(), &weight_slot),
+            )?;
+            let sat_cal = if stats.min_saturated.is_finite() {
+                stats.min_saturated
+            } else {
+                let bias = biases.file.image(plan.bias).pixels;
+                let bias_level = robust_level_of(bias.len(), |i| bias.get(i));
+                (plan.saturate - plan.level - bias_level) / stats.max_flat
+            };
+            writeln!(
+                log,
+                "calibrate: {}: {w}x{hh}, overscan {:.1} ADU, {} masked pixels \
+                 ({} from the bad-pixel map)",
+                plan.name, plan.level, stats.masked, plan.from_map
+            )?;
+            oh.set("SATURATE", sat_cal as f64, saturate_card);
+            images.rewrite_header(&image_slot, &oh)?;
         }
-        for k in ["BZERO", "BSCALE"] {
-            primary.remove(k);
-        }
-        primary.add_history("nearby calibrate");
-        write_mef(inv.output("image")?, &primary, &images, Pixel::F32)?;
-        write_mef(inv.output("weight")?, &Header::new(), &weights, Pixel::F32)?;
         nearby_engine::task::write_metrics(
             inv.out_dir,
-            &[("frames", 1.0), ("ccds", images.len() as f64)],
+            &[("frames", 1.0), ("ccds", plans.len() as f64)],
         )?;
         Ok(())
     }
+}
+
+/// One CCD of a raw frame, checked and ready to calibrate: everything [`Calibrate`] needs to
+/// know before it writes a byte.
+struct CcdPlan {
+    /// The image's index in the frame.
+    index: usize,
+    name: String,
+    filter: String,
+    gain: f32,
+    rdnoise: f32,
+    /// SATURATE of the raw header, raw ADU.
+    saturate: f32,
+    trimsec: Section,
+    levels: OverscanLevels,
+    /// The overscan level subtracted (robust), ADU.
+    level: f32,
+    /// The images of the master bias and flat picked for this CCD.
+    bias: usize,
+    flat: usize,
+    /// The bad-pixel map in the trimmed geometry (1 = bad) and its count of bad pixels.
+    bad: Option<Vec<u8>>,
+    from_map: usize,
+}
+
+impl CcdPlan {
+    fn ccd<'a>(
+        &'a self,
+        frame: &'a ImageFile,
+        biases: &'a MasterFile,
+        flats: &'a MasterFile,
+    ) -> Result<Ccd<'a>, TaskError> {
+        let img = frame.image(self.index);
+        Ccd::new(
+            img.pixels,
+            img.width,
+            self.trimsec,
+            &self.levels,
+            biases.file.image(self.bias).pixels,
+            flats.file.image(self.flat).pixels,
+            self.bad.as_deref(),
+        )
+        .map_err(|e| bad_input(img.header, format!("calibration: {e}")))
+    }
+}
+
+/// Checks CCD `k` of `frame` and finds what calibrates it: its keys, sections, overscan
+/// levels, masters and bad pixels.
+fn plan_ccd(
+    frame: &ImageFile,
+    k: usize,
+    biases: &MasterFile,
+    flats: &MasterFile,
+    bad_pixels: Option<&BadPixelMap>,
+) -> Result<CcdPlan, TaskError> {
+    let img = frame.image(k);
+    let h = img.header;
+    img.check_usable()?;
+    let gain = h.f64("GAIN")? as f32;
+    let rdnoise = h.f64("RDNOISE")? as f32;
+    let saturate = h.f64("SATURATE")? as f32;
+    let (biassec, trimsec) = sections(h)?;
+    let levels = overscan_levels(
+        &img.pixels,
+        img.width,
+        img.height,
+        biassec,
+        trimsec,
+        OverscanOptions::default(),
+    )
+    .map_err(|e| bad_input(h, format!("BIASSEC/TRIMSEC: {e}")))?;
+    let (w, hh) = (trimsec.width(), trimsec.height());
+    let hdu = h.origin().map_or(k + 1, |o| o.hdu);
+    let name = ccd_key(h, hdu);
+    let filter = key_str(h, frame.primary(), "FILTER").unwrap_or_default();
+    let bias = biases.pick(&name, None, w, hh).ok_or_else(|| {
+        bad_input(
+            h,
+            format!(
+                "no master bias for CCD {name} of {w}x{hh} pixels in {}",
+                biases.file.path().display()
+            ),
+        )
+    })?;
+    let flat = flats.pick(&name, Some(&filter), w, hh).ok_or_else(|| {
+        bad_input(
+            h,
+            format!("no master flat for CCD {name}, filter `{filter}`, of {w}x{hh} pixels"),
+        )
+    })?;
+    let bad = match bad_pixels {
+        Some(map) => {
+            let mut buf = Vec::new();
+            map.for_ccd(&name, &img, trimsec, &mut buf)?;
+            Some(buf)
+        }
+        None => None,
+    };
+    let from_map = bad
+        .as_ref()
+        .map_or(0, |b| b.iter().filter(|v| **v != 0).count());
+    Detector::new(gain, rdnoise, saturate)
+        .check()
+        .map_err(|e| bad_input(h, format!("calibration: {e}")))?;
+    let mut plan = CcdPlan {
+        index: k,
+        name,
+        filter,
+        gain,
+        rdnoise,
+        saturate,
+        trimsec,
+        levels,
+        level: 0.0,
+        bias,
+        flat,
+        bad,
+        from_map,
+    };
+    plan.level = plan.ccd(frame, biases, flats)?.overscan_level();
+    Ok(plan)
+}
+
+/// Rows calibrated per work item: 32 rows of a 2048-pixel CCD are 256 kB of science and as
+/// much of weight, small enough to stay in cache between the computation and the write.
+const BLOCK_ROWS: usize = 32;
+
+/// Calibrates one CCD block by block of rows on every core, each block's science and weight
+/// written into their image HDUs as soon as it is computed.
+fn calibrate_ccd(
+    ccd: &Ccd,
+    det: &Detector,
+    (images, image_slot): (RowWriter, &ImageSlot),
+    (weights, weight_slot): (RowWriter, &ImageSlot),
+) -> Result<RowStats, TaskError> {
+    /// A worker's buffers, reused from block to block.
+    #[derive(Default)]
+    struct Buffers {
+        rows: RowScratch,
+        science: Vec<f32>,
+        weight: Vec<f32>,
+        bytes: Vec<u8>,
+    }
+    let (w, h) = (ccd.width(), ccd.height());
+    (0..h.div_ceil(BLOCK_ROWS))
+        .into_par_iter()
+        .map_init(Buffers::default, |b, block| {
+            let rows = block * BLOCK_ROWS..((block + 1) * BLOCK_ROWS).min(h);
+            b.science.resize(rows.len() * w, 0.0);
+            b.weight.resize(rows.len() * w, 0.0);
+            let stats = ccd.calibrate_rows(
+                det,
+                rows.clone(),
+                &mut b.rows,
+                &mut b.science,
+                &mut b.weight,
+            );
+            images.write(image_slot, rows.start, &b.science, &mut b.bytes)?;
+            weights.write(weight_slot, rows.start, &b.weight, &mut b.bytes)?;
+            Ok(stats)
+        })
+        .try_reduce(|| RowStats::NONE, |a, b| Ok(a.merge(b)))
 }
 
 /// A bad-pixel map: nonzero pixels are bad. One image per CCD, or one image for every CCD.
@@ -594,7 +714,7 @@ impl BadPixelMap {
     fn for_ccd(
         &self,
         ccd: &str,
-        raw: &Image,
+        raw: &StoredImage,
         trimsec: Section,
         out: &mut Vec<u8>,
     ) -> Result<(), TaskError> {
@@ -608,7 +728,7 @@ impl BadPixelMap {
                 })
                 .ok_or_else(|| {
                     bad_input(
-                        &raw.header,
+                        raw.header,
                         format!(
                             "the bad-pixel map {} has {} images and none for CCD {ccd} \
                              (matched by CCDNAME, IMAGEID or EXTNAME)",
@@ -643,41 +763,76 @@ impl BadPixelMap {
     }
 }
 
-/// A master file's HDUs by CCD: (filter, pixels, width, height).
-type MasterSet = BTreeMap<String, Vec<(String, Vec<f32>, usize, usize)>>;
-
-fn masters_by_ccd(path: &Path) -> Result<MasterSet, TaskError> {
-    let mut out: MasterSet = BTreeMap::new();
-    for (k, img) in read_all_images(path)
-        .map_err(|e| TaskError::Failed(format!("master {}: {e}", path.display())))?
-        .into_iter()
-        .enumerate()
-    {
-        let ccd = ccd_key(&img.header, k + 1);
-        let filter = img
-            .header
-            .str("FILTER")
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
-        out.entry(ccd)
-            .or_default()
-            .push((filter, img.data, img.width, img.height));
-    }
-    Ok(out)
+/// A master bias or flat file: its images (mapped where the file is plain) and, per CCD, the
+/// index, filter and size of each.
+struct MasterFile {
+    file: ImageFile,
+    by_ccd: BTreeMap<String, Vec<(String, usize, usize, usize)>>,
 }
 
-fn pick<'a>(
-    m: &'a MasterSet,
-    ccd: &str,
-    filter: Option<&str>,
-    w: usize,
-    h: usize,
-) -> Option<&'a [f32]> {
-    m.get(ccd)?
-        .iter()
-        .find(|(f, _, mw, mh)| *mw == w && *mh == h && filter.is_none_or(|x| x == f))
-        .map(|(_, d, ..)| d.as_slice())
+impl MasterFile {
+    fn open(path: &Path) -> Result<MasterFile, TaskError> {
+        let file = ImageFile::open(path)
+            .map_err(|e| TaskError::Failed(format!("master {}: {e}", path.display())))?;
+        let mut by_ccd: BTreeMap<String, Vec<_>> = BTreeMap::new();
+        for (k, img) in file.images().enumerate() {
+            let ccd = ccd_key(img.header, k + 1);
+            let filter = img
+                .header
+                .str("FILTER")
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            by_ccd
+                .entry(ccd)
+                .or_default()
+                .push((filter, k, img.width, img.height));
+        }
+        Ok(MasterFile { file, by_ccd })
+    }
+
+    /// The image for `ccd` of `w` x `h` pixels (and `filter`, when given).
+    fn pick(&self, ccd: &str, filter: Option<&str>, w: usize, h: usize) -> Option<usize> {
+        self.by_ccd
+            .get(ccd)?
+            .iter()
+            .find(|(f, _, mw, mh)| *mw == w && *mh == h && filter.is_none_or(|x| x == f))
+            .map(|(_, k, ..)| *k)
+    }
+}
+
+/// What identifies a file's content while it is not replaced or rewritten: device, inode,
+/// size and modification time (as the engine trusts a source file's recorded hash).
+type FileId = (u64, u64, u64, i64, i64);
+
+/// Master files mapped by this process, the most recently used last. A night's calibrate
+/// instances all name the same two masters: they are mapped and indexed once, not per frame.
+/// Only mapped files are kept (their pages belong to the page cache, not to this process's
+/// heap), and only the last few.
+static MASTERS: Mutex<Vec<(FileId, Arc<MasterFile>)>> = Mutex::new(Vec::new());
+const MASTERS_KEPT: usize = 4;
+
+/// The master file at `path`, from [`MASTERS`] while the file is unchanged.
+fn master(path: &Path) -> Result<Arc<MasterFile>, TaskError> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)
+        .map_err(|e| TaskError::Failed(format!("master {}: {e}", path.display())))?;
+    let id: FileId = (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec());
+    let mut kept = MASTERS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = kept.iter().position(|(k, _)| *k == id) {
+        let entry = kept.remove(i);
+        let file = entry.1.clone();
+        kept.push(entry);
+        return Ok(file);
+    }
+    let file = Arc::new(MasterFile::open(path)?);
+    if file.file.is_mapped() {
+        if kept.len() == MASTERS_KEPT {
+            kept.remove(0);
+        }
+        kept.push((id, file.clone()));
+    }
+    Ok(file)
 }
 
 #[cfg(test)]

@@ -351,3 +351,144 @@ fn end_to_end_calibration_recovers_the_sky() {
         / (w * h) as f64;
     assert!((chi2 - 1.0).abs() < 0.1, "chi2 {chi2}");
 }
+
+/// `values` stored as FITS stores them: big-endian BITPIX 16 with BZERO 32768 (raw frames), or
+/// float32 (masters).
+fn stored_u16(values: &[f32]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|v| ((*v as u16 ^ 0x8000) as i16).to_be_bytes())
+        .collect()
+}
+
+fn stored_f32(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_be_bytes()).collect()
+}
+
+#[test]
+fn single_pass_rows_equal_overscan_then_apply_bit_for_bit() {
+    let (w, h) = (48, 37);
+    let mut rng = Rng(5);
+    // Serial overscan (columns beside the data) and parallel (rows below it).
+    for (biassec, trimsec) in [
+        ("[41:48,1:37]", "[3:40,2:36]"),
+        ("[1:48,33:37]", "[2:47,1:32]"),
+    ] {
+        let (biassec, trimsec) = (
+            parse_section(biassec).unwrap(),
+            parse_section(trimsec).unwrap(),
+        );
+        let raw: Vec<f32> = (0..w * h)
+            .map(|_| {
+                let v = (1000.0 + 50.0 * rng.gauss()).round() as f32;
+                if rng.uniform() < 0.01 {
+                    65535.0
+                } else {
+                    v
+                }
+            })
+            .collect();
+        let (tw, th) = (trimsec.width(), trimsec.height());
+        let bias: Vec<f32> = (0..tw * th)
+            .map(|_| {
+                let v = (3.0 * rng.gauss()) as f32;
+                if rng.uniform() < 0.01 {
+                    f32::NAN
+                } else {
+                    v
+                }
+            })
+            .collect();
+        let flat: Vec<f32> = (0..tw * th)
+            .map(|_| match rng.uniform() {
+                u if u < 0.01 => f32::NAN,
+                u if u < 0.02 => 0.05,
+                u if u < 0.03 => 20.0,
+                _ => (1.0 + 0.1 * rng.gauss()) as f32,
+            })
+            .collect();
+        let bad: Vec<u8> = (0..tw * th).map(|_| (rng.uniform() < 0.02) as u8).collect();
+        let det = Detector::new(2.0, 5.0, 60000.0);
+
+        let (trimmed, ..) =
+            overscan_correct(&raw, w, h, biassec, trimsec, OverscanOptions::default()).unwrap();
+        let want = apply(&trimmed, &bias, &flat, &det, Some(&bad)).unwrap();
+
+        let (raw_b, bias_b, flat_b) = (stored_u16(&raw), stored_f32(&bias), stored_f32(&flat));
+        let stored = |bytes, bitpix, bzero| Pixels::Stored {
+            bytes,
+            bitpix,
+            bscale: 1.0,
+            bzero,
+        };
+        let raw_p = stored(&raw_b[..], 16, 32768.0);
+        let levels =
+            overscan_levels(&raw_p, w, h, biassec, trimsec, OverscanOptions::default()).unwrap();
+        let ccd = Ccd::new(
+            raw_p,
+            w,
+            trimsec,
+            &levels,
+            stored(&bias_b[..], -32, 0.0),
+            stored(&flat_b[..], -32, 0.0),
+            Some(&bad),
+        )
+        .unwrap();
+        assert_eq!((ccd.width(), ccd.height()), (tw, th));
+        let (mut sci, mut wt) = (vec![0.0; tw * th], vec![0.0; tw * th]);
+        let mut scratch = RowScratch::default();
+        let mut stats = RowStats::NONE;
+        // Blocks of 5 rows, last one short, in reverse order.
+        for y0 in (0..th).step_by(5).rev() {
+            let rows = y0..(y0 + 5).min(th);
+            let (a, b) = (rows.start * tw, rows.end * tw);
+            let s = ccd.calibrate_rows(&det, rows, &mut scratch, &mut sci[a..b], &mut wt[a..b]);
+            stats = stats.merge(s);
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&sci), bits(&want.science), "science, {biassec}");
+        assert_eq!(bits(&wt), bits(&want.weight), "weight, {biassec}");
+        assert_eq!(stats.masked, want.mask.iter().filter(|m| **m != 0).count());
+        assert!(stats.masked > 0);
+        let min_sat = want
+            .science
+            .iter()
+            .zip(&want.mask)
+            .filter(|(_, m)| **m & MASK_SATURATED != 0)
+            .map(|(v, _)| *v)
+            .fold(f32::INFINITY, f32::min);
+        assert!(min_sat.is_finite());
+        assert_eq!(stats.min_saturated, min_sat);
+        assert_eq!(stats.max_flat, 20.0);
+        let level = robust_level(&raw, None) - robust_level(&trimmed, None);
+        assert_eq!(ccd.overscan_level(), level);
+    }
+}
+
+#[test]
+fn single_pass_checks_that_the_pieces_fit() {
+    let raw = vec![1.0f32; 10 * 4];
+    let trimsec = parse_section("[1:8,1:4]").unwrap();
+    let levels = overscan_levels(
+        &Pixels::Decoded(&raw),
+        10,
+        4,
+        parse_section("[9:10,1:4]").unwrap(),
+        trimsec,
+        OverscanOptions::default(),
+    )
+    .unwrap();
+    let (ok, short) = (vec![0.0f32; 32], vec![0.0f32; 31]);
+    let e = Ccd::new(
+        Pixels::Decoded(&raw),
+        10,
+        trimsec,
+        &levels,
+        Pixels::Decoded(&ok),
+        Pixels::Decoded(&short),
+        None,
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.to_string(), "flat has 31 pixels, expected 32");
+}

@@ -14,6 +14,7 @@
 
 mod cube;
 mod header;
+mod mapped;
 mod native;
 mod raw;
 mod table;
@@ -27,6 +28,8 @@ use nearby_engine::task::TaskError;
 
 pub use cube::{read_cube, write_cube, Cube};
 pub use header::{is_commentary, Card, Header, Loc, Origin, Section, Value};
+pub use mapped::{ImageFile, Pixels, StoredImage};
+pub use native::{ImageSlot, MefWriter, RowWriter};
 pub use table::{read_table, read_table_bytes, write_tables, Column, ColumnData, HduRef, Table};
 
 use raw::{Handle, Status};
@@ -140,33 +143,62 @@ impl Image {
     /// Rejects frames with no usable pixels: all NaN/Inf, or every finite pixel zero (a
     /// readout that failed). Tasks call it on every frame they are handed.
     pub fn check_usable(&self) -> Result<(), FitsError> {
-        let at = self.header.loc();
-        if self.data.is_empty() {
-            return Err(FitsError::BadData {
-                at,
-                what: "the image has no pixels".into(),
-            });
-        }
-        let finite = self.data.iter().filter(|v| v.is_finite()).count();
-        if finite == 0 {
-            return Err(FitsError::BadData {
-                at,
-                what: format!(
-                    "no usable pixels: all {} are NaN or infinite",
-                    self.data.len()
-                ),
-            });
-        }
-        if self.data.iter().all(|&v| v == 0.0 || !v.is_finite()) {
-            return Err(FitsError::BadData {
-                at,
-                what: format!(
-                    "no usable pixels: all {finite} finite pixels are zero (a failed readout?)"
-                ),
-            });
-        }
-        Ok(())
+        let (finite, nonzero) = usable_counts(&self.data);
+        check_usable(&self.header, self.data.len(), finite, nonzero)
     }
+}
+
+impl StoredImage<'_> {
+    /// [`Image::check_usable`], decoding the pixels a block at a time.
+    pub fn check_usable(&self) -> Result<(), FitsError> {
+        use rayon::prelude::*;
+        const BLOCK: usize = 1 << 16;
+        let n = self.pixels.len();
+        let (finite, nonzero) = (0..n.div_ceil(BLOCK))
+            .into_par_iter()
+            .map_init(Vec::new, |buf: &mut Vec<f32>, b| {
+                let start = b * BLOCK;
+                buf.resize(BLOCK.min(n - start), 0.0);
+                self.pixels.read(start, buf);
+                usable_counts(buf)
+            })
+            .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        check_usable(self.header, n, finite, nonzero)
+    }
+}
+
+/// The finite pixels and the finite non-zero pixels of `data`.
+fn usable_counts(data: &[f32]) -> (usize, usize) {
+    data.iter().fold((0, 0), |(f, nz), v| {
+        let finite = v.is_finite();
+        (f + finite as usize, nz + (finite && *v != 0.0) as usize)
+    })
+}
+
+/// The verdict of [`Image::check_usable`] from the counts of `n` pixels.
+fn check_usable(header: &Header, n: usize, finite: usize, nonzero: usize) -> Result<(), FitsError> {
+    let at = header.loc();
+    if n == 0 {
+        return Err(FitsError::BadData {
+            at,
+            what: "the image has no pixels".into(),
+        });
+    }
+    if finite == 0 {
+        return Err(FitsError::BadData {
+            at,
+            what: format!("no usable pixels: all {n} are NaN or infinite"),
+        });
+    }
+    if nonzero == 0 {
+        return Err(FitsError::BadData {
+            at,
+            what: format!(
+                "no usable pixels: all {finite} finite pixels are zero (a failed readout?)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// How pixels are stored when writing. Integers are rounded and clamped to the type's range

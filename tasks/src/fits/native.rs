@@ -16,6 +16,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -173,30 +174,35 @@ fn read_pixels(
             reason: e.to_string(),
         })?;
     let mut out = vec![0f32; n];
-    let unscaled = bscale == 1.0 && bzero == 0.0;
-    let scale = |v: f64| (v * bscale + bzero) as f32;
     out.par_chunks_mut(CHUNK)
         .zip(bytes.par_chunks(CHUNK * size))
-        .for_each(|(o, b)| {
-            let it = o.iter_mut().zip(b.chunks_exact(size));
-            match (hdu.bitpix, unscaled) {
-                (8, true) => it.for_each(|(o, b)| *o = b[0] as f32),
-                (8, false) => it.for_each(|(o, b)| *o = scale(b[0] as f64)),
-                (16, true) => it.for_each(|(o, b)| *o = i16::from_be_bytes([b[0], b[1]]) as f32),
-                (16, false) => it.for_each(|(o, b)| {
-                    *o = scale(i16::from_be_bytes([b[0], b[1]]) as f64);
-                }),
-                (32, true) => it.for_each(|(o, b)| *o = be_i32(b) as f32),
-                (32, false) => it.for_each(|(o, b)| *o = scale(be_i32(b) as f64)),
-                (-32, true) => it.for_each(|(o, b)| *o = f32::from_bits(be_i32(b) as u32)),
-                (-32, false) => it.for_each(|(o, b)| {
-                    *o = scale(f32::from_bits(be_i32(b) as u32) as f64);
-                }),
-                (_, true) => it.for_each(|(o, b)| *o = be_f64(b) as f32),
-                (_, false) => it.for_each(|(o, b)| *o = scale(be_f64(b))),
-            }
-        });
+        .for_each(|(o, b)| decode(b, hdu.bitpix, bscale, bzero, o));
     Ok(out)
+}
+
+/// Decodes `out.len()` stored pixels from `bytes` (big-endian, BITPIX bytes each) into f32,
+/// BSCALE/BZERO applied in double precision as cfitsio does; the one conversion every reader
+/// of plain files uses.
+pub(super) fn decode(bytes: &[u8], bitpix: i64, bscale: f64, bzero: f64, out: &mut [f32]) {
+    let size = bitpix.unsigned_abs() as usize / 8;
+    let it = out.iter_mut().zip(bytes.chunks_exact(size));
+    let scale = |v: f64| (v * bscale + bzero) as f32;
+    match (bitpix, bscale == 1.0 && bzero == 0.0) {
+        (8, true) => it.for_each(|(o, b)| *o = b[0] as f32),
+        (8, false) => it.for_each(|(o, b)| *o = scale(b[0] as f64)),
+        (16, true) => it.for_each(|(o, b)| *o = i16::from_be_bytes([b[0], b[1]]) as f32),
+        (16, false) => it.for_each(|(o, b)| {
+            *o = scale(i16::from_be_bytes([b[0], b[1]]) as f64);
+        }),
+        (32, true) => it.for_each(|(o, b)| *o = be_i32(b) as f32),
+        (32, false) => it.for_each(|(o, b)| *o = scale(be_i32(b) as f64)),
+        (-32, true) => it.for_each(|(o, b)| *o = f32::from_bits(be_i32(b) as u32)),
+        (-32, false) => it.for_each(|(o, b)| {
+            *o = scale(f32::from_bits(be_i32(b) as u32) as f64);
+        }),
+        (_, true) => it.for_each(|(o, b)| *o = be_f64(b) as f32),
+        (_, false) => it.for_each(|(o, b)| *o = scale(be_f64(b))),
+    }
 }
 
 fn be_i32(b: &[u8]) -> i32 {
@@ -359,12 +365,22 @@ impl HeaderWriter {
 }
 
 /// The pixels of `data` stored as `pixel` says, big-endian, padded with zeros to whole blocks,
-/// into `out` (reused from HDU to HDU). Integers are rounded and clamped to the type's range
-/// (NaN becomes 0).
+/// into `out` (reused from HDU to HDU).
 fn data_bytes<'a>(data: &[f32], pixel: Pixel, out: &'a mut Vec<u8>) -> &'a [u8] {
     let size = pixel.bitpix().unsigned_abs() as usize / 8;
     out.clear();
     out.resize((data.len() * size).div_ceil(BLOCK) * BLOCK, 0);
+    out[..data.len() * size]
+        .par_chunks_mut(CHUNK * size)
+        .zip(data.par_chunks(CHUNK))
+        .for_each(|(o, d)| encode(d, pixel, o));
+    out
+}
+
+/// Stores `data` as `pixel` says, big-endian, into `out` (`data.len()` pixels long). Integers
+/// are rounded and clamped to the type's range (NaN becomes 0).
+fn encode(data: &[f32], pixel: Pixel, out: &mut [u8]) {
+    let size = pixel.bitpix().unsigned_abs() as usize / 8;
     let int = |v: f32, lo: f32, hi: f32| {
         if v.is_nan() {
             0.0
@@ -372,33 +388,27 @@ fn data_bytes<'a>(data: &[f32], pixel: Pixel, out: &'a mut Vec<u8>) -> &'a [u8] 
             v.round().clamp(lo, hi)
         }
     };
-    out[..data.len() * size]
-        .par_chunks_mut(CHUNK * size)
-        .zip(data.par_chunks(CHUNK))
-        .for_each(|(o, d)| {
-            let it = o.chunks_exact_mut(size).zip(d);
-            match pixel {
-                Pixel::U8 => it.for_each(|(o, &v)| o[0] = int(v, 0.0, 255.0) as u8),
-                Pixel::I16 => it.for_each(|(o, &v)| {
-                    o.copy_from_slice(&(int(v, -32768.0, 32767.0) as i16).to_be_bytes());
-                }),
-                Pixel::U16 => it.for_each(|(o, &v)| {
-                    let stored = (int(v, 0.0, 65535.0) as u16 ^ 0x8000) as i16;
-                    o.copy_from_slice(&stored.to_be_bytes());
-                }),
-                Pixel::I32 => it.for_each(|(o, &v)| {
-                    let i = if v.is_nan() {
-                        0
-                    } else {
-                        (v as f64).round().clamp(i32::MIN as f64, i32::MAX as f64) as i32
-                    };
-                    o.copy_from_slice(&i.to_be_bytes());
-                }),
-                Pixel::F32 => it.for_each(|(o, &v)| o.copy_from_slice(&v.to_be_bytes())),
-                Pixel::F64 => it.for_each(|(o, &v)| o.copy_from_slice(&(v as f64).to_be_bytes())),
-            }
-        });
-    out
+    let it = out.chunks_exact_mut(size).zip(data);
+    match pixel {
+        Pixel::U8 => it.for_each(|(o, &v)| o[0] = int(v, 0.0, 255.0) as u8),
+        Pixel::I16 => it.for_each(|(o, &v)| {
+            o.copy_from_slice(&(int(v, -32768.0, 32767.0) as i16).to_be_bytes());
+        }),
+        Pixel::U16 => it.for_each(|(o, &v)| {
+            let stored = (int(v, 0.0, 65535.0) as u16 ^ 0x8000) as i16;
+            o.copy_from_slice(&stored.to_be_bytes());
+        }),
+        Pixel::I32 => it.for_each(|(o, &v)| {
+            let i = if v.is_nan() {
+                0
+            } else {
+                (v as f64).round().clamp(i32::MIN as f64, i32::MAX as f64) as i32
+            };
+            o.copy_from_slice(&i.to_be_bytes());
+        }),
+        Pixel::F32 => it.for_each(|(o, &v)| o.copy_from_slice(&v.to_be_bytes())),
+        Pixel::F64 => it.for_each(|(o, &v)| o.copy_from_slice(&(v as f64).to_be_bytes())),
+    }
 }
 
 /// Writes a plain (uncompressed) file: the primary HDU, pixels in it when `primary_image` is
@@ -455,4 +465,169 @@ pub(super) fn write(
             .map_err(werr)?;
     }
     Ok(())
+}
+
+/// A multi-extension file written one image HDU at a time, its pixel rows handed over in
+/// blocks as they are computed (from any thread, each written at its own offset), so that no
+/// whole image need be held in memory: a calibrated CCD goes from the computation to the page
+/// cache through a buffer of a few rows. The bytes are those [`write`] makes for the same
+/// headers and pixels.
+pub struct MefWriter {
+    path: std::path::PathBuf,
+    file: File,
+    headers: HeaderWriter,
+    /// Where the next HDU starts: the end of the file so far.
+    end: u64,
+}
+
+/// Where one image HDU of a [`MefWriter`] lies in its file.
+#[derive(Debug, Clone)]
+pub struct ImageSlot {
+    header_at: u64,
+    header_len: usize,
+    data_at: u64,
+    width: usize,
+    height: usize,
+    pixel: Pixel,
+}
+
+impl ImageSlot {
+    /// Bytes of one stored row of pixels.
+    pub fn row_bytes(&self) -> usize {
+        self.width * self.pixel.bitpix().unsigned_abs() as usize / 8
+    }
+}
+
+impl MefWriter {
+    /// Creates `path` (replacing a file there) with a primary HDU holding `primary`'s cards and
+    /// no pixels.
+    pub fn create(path: &Path, primary: &Header) -> Result<MefWriter, FitsError> {
+        let mut headers = HeaderWriter::new(path)?;
+        let first = headers.bytes(true, Pixel::U8, &[], primary)?;
+        let werr = |e: std::io::Error| FitsError::Write {
+            file: display(path),
+            reason: e.to_string(),
+        };
+        if path.exists() {
+            std::fs::remove_file(path).map_err(werr)?;
+        }
+        let mut file = File::create(path).map_err(werr)?;
+        file.write_all(&first).map_err(werr)?;
+        Ok(MefWriter {
+            path: path.to_path_buf(),
+            file,
+            headers,
+            end: first.len() as u64,
+        })
+    }
+
+    fn error(&self, reason: impl std::fmt::Display) -> FitsError {
+        write_error_io(&self.path, reason)
+    }
+
+    /// Appends an image HDU of `width` x `height` pixels stored as `pixel`, with `header`'s
+    /// cards; its data unit (zeros until [`RowWriter::write`] fills it) is reserved
+    /// in the file, padded to whole blocks.
+    pub fn add_image(
+        &mut self,
+        header: &Header,
+        width: usize,
+        height: usize,
+        pixel: Pixel,
+    ) -> Result<ImageSlot, FitsError> {
+        let bytes = self.headers.bytes(false, pixel, &[width, height], header)?;
+        let slot = ImageSlot {
+            header_at: self.end,
+            header_len: bytes.len(),
+            data_at: self.end + bytes.len() as u64,
+            width,
+            height,
+            pixel,
+        };
+        let data_len = (slot.row_bytes() * height).div_ceil(BLOCK) * BLOCK;
+        self.file
+            .write_all_at(&bytes, slot.header_at)
+            .and_then(|_| self.file.set_len(slot.data_at + data_len as u64))
+            .map_err(|e| self.error(e))?;
+        self.end = slot.data_at + data_len as u64;
+        Ok(slot)
+    }
+
+    /// The writer of pixel rows into this file's images, to share among threads (the header
+    /// formatting of the file itself is not thread-safe).
+    pub fn rows(&self) -> RowWriter<'_> {
+        RowWriter {
+            file: &self.file,
+            path: &self.path,
+        }
+    }
+
+    /// Replaces the header of an image already added (a key known only once its pixels are
+    /// computed, such as a calibrated SATURATE). The new header must take as many blocks as
+    /// the first.
+    pub fn rewrite_header(&mut self, slot: &ImageSlot, header: &Header) -> Result<(), FitsError> {
+        let bytes = self
+            .headers
+            .bytes(false, slot.pixel, &[slot.width, slot.height], header)?;
+        if bytes.len() != slot.header_len {
+            return Err(self.error(format!(
+                "the rewritten header takes {} bytes, the reserved one {}",
+                bytes.len(),
+                slot.header_len
+            )));
+        }
+        self.file
+            .write_all_at(&bytes, slot.header_at)
+            .map_err(|e| self.error(e))
+    }
+}
+
+/// Writes pixel rows into the images of a [`MefWriter`]'s file, from any thread.
+#[derive(Clone, Copy)]
+pub struct RowWriter<'a> {
+    file: &'a File,
+    path: &'a Path,
+}
+
+impl RowWriter<'_> {
+    /// Writes whole rows of pixels from `first_row` on, stored as `slot`'s pixel type says
+    /// (through `scratch`, reused from call to call). Blocks of rows may be written from
+    /// several threads at once.
+    pub fn write(
+        &self,
+        slot: &ImageSlot,
+        first_row: usize,
+        pixels: &[f32],
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), FitsError> {
+        if !pixels.len().is_multiple_of(slot.width)
+            || first_row * slot.width + pixels.len() > slot.width * slot.height
+        {
+            return Err(write_error_io(
+                self.path,
+                format!(
+                    "{} pixels from row {first_row} do not fit whole rows of a {}x{} image",
+                    pixels.len(),
+                    slot.width,
+                    slot.height
+                ),
+            ));
+        }
+        let size = slot.pixel.bitpix().unsigned_abs() as usize / 8;
+        scratch.resize(pixels.len() * size, 0);
+        encode(pixels, slot.pixel, scratch);
+        self.file
+            .write_all_at(
+                scratch,
+                slot.data_at + (first_row * slot.row_bytes()) as u64,
+            )
+            .map_err(|e| write_error_io(self.path, e))
+    }
+}
+
+fn write_error_io(path: &Path, reason: impl std::fmt::Display) -> FitsError {
+    FitsError::Write {
+        file: display(path),
+        reason: reason.to_string(),
+    }
 }

@@ -698,3 +698,97 @@ fn native_writer_is_byte_for_byte_cfitsio() {
         "a refused header leaves no file"
     );
 }
+
+#[test]
+fn mef_writer_streams_rows_into_the_bytes_write_mef_makes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ccds: Vec<Image> = (0..3)
+        .map(|k| {
+            let (w, h) = (37 + k, 23);
+            let data = (0..w * h)
+                .map(|i| ((i * 7919 + k) % 1000) as f32 * 70.3 - 3000.0)
+                .collect();
+            let mut im = Image::new(w, h, data);
+            im.header = rich_header(k);
+            im
+        })
+        .collect();
+    let mut primary = rich_header(9);
+    primary.remove("EXTNAME");
+    for pixel in [Pixel::I16, Pixel::F32, Pixel::F64] {
+        let (a, b) = (dir.path().join("mef.fits"), dir.path().join("rows.fits"));
+        write_mef(&a, &primary, &ccds, pixel).unwrap();
+        let mut w = MefWriter::create(&b, &primary).unwrap();
+        let mut scratch = Vec::new();
+        for im in &ccds {
+            // Reserved with a placeholder header of the same size, rows out of order.
+            let mut first = im.header.clone();
+            first.set("EXTNAME", "PLACEHOLDER", "");
+            let slot = w.add_image(&first, im.width, im.height, pixel).unwrap();
+            for y in (0..im.height).step_by(5).rev() {
+                let rows = &im.data[y * im.width..((y + 5).min(im.height)) * im.width];
+                w.rows().write(&slot, y, rows, &mut scratch).unwrap();
+            }
+            let too_many = vec![0.0; im.width * 2];
+            let e = w
+                .rows()
+                .write(&slot, im.height - 1, &too_many, &mut scratch);
+            assert!(e.unwrap_err().to_string().contains("do not fit whole rows"));
+            w.rewrite_header(&slot, &im.header).unwrap();
+        }
+        drop(w);
+        same_bytes(&a, &b, &format!("rows {pixel:?}"));
+        // Read back in place: the same images as read_all_images gives.
+        let mapped = ImageFile::open(&b).unwrap();
+        assert!(mapped.is_mapped());
+        let decoded = read_all_images(&b).unwrap();
+        assert_eq!(mapped.len(), decoded.len());
+        for (m, d) in mapped.images().zip(&decoded) {
+            assert_eq!(
+                (m.width, m.height, m.header),
+                (d.width, d.height, &d.header)
+            );
+            let mut px = vec![0.0; m.pixels.len()];
+            m.pixels.read(0, &mut px);
+            assert_eq!(px, d.data);
+        }
+    }
+}
+
+#[test]
+fn image_file_decodes_compressed_files_and_names_bad_ones() {
+    let path = data(FZ);
+    let f = ImageFile::open(&path).unwrap();
+    assert!(!f.is_mapped());
+    let d = read_all_images(&path).unwrap();
+    assert_eq!(f.len(), d.len());
+    assert!(matches!(f.image(0).pixels, Pixels::Decoded(p) if p == &d[0].data[..]));
+    // Every pixel zero: the same verdict as Image::check_usable.
+    let zero = dir_file(&fits_bytes(
+        &[
+            "SIMPLE  =                    T",
+            "BITPIX  =                   16",
+            "NAXIS   =                    2",
+            "NAXIS1  =                    4",
+            "NAXIS2  =                    2",
+        ],
+        &[0u8; 16],
+    ));
+    let f = ImageFile::open(zero.path()).unwrap();
+    let e = f.image(0).check_usable().unwrap_err().to_string();
+    assert_eq!(
+        e,
+        read_all_images(zero.path()).unwrap()[0]
+            .check_usable()
+            .unwrap_err()
+            .to_string()
+    );
+    assert!(e.contains("all 8 finite pixels are zero"), "{e}");
+}
+
+/// A temporary file holding `bytes`.
+fn dir_file(bytes: &[u8]) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".fits").tempfile().unwrap();
+    std::io::Write::write_all(&mut f, bytes).unwrap();
+    f
+}
