@@ -209,6 +209,9 @@ enum Command {
     /// Predict where known asteroids and comets are, offline (like JPL Horizons): RA, Dec,
     /// rates, distances and V per object and time, from orbital elements and a JPL ephemeris.
     Ephem(ephem::EphemArgs),
+    /// Cut the days --from..--to out of a JPL SPK file (records copied unchanged): a small
+    /// planetary ephemeris for a demo or a machine without the whole file.
+    SpkExcerpt(ephem::ExcerptArgs),
     /// List task kinds with their params and ports.
     Kinds,
     /// The nights under WORKDIR/nights: state, frames, sources, tracklets, failures.
@@ -371,6 +374,7 @@ fn main() -> ExitCode {
             commands::task("simulate", &with, &[], &[], &out)
         }
         Command::Ephem(args) => ephem::ephem(&args),
+        Command::SpkExcerpt(args) => ephem::excerpt(&args),
         Command::Kinds => commands::kinds(),
         Command::Nights { w } => ops::nights(&w),
         Command::Backfill {

@@ -15,6 +15,7 @@ pub mod kepler;
 pub mod nbody;
 pub mod observer;
 pub mod spk;
+pub mod spk_excerpt;
 pub mod time;
 pub mod vec3;
 
