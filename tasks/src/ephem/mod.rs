@@ -14,6 +14,7 @@ pub mod frames;
 pub mod kepler;
 pub mod nbody;
 pub mod observer;
+pub mod prefilter;
 pub mod spk;
 pub mod spk_excerpt;
 pub mod time;

@@ -707,3 +707,33 @@ fn hyperbolic_and_near_parabolic_orbits_predict_through_the_planets() {
         assert!(n[0].v_mag.unwrap().is_finite() && n[0].r_au > e.q);
     }
 }
+
+#[test]
+fn the_prefilter_finds_each_object_where_two_body_predict_puts_it() {
+    // Without light-time and aberration the direction is off by well under 1' (aberration is
+    // at most ~20", and light-time moves a main-belt asteroid by ~10"): each of the 14 orbits
+    // lies within 1' of its full two-body prediction, and a point 1 deg away is not reported.
+    let spk = de421();
+    let parsed = elements::parse("objects", &read("horizons_objects.mpcorb"));
+    let sites = parse_obscodes("built-in", BUILTIN_OBSCODES).unwrap();
+    let site = &sites["950"];
+    let t = Instant::from_utc_iso("2020-08-01T00:00:00Z").unwrap();
+    for (k, o) in parsed.elements.iter().enumerate() {
+        let p = &predict(&spk, o, site, &[t], Propagation::TwoBody).unwrap()[0];
+        let here = prefilter::unit(p.ra_deg, p.dec_deg);
+        let away = prefilter::unit(
+            p.ra_deg,
+            p.dec_deg + if p.dec_deg > 0.0 { -1.0 } else { 1.0 },
+        );
+        let found =
+            prefilter::near(&spk, &parsed.elements, site, &t, &[here, away], 1.0 / 60.0).unwrap();
+        let mine: Vec<&(usize, Vec<usize>)> = found.iter().filter(|f| f.0 == k).collect();
+        assert_eq!(
+            mine.len(),
+            1,
+            "{} not within 1' of its prediction",
+            o.designation
+        );
+        assert_eq!(mine[0].1, vec![0], "{}", o.designation);
+    }
+}

@@ -119,18 +119,18 @@ pub fn add_known(night: &mut Night, orbits: &KnownOrbits) -> Result<Vec<String>,
                 times.push(instant(mjd)?);
             }
         }
-        for o in orbits.objects {
-            let Ok(coarse) =
-                ephem::predict(orbits.spk, o, orbits.site, &[t_mid], Propagation::TwoBody)
-            else {
-                continue;
-            };
-            let c = &coarse[0];
-            let sep =
-                sky::separation_deg(mid.camera.ra_deg, mid.camera.dec_deg, c.ra_deg, c.dec_deg);
-            if sep > radius_deg + PREFILTER_MARGIN_DEG {
-                continue;
-            }
+        let centre = ephem::prefilter::unit(mid.camera.ra_deg, mid.camera.dec_deg);
+        let near = ephem::prefilter::near(
+            orbits.spk,
+            orbits.objects,
+            orbits.site,
+            &t_mid,
+            &[centre],
+            radius_deg + PREFILTER_MARGIN_DEG,
+        )
+        .map_err(|e| format!("field {f}: {e}"))?;
+        for (k, _) in near {
+            let o = &orbits.objects[k];
             let precise =
                 match ephem::predict(orbits.spk, o, orbits.site, &times, Propagation::NBody) {
                     Ok(p) => p,
