@@ -29,6 +29,22 @@ const DEMO_PIPELINE: &str = include_str!("../pipelines/demo.yaml");
 /// The demo's small CERES model (trained by pipelines/ceres-train.yaml), written beside it.
 const DEMO_MODEL: &[u8] = include_bytes!("../pipelines/ceres-model/model.safetensors");
 const DEMO_MODEL_CARD: &str = include_str!("../pipelines/ceres-model/model.json");
+/// The demo's known objects (real elements) and the few days of DE421 they need, written beside
+/// it (pipelines/demo-data/PROVENANCE.md).
+const DEMO_DATA: [(&str, &[u8]); 3] = [
+    (
+        "known.mpcorb",
+        include_bytes!("../pipelines/demo-data/known.mpcorb"),
+    ),
+    (
+        "de421-2017-07-19-to-23.bsp",
+        include_bytes!("../pipelines/demo-data/de421-2017-07-19-to-23.bsp"),
+    ),
+    (
+        "PROVENANCE.md",
+        include_bytes!("../pipelines/demo-data/PROVENANCE.md"),
+    ),
+];
 
 fn registry() -> Registry {
     nearby_tasks::registry().extend(nearby_ceres::kinds())
@@ -499,6 +515,15 @@ pub fn demo(w: &Workdir, x: &ExecArgs) -> u8 {
         .and_then(|_| std::fs::write(model.join("model.json"), DEMO_MODEL_CARD));
     if let Err(e) = written {
         return err(format!("cannot write {}: {e}", model.display()));
+    }
+    let data = dir.join("demo-data");
+    let written = std::fs::create_dir_all(&data).and_then(|_| {
+        DEMO_DATA
+            .iter()
+            .try_for_each(|(name, bytes)| std::fs::write(data.join(name), bytes))
+    });
+    if let Err(e) = written {
+        return err(format!("cannot write {}: {e}", data.display()));
     }
     let plan = match compile_text("pipelines/demo.yaml", DEMO_PIPELINE, &dir, &BTreeMap::new()) {
         Ok(p) => p,

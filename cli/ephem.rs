@@ -33,7 +33,56 @@ pub struct EphemArgs {
     pub two_body: bool,
 }
 
+/// `nearby spk-excerpt`: a few days of a JPL SPK file, for a machine or a demo without the
+/// whole file.
+#[derive(Args)]
+pub struct ExcerptArgs {
+    /// The JPL planetary ephemeris to cut from, e.g. de421.bsp.
+    #[arg(long, env = "NEARBY_SPK")]
+    pub spk: PathBuf,
+    /// First UTC time to cover, ISO 8601.
+    #[arg(long)]
+    pub from: String,
+    /// Last UTC time to cover, ISO 8601.
+    #[arg(long)]
+    pub to: String,
+    /// The excerpt to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
 const INVALID: u8 = 2;
+
+/// Writes the records of `--spk` that cover `--from`..`--to`, with a comment saying so.
+pub fn excerpt(a: &ExcerptArgs) -> u8 {
+    let (from, to) = match (Instant::from_utc_iso(&a.from), Instant::from_utc_iso(&a.to)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(e), _) => return fail(format!("--from: {e}")),
+        (_, Err(e)) => return fail(format!("--to: {e}")),
+    };
+    let spk = match Spk::open(&a.spk) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let source = a.spk.file_name().map_or_else(
+        || a.spk.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let comment = format!(
+        "Excerpt of {source}: the records that cover {} .. {} UTC,\ncopied unchanged by `nearby spk-excerpt`.",
+        from.utc_iso(),
+        to.utc_iso()
+    );
+    let bytes = match ephem::spk_excerpt::excerpt(&spk, from.tdb, to.tdb, &comment) {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = std::fs::write(&a.out, &bytes) {
+        return fail(format!("cannot write {}: {e}", a.out.display()));
+    }
+    eprintln!("{}: {} bytes from {source}", a.out.display(), bytes.len());
+    0
+}
 
 fn fail(msg: impl std::fmt::Display) -> u8 {
     eprintln!("error: {msg}");

@@ -202,6 +202,19 @@ enum Command {
         n_asteroids: Option<u32>,
         #[arg(long)]
         exptime_secs: Option<f64>,
+        /// UTC date of the evening, YYYY-MM-DD [default: 2014-07-10].
+        #[arg(long)]
+        night: Option<String>,
+        /// Put in the known objects of this orbit file (MPCORB or JPL SBDB JSON) that fall on a
+        /// CCD, where the offline ephemeris predicts them (needs --spk).
+        #[arg(long)]
+        known_orbits: Option<PathBuf>,
+        /// JPL planetary ephemeris (SPK) for --known-orbits, e.g. de421.bsp.
+        #[arg(long, env = "NEARBY_SPK")]
+        spk: Option<PathBuf>,
+        /// Point the first field at this object of --known-orbits (designation, number, name).
+        #[arg(long)]
+        target: Option<String>,
         /// Write tile-compressed (.fz) frames.
         #[arg(long)]
         compress: bool,
@@ -209,6 +222,9 @@ enum Command {
     /// Predict where known asteroids and comets are, offline (like JPL Horizons): RA, Dec,
     /// rates, distances and V per object and time, from orbital elements and a JPL ephemeris.
     Ephem(ephem::EphemArgs),
+    /// Cut the days --from..--to out of a JPL SPK file (records copied unchanged): a small
+    /// planetary ephemeris for a demo or a machine without the whole file.
+    SpkExcerpt(ephem::ExcerptArgs),
     /// List task kinds with their params and ports.
     Kinds,
     /// The nights under WORKDIR/nights: state, frames, sources, tracklets, failures.
@@ -350,6 +366,10 @@ fn main() -> ExitCode {
             n_ccds,
             n_asteroids,
             exptime_secs,
+            night,
+            known_orbits,
+            spk,
+            target,
             compress,
         } => {
             let mut with = vec![format!("seed={seed}"), format!("preset={preset}")];
@@ -359,6 +379,8 @@ fn main() -> ExitCode {
                 ("n_ccds", n_ccds.map(|v| v.to_string())),
                 ("n_asteroids", n_asteroids.map(|v| v.to_string())),
                 ("exptime_secs", exptime_secs.map(|v| v.to_string())),
+                ("night", night),
+                ("target", target),
             ];
             with.extend(
                 optional
@@ -368,9 +390,17 @@ fn main() -> ExitCode {
             if compress {
                 with.push("compress=true".into());
             }
-            commands::task("simulate", &with, &[], &[], &out)
+            // The SPK only goes with an orbit file (NEARBY_SPK may be set for `ephem`).
+            let inputs: Vec<String> = match known_orbits {
+                Some(k) => std::iter::once(format!("known_orbits={}", k.display()))
+                    .chain(spk.map(|s| format!("spk={}", s.display())))
+                    .collect(),
+                None => Vec::new(),
+            };
+            commands::task("simulate", &with, &inputs, &[], &out)
         }
         Command::Ephem(args) => ephem::ephem(&args),
+        Command::SpkExcerpt(args) => ephem::excerpt(&args),
         Command::Kinds => commands::kinds(),
         Command::Nights { w } => ops::nights(&w),
         Command::Backfill {

@@ -14,7 +14,9 @@ pub mod frames;
 pub mod kepler;
 pub mod nbody;
 pub mod observer;
+pub mod prefilter;
 pub mod spk;
+pub mod spk_excerpt;
 pub mod time;
 pub mod vec3;
 

@@ -19,8 +19,8 @@ use super::EphemError;
 
 /// Astronomical unit in km (IAU 2012, exact).
 pub const AU_KM: f64 = 149_597_870.7;
-const SECONDS_PER_DAY: f64 = 86_400.0;
-const RECORD: usize = 1024;
+pub(super) const SECONDS_PER_DAY: f64 = 86_400.0;
+pub(super) const RECORD: usize = 1024;
 /// Most Chebyshev coefficients per component we evaluate (DE files use at most 18).
 const MAX_COEF: usize = 32;
 
@@ -35,12 +35,15 @@ pub struct Segment {
     /// Coverage in TDB seconds past J2000.
     pub start_s: f64,
     pub end_s: f64,
-    init: f64,
-    intlen: f64,
-    rsize: usize,
+    /// Start of the first record and length of each, TDB seconds past J2000.
+    pub(super) init: f64,
+    pub(super) intlen: f64,
+    /// Doubles per record: mid, radius and the coefficients.
+    pub(super) rsize: usize,
     /// Coefficients per component.
     ncoef: usize,
-    records: Vec<f64>,
+    /// The records, one after another.
+    pub(super) records: Vec<f64>,
 }
 
 /// A loaded SPK file.
@@ -196,6 +199,11 @@ impl Spk {
             segments,
             by_target,
         })
+    }
+
+    /// The name it was opened under (the path).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn segments(&self) -> &[Segment] {

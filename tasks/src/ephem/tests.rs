@@ -104,6 +104,33 @@ fn de441_excerpt_pluto_across_two_segments_matches_skyfield() {
 }
 
 #[test]
+fn an_excerpt_gives_the_same_positions_inside_its_window_and_none_outside() {
+    // DE441's 1969 file cut to 1969-07-29..30, across the end of one set of segments and the
+    // start of the next (28 segments: two summary records). The records kept are copied, so
+    // positions agree to the last bit.
+    let spk = Spk::open(&data("de441-1969.bsp")).unwrap();
+    let day0 = time::mjd_from_civil(1969, 7, 29) as f64 - 51544.5;
+    let bytes = spk_excerpt::excerpt(&spk, day0, day0 + 1.0, "a test\nof two lines").unwrap();
+    assert_eq!(bytes.len() % 1024, 0);
+    let cut = Spk::parse("excerpt", &bytes).unwrap();
+    assert!(bytes.len() < std::fs::metadata(data("de441-1969.bsp")).unwrap().len() as usize);
+    for k in 0..=24 {
+        let t = day0 + k as f64 / 24.0;
+        assert_eq!(
+            cut.state(9, t).unwrap(),
+            spk.state(9, t).unwrap(),
+            "hour {k}"
+        );
+    }
+    let outside = cut.position(9, day0 - 40.0).unwrap_err().to_string();
+    assert!(outside.contains("body 9 is not covered"), "{outside}");
+    let empty = spk_excerpt::excerpt(&spk, day0 + 1.0, day0, "").unwrap_err();
+    assert!(empty.to_string().contains("is empty"), "{empty}");
+    let none = spk_excerpt::excerpt(&spk, 6.0e6, 6.0e6 + 1.0, "").unwrap_err();
+    assert!(none.to_string().contains("no segment covers"), "{none}");
+}
+
+#[test]
 fn de430_excerpt_moon_from_earth_matches_skyfield() {
     // skyfield 1.55 tests/test_against_horizons.py, TDB 2015-03-02 0h: Moon - Boston (au) and
     // Earth - Boston (km); their difference is the geocentric Moon, Horizons-checked to ~1 m.
@@ -678,5 +705,35 @@ fn hyperbolic_and_near_parabolic_orbits_predict_through_the_planets() {
             e.designation
         );
         assert!(n[0].v_mag.unwrap().is_finite() && n[0].r_au > e.q);
+    }
+}
+
+#[test]
+fn the_prefilter_finds_each_object_where_two_body_predict_puts_it() {
+    // Without light-time and aberration the direction is off by well under 1' (aberration is
+    // at most ~20", and light-time moves a main-belt asteroid by ~10"): each of the 14 orbits
+    // lies within 1' of its full two-body prediction, and a point 1 deg away is not reported.
+    let spk = de421();
+    let parsed = elements::parse("objects", &read("horizons_objects.mpcorb"));
+    let sites = parse_obscodes("built-in", BUILTIN_OBSCODES).unwrap();
+    let site = &sites["950"];
+    let t = Instant::from_utc_iso("2020-08-01T00:00:00Z").unwrap();
+    for (k, o) in parsed.elements.iter().enumerate() {
+        let p = &predict(&spk, o, site, &[t], Propagation::TwoBody).unwrap()[0];
+        let here = prefilter::unit(p.ra_deg, p.dec_deg);
+        let away = prefilter::unit(
+            p.ra_deg,
+            p.dec_deg + if p.dec_deg > 0.0 { -1.0 } else { 1.0 },
+        );
+        let found =
+            prefilter::near(&spk, &parsed.elements, site, &t, &[here, away], 1.0 / 60.0).unwrap();
+        let mine: Vec<&(usize, Vec<usize>)> = found.iter().filter(|f| f.0 == k).collect();
+        assert_eq!(
+            mine.len(),
+            1,
+            "{} not within 1' of its prediction",
+            o.designation
+        );
+        assert_eq!(mine[0].1, vec![0], "{}", o.designation);
     }
 }

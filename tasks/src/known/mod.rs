@@ -4,9 +4,10 @@
 //! when a prediction lies within `radius_arcsec` (EURONEAR: 5") of its middle detection at that
 //! detection's time; the closest prediction wins.
 //!
-//! Offline, every object is first placed by two-body motion at the night's mean time (fast, good
-//! to arcminutes within a year of the epoch); only objects within `prefilter_arcmin` of a tracklet
-//! are then predicted with the n-body propagation at each tracklet's time.
+//! Offline, every object is first placed by two-body motion at the night's mean time
+//! ([`ephem::prefilter`]: fast, over all cores, good to arcminutes within a year of the epoch);
+//! only objects within `prefilter_arcmin` of a tracklet are then predicted with the n-body
+//! propagation at each tracklet's time.
 //!
 //! Outputs: `known.json` (per tracklet: the match, its separation, predicted V and source) and
 //! `observations.json` (link's observations, known objects under their designations, new ones
@@ -97,25 +98,20 @@ pub fn match_ephemeris(
     }
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     let t_mean = Instant::from_utc_mjd(mean).map_err(|e| TaskError::BadInput(e.to_string()))?;
+    // Two-body first, for every object at once: cheap, and good to arcminutes.
+    let points: Vec<(usize, ephem::vec3::Vec3)> = anchors
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| a.map(|(_, ra, dec)| (i, ephem::prefilter::unit(ra, dec))))
+        .collect();
+    let units: Vec<ephem::vec3::Vec3> = points.iter().map(|p| p.1).collect();
+    let near_objects =
+        ephem::prefilter::near(spk, objects, site, &t_mean, &units, prefilter_arcmin / 60.0)
+            .map_err(|e| TaskError::BadInput(e.to_string()))?;
     let mut candidates = 0;
-    for o in objects {
-        // Two-body first: cheap, and good to arcminutes.
-        let Ok(coarse) = ephem::predict(spk, o, site, &[t_mean], Propagation::TwoBody) else {
-            continue;
-        };
-        let Some(c) = coarse.first() else { continue };
-        let near: Vec<usize> = anchors
-            .iter()
-            .enumerate()
-            .filter_map(|(i, a)| {
-                let (_, ra, dec) = (*a)?;
-                (separation_arcsec(c.ra_deg, c.dec_deg, ra, dec) <= prefilter_arcmin * 60.0)
-                    .then_some(i)
-            })
-            .collect();
-        if near.is_empty() {
-            continue;
-        }
+    for (k, hits) in near_objects {
+        let o = &objects[k];
+        let near: Vec<usize> = hits.iter().map(|&h| points[h].0).collect();
         candidates += 1;
         let ts: Vec<Instant> = near
             .iter()

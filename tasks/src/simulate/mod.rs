@@ -9,6 +9,7 @@
 //! [`SimConfig`] (seed included) always gives the same frames.
 
 mod config;
+pub mod known;
 mod plan;
 mod psf;
 mod render;
@@ -20,7 +21,7 @@ pub mod time;
 mod truth;
 
 pub use config::{CcdSpec, SimConfig};
-pub use plan::{airmass, asteroid_at, flux_for_snr, plan, star_at, Night};
+pub use plan::{airmass, asteroid_at, flux_for_snr, plan, star_at, Night, SITE_CODE};
 pub use psf::{effective_pixels, Canvas, Moffat};
 pub use render::{render, RenderedFrame};
 pub use sky::{deproject, offset, project, separation_deg, Camera, HeaderWcs, Placement};

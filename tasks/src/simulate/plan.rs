@@ -12,6 +12,8 @@ use super::sky::{self, Camera, HeaderWcs};
 use super::time;
 use super::truth::*;
 
+/// The simulated site's MPC code: La Palma, whose INT the camera is.
+pub const SITE_CODE: &str = "950";
 /// La Palma (MPC 950): east longitude and geodetic latitude, degrees.
 pub const SITE_LON_DEG: f64 = 342.1176;
 pub const SITE_LAT_DEG: f64 = 28.7606;
@@ -447,6 +449,67 @@ pub fn asteroid_at(ra0: f64, dec0: f64, mjd0: f64, rate: f64, pa: f64, mjd: f64)
     sky::offset(ra0, dec0, pa, rate * minutes / 3600.0)
 }
 
+/// Where a mover is in exposure `x` and how it shows: its mid-exposure position on the mosaic,
+/// its trail's ends (exposure start and end), flux and expected S/N. `at(mjd)` gives its (RA,
+/// Dec); `rate` ("/min) sets the trail length, `mag` the brightness; `rn2` is the read noise
+/// squared (electrons^2).
+pub(crate) fn observe_mover(
+    cfg: &SimConfig,
+    ccds: &[CcdTruth],
+    x: &FrameTruth,
+    rate: f64,
+    mag: f64,
+    rn2: f64,
+    at: impl Fn(f64) -> (f64, f64),
+) -> AsteroidPosition {
+    let day = 86400.0;
+    let t0 = x.mjd_start;
+    let t1 = x.mjd_start + x.exptime_secs / day;
+    let tm = (t0 + t1) / 2.0;
+    let (ra, dec) = at(tm);
+    let scale = x.camera.scale_arcsec;
+    let trail_px = rate * x.exptime_secs / 60.0 / scale;
+    let fwhm_px = x.seeing_fwhm_arcsec / scale;
+    let flux_e = flux_rate(cfg, mag, x.airmass) * x.exptime_secs;
+    let psf = Moffat::from_fwhm(fwhm_px, cfg.moffat_beta);
+    let n_eff = effective_pixels(&psf, trail_px);
+    let mut p = AsteroidPosition {
+        frame: x.index,
+        exposure: x.exposure.unwrap_or(0),
+        mjd_mid: tm,
+        ra_deg: ra,
+        dec_deg: dec,
+        ccd: None,
+        x: None,
+        y: None,
+        x_start: None,
+        y_start: None,
+        x_end: None,
+        y_end: None,
+        trail_px,
+        flux_e,
+        snr: snr(flux_e, n_eff, x.sky_e_per_px + rn2),
+    };
+    if let Some((u, v)) = x.camera.sky_to_focal(ra, dec) {
+        if let Some((k, xd, yd)) = ccd_of(cfg, ccds, u, v) {
+            let pixel = |mjd: f64| {
+                let (ra, dec) = at(mjd);
+                let (u, v) = x.camera.sky_to_focal(ra, dec).unwrap_or((u, v));
+                let (xd, yd) = ccds[k].placement.from_focal(u, v);
+                raw_xy(cfg, xd, yd)
+            };
+            let (xs, ys) = pixel(t0);
+            let (xe, ye) = pixel(t1);
+            let (xm, ym) = raw_xy(cfg, xd, yd);
+            p.ccd = Some(k + 1);
+            (p.x, p.y) = (Some(xm), Some(ym));
+            (p.x_start, p.y_start) = (Some(xs), Some(ys));
+            (p.x_end, p.y_end) = (Some(xe), Some(ye));
+        }
+    }
+    p
+}
+
 fn plan_asteroids(cfg: &SimConfig, ccds: &[CcdTruth], frames: &[FrameTruth]) -> Vec<Asteroid> {
     let mut out = Vec::new();
     let day = 86400.0;
@@ -494,59 +557,19 @@ fn plan_asteroids(cfg: &SimConfig, ccds: &[CcdTruth], frames: &[FrameTruth]) -> 
             let faintest = m_lim(rate).max(cfg.asteroid_mag_bright);
             let mag = cfg.asteroid_mag_bright + t * (faintest - cfg.asteroid_mag_bright);
             let pa = r.random_range(0.0..360.0);
-            let mut positions = Vec::new();
-            let mut trailed = false;
-            for x in &fr {
-                let t0 = x.mjd_start;
-                let t1 = x.mjd_start + x.exptime_secs / day;
-                let tm = (t0 + t1) / 2.0;
-                let (ra, dec) = asteroid_at(ra0, dec0, mjd_ref, rate, pa, tm);
-                let scale = x.camera.scale_arcsec;
-                let trail_px = rate * x.exptime_secs / 60.0 / scale;
-                let fwhm_px = x.seeing_fwhm_arcsec / scale;
-                trailed |= trail_px > fwhm_px;
-                let flux_e = flux_rate(cfg, mag, x.airmass) * x.exptime_secs;
-                let psf = Moffat::from_fwhm(fwhm_px, cfg.moffat_beta);
-                let n_eff = effective_pixels(&psf, trail_px);
-                let mut p = AsteroidPosition {
-                    frame: x.index,
-                    exposure: x.exposure.unwrap_or(0),
-                    mjd_mid: tm,
-                    ra_deg: ra,
-                    dec_deg: dec,
-                    ccd: None,
-                    x: None,
-                    y: None,
-                    x_start: None,
-                    y_start: None,
-                    x_end: None,
-                    y_end: None,
-                    trail_px,
-                    flux_e,
-                    snr: snr(flux_e, n_eff, x.sky_e_per_px + rn2),
-                };
-                if let Some((u, v)) = x.camera.sky_to_focal(ra, dec) {
-                    if let Some((k, xd, yd)) = ccd_of(cfg, ccds, u, v) {
-                        let at = |mjd: f64| {
-                            let (ra, dec) = asteroid_at(ra0, dec0, mjd_ref, rate, pa, mjd);
-                            let (u, v) = x.camera.sky_to_focal(ra, dec).unwrap_or((u, v));
-                            let (xd, yd) = ccds[k].placement.from_focal(u, v);
-                            raw_xy(cfg, xd, yd)
-                        };
-                        let (xs, ys) = at(t0);
-                        let (xe, ye) = at(t1);
-                        let (xm, ym) = raw_xy(cfg, xd, yd);
-                        p.ccd = Some(k + 1);
-                        (p.x, p.y) = (Some(xm), Some(ym));
-                        (p.x_start, p.y_start) = (Some(xs), Some(ys));
-                        (p.x_end, p.y_end) = (Some(xe), Some(ye));
-                    }
-                }
-                positions.push(p);
-            }
+            let at = |mjd: f64| asteroid_at(ra0, dec0, mjd_ref, rate, pa, mjd);
+            let positions: Vec<AsteroidPosition> = fr
+                .iter()
+                .map(|x| observe_mover(cfg, ccds, x, rate, mag, rn2, at))
+                .collect();
+            let trailed = positions
+                .iter()
+                .zip(&fr)
+                .any(|(p, x)| p.trail_px > x.seeing_fwhm_arcsec / x.camera.scale_arcsec);
             out.push(Asteroid {
                 id: out.len() + 1,
                 name: format!("SIM{:04}", out.len() + 1),
+                known: None,
                 field: f,
                 mag,
                 rate_arcsec_per_min: rate,

@@ -11,7 +11,9 @@ use nearby_engine::task::{Invocation, PType, ParamSpec, PortSpec, Ports, TaskErr
 use rayon::prelude::*;
 use serde_json::{Map, Value as J};
 
-use super::{plan, refcat_table, render, truth, Artifact, FrameKind, SimConfig};
+use super::known::{add_known, point_at, KnownOrbits};
+use super::{plan, refcat_table, render, truth, Artifact, FrameKind, SimConfig, SITE_CODE};
+use crate::ephem::{elements, elements::Elements, observer, observer::Observatory, Spk};
 use crate::fits::{write_mef, write_tables, Header, Pixel};
 
 pub struct Simulate;
@@ -111,6 +113,14 @@ const PARAMS: &[ParamSpec] = &[
               deeper for small CCDs, which hold few stars as bright as that).",
     },
     ParamSpec {
+        name: "target",
+        ty: PType::Str,
+        required: false,
+        default: Some("\"\""),
+        doc: "A known object of `known_orbits` (designation, number, name or packed \
+              designation) to put at the centre of CCD 1: the first field is pointed at it.",
+    },
+    ParamSpec {
         name: "compress",
         ty: PType::Bool,
         required: false,
@@ -149,6 +159,22 @@ const OUTPUTS: &[PortSpec] = &[
         file: "frames.txt",
         required: true,
         doc: "The science frames, one path a line, relative to this file's directory.",
+    },
+];
+
+const INPUTS: &[PortSpec] = &[
+    PortSpec {
+        name: "known_orbits",
+        file: "",
+        required: false,
+        doc: "Orbital elements (MPCORB one-line or JPL SBDB JSON): the objects that fall on a CCD \
+              are put in where the offline ephemeris predicts them (seen from La Palma, 950).",
+    },
+    PortSpec {
+        name: "spk",
+        file: "",
+        required: false,
+        doc: "A JPL planetary ephemeris (DE421, or an excerpt of it) for `known_orbits`.",
     },
 ];
 
@@ -253,7 +279,7 @@ impl TaskKind for Simulate {
         PARAMS
     }
     fn inputs(&self) -> Ports {
-        Ports::Fixed(&[])
+        Ports::Fixed(INPUTS)
     }
     fn outputs(&self) -> Ports {
         Ports::Fixed(OUTPUTS)
@@ -265,7 +291,38 @@ impl TaskKind for Simulate {
         let start = Instant::now();
         let cfg = config(inv.params).map_err(|p| TaskError::params(&p))?;
         let compress = inv.bool("compress").unwrap_or(false);
-        let mut night = plan(&cfg).map_err(|p| TaskError::Failed(format!("{p:?}")))?;
+        let target = inv.str("target").filter(|t| !t.is_empty());
+        let given = |name: &str| inv.inputs.get(name).and_then(|v| v.first());
+        let orbits = match (given("known_orbits"), given("spk")) {
+            (Some(el), Some(spk)) => Some(read_orbits(el, spk, log)?),
+            (None, None) => None,
+            _ => {
+                return Err(TaskError::BadInput(
+                    "inputs `known_orbits` and `spk` go together: the ephemeris needs both".into(),
+                ))
+            }
+        };
+        let mut night = match (&orbits, target) {
+            (Some((objects, spk, site)), target) => {
+                let k = KnownOrbits { objects, spk, site };
+                let cfg = match target {
+                    Some(t) => point_at(&cfg, &k, t).map_err(TaskError::BadInput)?,
+                    None => cfg.clone(),
+                };
+                let mut night = plan(&cfg).map_err(|p| TaskError::Failed(format!("{p:?}")))?;
+                for line in add_known(&mut night, &k).map_err(TaskError::Failed)? {
+                    writeln!(log, "simulate: {line}")?;
+                }
+                night
+            }
+            (None, Some(t)) => {
+                return Err(TaskError::BadInput(format!(
+                    "param `target` ({t}) needs the inputs `known_orbits` and `spk`"
+                )))
+            }
+            (None, None) => plan(&cfg).map_err(|p| TaskError::Failed(format!("{p:?}")))?,
+        };
+        let cfg = night.config.clone();
         let raw_dir = inv.output("raw")?.to_path_buf();
         let calib_dir = inv.output("calib")?.to_path_buf();
         std::fs::create_dir_all(&raw_dir)?;
@@ -350,6 +407,29 @@ impl TaskKind for Simulate {
         )?;
         Ok(())
     }
+}
+
+/// The orbit file's objects (unreadable ones logged and left out), the SPK and La Palma (950).
+fn read_orbits(
+    elements_path: &Path,
+    spk_path: &Path,
+    log: &mut dyn Write,
+) -> Result<(Vec<Elements>, Spk, Observatory), TaskError> {
+    let text = std::fs::read_to_string(elements_path).map_err(|e| {
+        TaskError::BadInput(format!("{}: cannot read: {e}", elements_path.display()))
+    })?;
+    let parsed = elements::parse(&elements_path.display().to_string(), &text);
+    for e in parsed.errors.iter().take(20) {
+        writeln!(log, "simulate: skipped {e}")?;
+    }
+    let spk = Spk::open(spk_path).map_err(|e| TaskError::BadInput(e.to_string()))?;
+    let sites = observer::parse_obscodes("built-in codes", observer::BUILTIN_OBSCODES)
+        .map_err(|e| TaskError::Failed(e.to_string()))?;
+    let site = sites
+        .get(SITE_CODE)
+        .cloned()
+        .ok_or_else(|| TaskError::Failed(format!("code {SITE_CODE} is not built in")))?;
+    Ok((parsed.elements, spk, site))
 }
 
 /// `path` relative to `base` when it lies under it, else as given.

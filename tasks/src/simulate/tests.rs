@@ -543,3 +543,113 @@ fn the_task_rejects_bad_params_before_running() {
     );
     assert!(p(json!({"preset": "int_wfc", "n_exposures": 6, "exptime_secs": 300.0})).is_empty());
 }
+
+/// The demo's orbit file and SPK excerpt (pipelines/demo-data): real elements, 2017-07-19..23.
+fn demo_orbits() -> (
+    Vec<crate::ephem::Elements>,
+    crate::ephem::Spk,
+    crate::ephem::Observatory,
+) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/demo-data");
+    let text = std::fs::read_to_string(dir.join("known.mpcorb")).unwrap();
+    let parsed = crate::ephem::elements::parse("known.mpcorb", &text);
+    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+    let spk = crate::ephem::Spk::open(&dir.join("de421-2017-07-19-to-23.bsp")).unwrap();
+    let sites = crate::ephem::observer::parse_obscodes(
+        "built-in",
+        crate::ephem::observer::BUILTIN_OBSCODES,
+    )
+    .unwrap();
+    (parsed.elements, spk, sites[SITE_CODE].clone())
+}
+
+#[test]
+fn a_targeted_known_object_sits_on_ccd1_where_the_ephemeris_puts_it() {
+    let (objects, spk, site) = demo_orbits();
+    let k = known::KnownOrbits {
+        objects: &objects,
+        spk: &spk,
+        site: &site,
+    };
+    let mut cfg = tiny();
+    cfg.night = "2017-07-20".into();
+    let pointed = known::point_at(&cfg, &k, "Aci").unwrap();
+    let mut night = plan(&pointed).unwrap();
+    let synthetic = night.asteroids.clone();
+    known::add_known(&mut night, &k).unwrap();
+    // The synthetic movers are untouched; the one known object follows them.
+    assert_eq!(night.asteroids[..synthetic.len()], synthetic[..]);
+    let added = &night.asteroids[synthetic.len()..];
+    assert_eq!(added.len(), 1, "{added:?}");
+    let aci = &added[0];
+    assert_eq!(aci.known.as_deref(), Some("(6522) Aci"));
+    assert_eq!(aci.id, synthetic.len() + 1);
+    // In the middle exposure, at the centre of CCD 1 (raw pixels: prescan + 1-based).
+    let mid = &aci.positions[aci.positions.len() / 2];
+    assert_eq!(mid.ccd, Some(1));
+    let (cx, cy) = (
+        cfg.ccd.prescan as f64 + 1.0 + cfg.ccd.nx as f64 / 2.0,
+        1.0 + cfg.ccd.ny as f64 / 2.0,
+    );
+    let (x, y) = (mid.x.unwrap(), mid.y.unwrap());
+    assert!((x - cx).hypot(y - cy) < 0.05, "{x}, {y} vs {cx}, {cy}");
+    // Each position is the ephemeris' at the exposure's middle; the trail runs along the
+    // predicted motion (0.67"/min, V 16.6 on 2017-07-21, as `nearby ephem` prints).
+    let elements = objects.iter().find(|o| o.is_named("6522")).unwrap();
+    for p in &aci.positions {
+        let t = crate::ephem::Instant::from_utc_mjd(p.mjd_mid).unwrap();
+        let want = crate::ephem::predict(
+            &spk,
+            elements,
+            &site,
+            &[t],
+            crate::ephem::Propagation::NBody,
+        )
+        .unwrap();
+        assert!(
+            separation_deg(p.ra_deg, p.dec_deg, want[0].ra_deg, want[0].dec_deg) * 3600.0 < 1e-6
+        );
+        let len =
+            (p.x_end.unwrap() - p.x_start.unwrap()).hypot(p.y_end.unwrap() - p.y_start.unwrap());
+        assert!(
+            (len - p.trail_px).abs() < 0.01 * p.trail_px,
+            "{len} vs {}",
+            p.trail_px
+        );
+    }
+    assert!(
+        (aci.rate_arcsec_per_min - 0.672).abs() < 0.001,
+        "{}",
+        aci.rate_arcsec_per_min
+    );
+    assert!((aci.mag - 16.58).abs() < 0.01, "{}", aci.mag);
+}
+
+#[test]
+fn known_objects_elsewhere_stay_out_and_an_unknown_target_is_named() {
+    let (objects, spk, site) = demo_orbits();
+    let k = known::KnownOrbits {
+        objects: &objects,
+        spk: &spk,
+        site: &site,
+    };
+    let mut cfg = tiny();
+    cfg.night = "2017-07-20".into();
+    // The preset's field (19h08m -20 deg) holds none of the 14 objects that night.
+    let mut night = plan(&cfg).unwrap();
+    let n = night.asteroids.len();
+    known::add_known(&mut night, &k).unwrap();
+    assert_eq!(night.asteroids.len(), n);
+    let e = known::point_at(&cfg, &k, "Ceres").unwrap_err();
+    assert!(
+        e.contains("target `Ceres` is not in the orbit file (14 objects"),
+        "{e}"
+    );
+    // A night the excerpt does not cover says so.
+    cfg.night = "2018-07-20".into();
+    let e = known::point_at(&cfg, &k, "6522").unwrap_err();
+    assert!(
+        e.contains("target `6522`") && e.contains("not covered"),
+        "{e}"
+    );
+}

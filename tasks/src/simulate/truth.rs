@@ -126,8 +126,12 @@ pub struct Star {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Asteroid {
     pub id: usize,
-    /// Temporary designation, e.g. `SIM0001`.
+    /// Temporary designation, e.g. `SIM0001`; a known object's designation.
     pub name: String,
+    /// A known object put in from an orbit file (input `known_orbits`): its designation there,
+    /// e.g. `(2001) Einstein`. Absent for the synthetic movers, which no catalogue knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known: Option<String>,
     pub field: usize,
     pub mag: f64,
     pub rate_arcsec_per_min: f64,
