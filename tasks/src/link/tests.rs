@@ -40,6 +40,7 @@ fn mover_detection(
         magerr: 0.05,
         trail_arcsec: rate * exp.exptime_min,
         axis_pa_deg: pa_deg.rem_euclid(180.0),
+        truncated: false,
     }
 }
 
@@ -151,6 +152,41 @@ fn rate_and_position_angle_are_measured() {
         assert!(dpa.abs() < 2.0, "{t:?}");
         assert_eq!(t[0].trailed, rate > 1.5, "{t:?}");
     }
+}
+
+#[test]
+fn a_trail_cut_at_the_edge_is_placed_on_its_line() {
+    // 40"/min east for 1 minute: 40" trails. In the last exposure the image ends 10" past the
+    // middle, so only the first 30" show: their centre lies 5" short of the middle, and the
+    // light is a quarter less.
+    let exps = exposures(4, 2.0, 1.0);
+    let mut dets: Vec<Detection> = (0..4)
+        .map(|e| Detection {
+            trail_arcsec: 40.0,
+            axis_pa_deg: 90.0,
+            ..Detection::point(e, 80.0 * e as f64, 0.3 * e as f64, 0.2, 18.0)
+        })
+        .collect();
+    dets[3] = Detection {
+        xi: 240.0 - 5.0,
+        trail_arcsec: 30.0,
+        mag: 18.3,
+        truncated: true,
+        ..dets[3]
+    };
+    let t = link(&exps, &dets, &LinkConfig::default());
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0].detections, vec![0, 1, 2, 3]);
+    let (xi, eta) = t[0].positions_arcsec[3];
+    assert!(
+        (xi - 240.0).abs() < 0.05 && (eta - 0.9).abs() < 0.05,
+        "{t:?}"
+    );
+    assert!((t[0].rate_arcsec_per_min - 40.0).abs() < 0.01, "{t:?}");
+    // Unflagged, the same detection is 5" off the line: not linked.
+    dets[3].truncated = false;
+    let t = link(&exps, &dets, &LinkConfig::default());
+    assert_eq!(t[0].detections, vec![0, 1, 2], "{t:?}");
 }
 
 #[test]
