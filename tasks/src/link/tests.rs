@@ -399,3 +399,53 @@ fn alignment_recovers_a_shift_rotation_and_scale() {
         .collect();
     assert!(align(&reference, &stranger, 120.0).is_none());
 }
+
+#[test]
+fn a_slow_bright_asteroid_does_not_pull_the_alignment_of_few_faint_stars() {
+    // A dozen faint stars (0.3" centroids) and a bright slow asteroid (0.1") that moved 0.9"
+    // between the exposures; the other exposure is shifted by (5", -3").
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let n = Normal::new(0.0, 0.3).unwrap();
+    let mut reference = Vec::new();
+    let mut other = Vec::new();
+    for k in 0..12 {
+        let (x, y) = (rng.random_range(0.0..150.0), rng.random_range(0.0..300.0));
+        let source = |xi: f64, eta: f64| Source {
+            xi,
+            eta,
+            sigma_arcsec: 0.3,
+            flux: 1000.0 + k as f64,
+            usable: true,
+        };
+        reference.push(source(x + n.sample(&mut rng), y + n.sample(&mut rng)));
+        other.push(source(
+            x - 5.0 + n.sample(&mut rng),
+            y + 3.0 + n.sample(&mut rng),
+        ));
+    }
+    let bright = |xi: f64, eta: f64| Source {
+        xi,
+        eta,
+        sigma_arcsec: 0.1,
+        flux: 1e6,
+        usable: true,
+    };
+    reference.push(bright(70.0, 140.0));
+    other.push(bright(70.0 - 5.0 + 0.9, 140.0 + 3.0));
+    let al = align(&reference, &other, 60.0).expect("aligned");
+    // The best shift is the stars' mean offset (equal errors), the asteroid left out.
+    let mean = |f: fn(&Source) -> f64| {
+        (0..12)
+            .map(|k| f(&reference[k]) - f(&other[k]))
+            .sum::<f64>()
+            / 12.0
+    };
+    let (mx, my) = (mean(|s| s.xi), mean(|s| s.eta));
+    let (dx, dy) = al.shift();
+    assert!(
+        (dx - mx).hypot(dy - my) < 0.02,
+        "shift ({dx:.2}, {dy:.2}), the stars' ({mx:.2}, {my:.2}), with {} stars",
+        al.n_stars
+    );
+    assert_eq!(al.n_stars, 12);
+}
