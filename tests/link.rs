@@ -365,8 +365,15 @@ fn tracklets_match_the_truth() {
         "too few linkable asteroids to judge: {}",
         linkable.len()
     );
-    // Measured: see docs/tasks.md (link; seeds 7 and 8: 89% / 93.6%). These bounds guard
-    // against regressions; the issue's targets (98% / 97%) are not reached yet.
-    assert!(completeness >= 0.85, "completeness {completeness:.3}");
-    assert!(purity >= 0.9, "purity {purity:.3}");
+    // Measured: see docs/tasks.md (link; seeds 7 and 8: 42/46 = 91% of those detected >= 3
+    // times and moving >= 2", 47/58 = 81% of all detected >= 3 times, purity 48/48). These
+    // bounds guard against regressions; the issue's targets (98% / 97%) are not all reached.
+    let detected_found =
+        detected.iter().filter(|x| x.found).count() as f64 / detected.len().max(1) as f64;
+    assert!(completeness >= 0.87, "completeness {completeness:.3}");
+    assert!(
+        detected_found >= 0.75,
+        "completeness of all detected {detected_found:.3}"
+    );
+    assert!(purity >= 0.95, "purity {purity:.3}");
 }
