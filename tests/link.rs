@@ -2,11 +2,17 @@
 //! 40 asteroids) run through pipelines/nightly.yaml (calibrate, extract, link), then every
 //! tracklet is compared with the asteroids' true trails.
 //!
-//! Completeness: of the asteroids detected (a catalog source within 3 px of the true trail, not
-//! on a true star at least half as bright) in at least 3 exposures on one CCD and moving at least 2" over them, the fraction that a pure
-//! tracklet holds. Purity: tracklets whose detections all lie on one asteroid's trail. Both are
-//! printed by rate and S/N bin, and every missed asteroid with the sources on its trail per
-//! exposure. `NEARBY_TEST_SEEDS=1,2,3` tries other nights.
+//! Completeness, the fraction of asteroids that a pure tracklet holds, is given two ways: of all
+//! asteroids inserted, and of those the extractor detected (a catalog source within 3 px of the
+//! true trail, not on a true star at least half as bright) in at least 3 exposures of one CCD and
+//! that move at least 2" over them (slower ones cannot be told from stars). The second is what
+//! linking can reach and what the bounds below guard. Purity: tracklets whose detections all lie
+//! on one asteroid's trail. Completeness is printed by rate and S/N bin, and every missed
+//! detected asteroid with the sources on its trail per exposure.
+//!
+//! `NEARBY_TEST_SEEDS=1,2,3` tries other nights. `NEARBY_TEST_KEEP=DIR` keeps each night's
+//! simulation and workdir in `DIR/seed-N`; a later run with the same DIR reruns only `link` on
+//! the kept catalogs (`nearby rerun --from link`), for quick turns while working on the linker.
 
 mod common;
 
@@ -16,7 +22,7 @@ use common::Nearby;
 use nearby_tasks::calibrate::parse_section;
 use nearby_tasks::fits::{read_headers, read_table};
 use nearby_tasks::link::task::TrackletsFile;
-use nearby_tasks::simulate::Truth;
+use nearby_tasks::simulate::{asteroid_at, Asteroid, AsteroidPosition, Truth};
 
 fn dist_to_segment(px: f64, py: f64, (x0, y0): (f64, f64), (x1, y1): (f64, f64)) -> f64 {
     let (dx, dy) = (x1 - x0, y1 - y0);
@@ -32,10 +38,39 @@ fn dist_to_segment(px: f64, py: f64, (x0, y0): (f64, f64), (x1, y1): (f64, f64))
 /// A catalog source (x, y, elongation) or a true star (x, y, electrons), calibrated pixels.
 type Point = (f64, f64, f64);
 
-/// Per night: (linkable asteroids as (rate, min S/N, found), tracklets, pure tracklets).
-fn night(seed: u64) -> (Vec<(f64, f64, bool)>, usize, usize) {
+/// One inserted asteroid as the test sees it.
+struct Outcome {
+    rate: f64,
+    /// Median expected S/N over its exposures.
+    snr: f64,
+    /// Detected in >= 3 exposures of one CCD.
+    detected: bool,
+    /// ... and moving >= 2" between the first and last of them.
+    moving: bool,
+    /// A pure tracklet holds it.
+    found: bool,
+}
+
+/// Simulates the night `seed` and runs the nightly pipeline on it; returns the simulation and
+/// work directories (and the temporary directory holding them, unless kept).
+fn simulate_and_run(seed: u64) -> (std::path::PathBuf, std::path::PathBuf, Option<Nearby>) {
+    let keep = std::env::var_os("NEARBY_TEST_KEEP").map(std::path::PathBuf::from);
     let n = Nearby::new();
-    let sim = n.path("sim");
+    let base = match &keep {
+        Some(k) => k.join(format!("seed-{seed}")),
+        None => n.path(""),
+    };
+    let (sim, work) = (base.join("sim"), base.join("work"));
+    let run_id = base.join("run-id");
+    if let (true, Ok(id)) = (keep.is_some(), std::fs::read_to_string(&run_id)) {
+        let r = std::process::Command::new(common::bin())
+            .args(["rerun", id.trim(), "--from", "link", "-q", "--workdir"])
+            .arg(&work)
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        return (sim, work, None);
+    }
     let r = std::process::Command::new(common::bin())
         .args(["simulate", "--preset", "small", "--n-asteroids", "40"])
         .args(["--seed", &seed.to_string(), "--out"])
@@ -43,13 +78,39 @@ fn night(seed: u64) -> (Vec<(f64, f64, bool)>, usize, usize) {
         .output()
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let r = common::run_nightly(&n, &sim.join("raw"), &sim.join("calib"));
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let pipeline = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/nightly.yaml");
+    let r = std::process::Command::new(common::bin())
+        .arg("run")
+        .arg(&pipeline)
+        .args(["-q", "--set"])
+        .arg(format!("raw_dir={}", sim.join("raw").display()))
+        .arg("--set")
+        .arg(format!("calib_dir={}", sim.join("calib").display()))
+        .arg("--workdir")
+        .arg(&work)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        r.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    if keep.is_some() {
+        std::fs::write(&run_id, stdout.lines().next().unwrap_or_default()).unwrap();
+        return (sim, work, None);
+    }
+    (sim, work, Some(n))
+}
+
+/// Per night: every inserted asteroid's outcome, tracklets, pure tracklets.
+fn night(seed: u64) -> (Vec<Outcome>, usize, usize) {
+    let (sim, work, _tmp) = simulate_and_run(seed);
     let truth = Truth::load(&sim.join("truth.json")).unwrap();
-    let tracklets = TrackletsFile::load(&n.workdir().join("out/link/tracklets.json")).unwrap();
+    let tracklets = TrackletsFile::load(&work.join("out/link/tracklets.json")).unwrap();
     // Catalog positions by (DATE-OBS, CCDNAME).
     let mut cats: HashMap<(String, String), Vec<Point>> = HashMap::new();
-    for d in std::fs::read_dir(n.workdir().join("out/extract")).unwrap() {
+    for d in std::fs::read_dir(work.join("out/extract")).unwrap() {
         let f = d.unwrap().path().join("catalog.fits");
         for hdu in 1..read_headers(&f).unwrap().len() {
             let t = read_table(&f, hdu).unwrap();
@@ -70,29 +131,56 @@ fn night(seed: u64) -> (Vec<(f64, f64, bool)>, usize, usize) {
     }
     let frames: HashMap<usize, &_> = truth.frames.iter().map(|f| (f.index, f)).collect();
     let ccd = |id: usize| &truth.ccds[id - 1];
-    // A true trail in calibrated pixels (the catalogs are trimmed to DATASEC).
-    let trail = |p: &nearby_tasks::simulate::AsteroidPosition| {
-        let c = ccd(p.ccd.unwrap());
+    // A true trail on CCD `c` in calibrated pixels (the catalogs are trimmed to DATASEC), also
+    // where the mid-exposure position lies on another CCD or off the mosaic (a trail cut at the
+    // edge): the ends at exposure start and end, mapped as the simulator maps them.
+    let trail = |p: &AsteroidPosition, a: &Asteroid, c: usize| {
+        let fr = frames[&p.frame];
+        let c = ccd(c);
         let sec = parse_section(&c.datasec).unwrap();
-        let (ox, oy) = (sec.x0 as f64, sec.y0 as f64);
-        (
-            (p.x_start.unwrap() - ox, p.y_start.unwrap() - oy),
-            (p.x_end.unwrap() - ox, p.y_end.unwrap() - oy),
-        )
+        let half = fr.exptime_secs / 2.0 / 86400.0;
+        let at = |mjd: f64| {
+            let (ra, dec) = asteroid_at(
+                p.ra_deg,
+                p.dec_deg,
+                p.mjd_mid,
+                a.rate_arcsec_per_min,
+                a.pa_deg,
+                mjd,
+            );
+            let (u, v) = fr.camera.sky_to_focal(ra, dec)?;
+            let (xd, yd) = c.placement.from_focal(u, v);
+            // Raw pixels as the simulator writes them, then trimmed like the stars below.
+            let (x, y) = (xd + truth.config.ccd.prescan as f64 + 1.0, yd + 1.0);
+            Some((x - sec.x0 as f64, y - sec.y0 as f64))
+        };
+        Some((at(p.mjd_mid - half)?, at(p.mjd_mid + half)?))
     };
-    let on_trail = |x: f64, y: f64, p: &nearby_tasks::simulate::AsteroidPosition| {
-        let (a, b) = trail(p);
-        dist_to_segment(x, y, a, b) <= 3.0
+    let on_trail = |x: f64, y: f64, p: &AsteroidPosition, a: &Asteroid, c: usize| {
+        trail(p, a, c).is_some_and(|(s, e)| dist_to_segment(x, y, s, e) <= 3.0)
     };
+    // The mapping agrees with the simulator's own trail ends where it gives them.
+    let mut worst_px: f64 = 0.0;
+    for a in &truth.asteroids {
+        for p in &a.positions {
+            if let (Some(c), Some(xs), Some(ye)) = (p.ccd, p.x_start, p.y_end) {
+                let sec = parse_section(&ccd(c).datasec).unwrap();
+                let ((x0, _), (_, y1)) = trail(p, a, c).unwrap();
+                worst_px = worst_px
+                    .max((x0 - (xs - sec.x0 as f64)).abs())
+                    .max((y1 - (ye - sec.y0 as f64)).abs());
+            }
+        }
+    }
+    assert!(worst_px < 0.1, "trail ends off by {worst_px} px");
+    let ccd_id = |name: &str| truth.ccds.iter().find(|c| c.ccdname == name).unwrap().id;
     // Which asteroid a tracklet detection lies on.
     let owner = |ccdname: &str, mjd: f64, x: f64, y: f64| -> Option<usize> {
         truth.asteroids.iter().find_map(|a| {
             a.positions
                 .iter()
                 .find(|p| {
-                    p.ccd.is_some_and(|c| ccd(c).ccdname == ccdname)
-                        && (p.mjd_mid - mjd).abs() * 86400.0 < 1.0
-                        && on_trail(x, y, p)
+                    (p.mjd_mid - mjd).abs() * 86400.0 < 1.0 && on_trail(x, y, p, a, ccd_id(ccdname))
                 })
                 .map(|_| a.id)
         })
@@ -138,18 +226,30 @@ fn night(seed: u64) -> (Vec<(f64, f64, bool)>, usize, usize) {
             }
         }
     }
-    let mut linkable = Vec::new();
+    let mut outcomes = Vec::new();
     for a in &truth.asteroids {
+        let mut snrs: Vec<f64> = a.positions.iter().map(|p| p.snr).collect();
+        snrs.sort_by(f64::total_cmp);
+        let mut outcome = Outcome {
+            rate: a.rate_arcsec_per_min,
+            snr: snrs.get(snrs.len() / 2).copied().unwrap_or(0.0),
+            detected: false,
+            moving: false,
+            found: found.contains(&a.id),
+        };
         // Detected positions per CCD: a catalog source on the trail that is not a star at least
         // half as bright as the asteroid (that source would be the star's).
-        let mut per_ccd: BTreeMap<usize, Vec<&nearby_tasks::simulate::AsteroidPosition>> =
-            BTreeMap::new();
+        let mut per_ccd: BTreeMap<usize, Vec<&AsteroidPosition>> = BTreeMap::new();
         let mut pieces: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-        for p in a.positions.iter().filter(|p| p.ccd.is_some()) {
+        for (p, c) in a
+            .positions
+            .iter()
+            .flat_map(|p| truth.ccds.iter().map(move |c| (p, c.id)))
+        {
             let fr = frames[&p.frame];
-            let key = (fr.date_obs.clone(), ccd(p.ccd.unwrap()).ccdname.clone());
+            let key = (fr.date_obs.clone(), ccd(c).ccdname.clone());
             let near_star = |x: f64, y: f64| {
-                stars.get(&(p.frame, p.ccd.unwrap())).is_some_and(|v| {
+                stars.get(&(p.frame, c)).is_some_and(|v| {
                     v.iter()
                         .any(|s| s.2 >= 0.5 * p.flux_e && (s.0 - x).hypot(s.1 - y) <= 2.0)
                 })
@@ -158,11 +258,11 @@ fn night(seed: u64) -> (Vec<(f64, f64, bool)>, usize, usize) {
                 .get(&key)
                 .map(|xy| {
                     xy.iter()
-                        .filter(|&&(x, y, _)| on_trail(x, y, p) && !near_star(x, y))
+                        .filter(|&&(x, y, _)| on_trail(x, y, p, a, c) && !near_star(x, y))
                         .collect()
                 })
                 .unwrap_or_default();
-            pieces.entry(p.ccd.unwrap()).or_default().push(format!(
+            pieces.entry(c).or_default().push(format!(
                 "e{}:{}[{}]",
                 p.exposure,
                 on.len(),
@@ -172,17 +272,15 @@ fn night(seed: u64) -> (Vec<(f64, f64, bool)>, usize, usize) {
                     .join(",")
             ));
             if !on.is_empty() {
-                per_ccd.entry(p.ccd.unwrap()).or_default().push(p);
+                per_ccd.entry(c).or_default().push(p);
             }
         }
-        let Some((best_ccd, best)) = per_ccd.iter().max_by_key(|v| v.1.len()) else {
-            continue;
-        };
-        let span_min = (best[best.len() - 1].mjd_mid - best[0].mjd_mid) * 1440.0;
-        if best.len() >= 3 && a.rate_arcsec_per_min * span_min >= 2.0 {
-            let snr = best.iter().map(|p| p.snr).fold(f64::INFINITY, f64::min);
-            let hit = found.contains(&a.id);
-            if !hit {
+        if let Some((best_ccd, best)) = per_ccd.iter().max_by_key(|v| v.1.len()) {
+            let span_min = (best[best.len() - 1].mjd_mid - best[0].mjd_mid) * 1440.0;
+            outcome.detected = best.len() >= 3;
+            outcome.moving = a.rate_arcsec_per_min * span_min >= 2.0;
+            if outcome.detected && outcome.moving && !outcome.found {
+                let snr = best.iter().map(|p| p.snr).fold(f64::INFINITY, f64::min);
                 eprintln!(
                     "seed {seed}: missed {} {:.2}\"/min mag {:.1} S/N {snr:.0} trail {:.0}px, \
                      {} detections in tracklets; sources on trail (elongation): {}",
@@ -194,19 +292,46 @@ fn night(seed: u64) -> (Vec<(f64, f64, bool)>, usize, usize) {
                     pieces[best_ccd].join(" ")
                 );
             }
-            linkable.push((a.rate_arcsec_per_min, snr, hit));
         }
+        outcomes.push(outcome);
     }
-    (linkable, tracklets.tracklets.len(), pure)
+    (outcomes, tracklets.tracklets.len(), pure)
 }
 
-fn fraction(v: &[&(f64, f64, bool)]) -> String {
-    let f = v.iter().filter(|x| x.2).count();
+/// "found/total (percent)" of `v`.
+fn fraction(v: &[&Outcome]) -> String {
+    let f = v.iter().filter(|x| x.found).count();
     format!(
         "{f}/{} ({:.0}%)",
         v.len(),
         100.0 * f as f64 / v.len().max(1) as f64
     )
+}
+
+/// Completeness of `v` overall, by rate and by S/N, as one table.
+fn completeness_table(title: &str, v: &[&Outcome]) {
+    eprintln!("completeness of {title}: {}", fraction(v));
+    for (lo, hi) in [(0.0, 1.0), (1.0, 3.0), (3.0, 10.0), (10.0, 100.0)] {
+        let bin: Vec<_> = v
+            .iter()
+            .copied()
+            .filter(|x| x.rate >= lo && x.rate < hi)
+            .collect();
+        eprintln!("  rate {lo:>4}-{hi:<4} \"/min: {}", fraction(&bin));
+    }
+    for (lo, hi) in [
+        (0.0, 10.0),
+        (10.0, 30.0),
+        (30.0, 100.0),
+        (100.0, f64::INFINITY),
+    ] {
+        let bin: Vec<_> = v
+            .iter()
+            .copied()
+            .filter(|x| x.snr >= lo && x.snr < hi)
+            .collect();
+        eprintln!("  S/N  {lo:>4}-{hi:<4}: {}", fraction(&bin));
+    }
 }
 
 #[test]
@@ -222,42 +347,33 @@ fn tracklets_match_the_truth() {
         n_tracklets += t;
         n_pure += p;
     }
-    let refs: Vec<&(f64, f64, bool)> = all.iter().collect();
-    eprintln!(
-        "completeness {} of asteroids detected >= 3 times and moving >= 2\"",
-        fraction(&refs)
+    let every: Vec<&Outcome> = all.iter().collect();
+    completeness_table("all asteroids inserted", &every);
+    let detected: Vec<&Outcome> = all.iter().filter(|x| x.detected).collect();
+    completeness_table("asteroids detected in >= 3 exposures", &detected);
+    let linkable: Vec<&Outcome> = detected.iter().copied().filter(|x| x.moving).collect();
+    completeness_table(
+        "asteroids detected in >= 3 exposures and moving >= 2\"",
+        &linkable,
     );
-    for (lo, hi) in [(0.0, 1.0), (1.0, 3.0), (3.0, 10.0), (10.0, 100.0)] {
-        let bin: Vec<_> = refs
-            .iter()
-            .copied()
-            .filter(|x| x.0 >= lo && x.0 < hi)
-            .collect();
-        eprintln!("  rate {lo:>4}-{hi:<4} \"/min: {}", fraction(&bin));
-    }
-    for (lo, hi) in [
-        (0.0, 10.0),
-        (10.0, 30.0),
-        (30.0, 100.0),
-        (100.0, f64::INFINITY),
-    ] {
-        let bin: Vec<_> = refs
-            .iter()
-            .copied()
-            .filter(|x| x.1 >= lo && x.1 < hi)
-            .collect();
-        eprintln!("  S/N  {lo:>4}-{hi:<4}: {}", fraction(&bin));
-    }
     let purity = n_pure as f64 / n_tracklets.max(1) as f64;
     eprintln!("purity {n_pure}/{n_tracklets} ({:.1}%)", 100.0 * purity);
-    let completeness = all.iter().filter(|x| x.2).count() as f64 / all.len().max(1) as f64;
+    let completeness =
+        linkable.iter().filter(|x| x.found).count() as f64 / linkable.len().max(1) as f64;
     assert!(
-        all.len() >= 20,
+        linkable.len() >= 20,
         "too few linkable asteroids to judge: {}",
-        all.len()
+        linkable.len()
     );
-    // Measured: see docs/tasks.md (link; seeds 7 and 8: 89% / 93.6%). These bounds guard
-    // against regressions; the issue's targets (98% / 97%) are not reached yet.
-    assert!(completeness >= 0.85, "completeness {completeness:.3}");
-    assert!(purity >= 0.9, "purity {purity:.3}");
+    // Measured: see docs/tasks.md (link; seeds 7 and 8: 42/46 = 91% of those detected >= 3
+    // times and moving >= 2", 47/58 = 81% of all detected >= 3 times, purity 48/48). These
+    // bounds guard against regressions; the issue's targets (98% / 97%) are not all reached.
+    let detected_found =
+        detected.iter().filter(|x| x.found).count() as f64 / detected.len().max(1) as f64;
+    assert!(completeness >= 0.87, "completeness {completeness:.3}");
+    assert!(
+        detected_found >= 0.75,
+        "completeness of all detected {detected_found:.3}"
+    );
+    assert!(purity >= 0.95, "purity {purity:.3}");
 }

@@ -48,6 +48,7 @@ fn scene(n_total: usize, n_movers: usize) -> (Vec<Exposure>, Vec<Detection>, Vec
                     magerr: 0.1,
                     trail_arcsec: rate * x.exptime_min,
                     axis_pa_deg: pa.rem_euclid(180.0),
+                    truncated: false,
                 });
                 truth.push(Some(m));
             }
@@ -63,6 +64,7 @@ fn scene(n_total: usize, n_movers: usize) -> (Vec<Exposure>, Vec<Detection>, Vec
             magerr: 0.25,
             trail_arcsec: rng.random_range(0.0..1.5),
             axis_pa_deg: rng.random_range(0.0..180.0),
+            truncated: false,
         });
         truth.push(None);
     }

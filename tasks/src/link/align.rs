@@ -169,14 +169,23 @@ pub fn align(reference: &[Source], src: &[Source], max_offset_arcsec: f64) -> Op
             let Some(fit) = fit_affine(&pairs, pairs.len() >= AFFINE_STARS) else {
                 return ok.then_some(al);
             };
+            // Each residual as it would be from a fit without that star (leverage w / sum w,
+            // as for a shift), over its error and that fit's: a slow bright asteroid has the
+            // smallest error of all and would pull a weighted fit to a dozen faint stars onto
+            // itself, leaving itself a small residual.
+            let wsum: f64 = pairs.iter().map(|p| p.4).sum();
             let norm: Vec<f64> = residuals(&fit, &pairs)
                 .iter()
                 .zip(&pairs)
-                .map(|(r, p)| r * p.4.sqrt())
+                .map(|(r, p)| {
+                    let rest = (wsum - p.4).max(1e-12);
+                    r * wsum / rest / (1.0 / p.4 + 1.0 / rest).sqrt()
+                })
                 .collect();
             let mut sorted = norm.clone();
             sorted.sort_by(f64::total_cmp);
-            let typical = 1.48 * sorted[sorted.len() / 2];
+            // In units of the errors, the median distance of a 2-D Gaussian is 1.177 sigma.
+            let typical = sorted[sorted.len() / 2] / 1.177;
             let (worst, w) = norm
                 .iter()
                 .copied()

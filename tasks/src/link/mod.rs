@@ -61,6 +61,10 @@ pub struct Detection {
     pub trail_arcsec: f64,
     /// Direction of the major axis, degrees east of north, 0..180.
     pub axis_pa_deg: f64,
+    /// The source touches the image's edge (extract's FLAGS 8): a trail cut there runs on
+    /// beyond it, so its centroid lies off the mid-exposure position along the motion by up to
+    /// half the part cut off. Linking places it on its line where the motion says.
+    pub truncated: bool,
 }
 
 impl Detection {
@@ -75,6 +79,7 @@ impl Detection {
             magerr: 0.05,
             trail_arcsec: 0.0,
             axis_pa_deg: 0.0,
+            truncated: false,
         }
     }
 }

@@ -6,7 +6,9 @@
 //! (the nearest one in each) is stationary unless a straight-line fit through it and those
 //! neighbours moves at least `min_motion_arcsec` over the whole sequence *and* by at least
 //! `min_motion_sigma` standard deviations: a slow asteroid whose steps are shorter than the
-//! radius is kept, a faint star whose centroid scatters is not.
+//! radius is kept, a faint star whose centroid scatters is not. Before that test the group
+//! grows along its fitted line into the exposures where nothing matched in place (a slow
+//! mover matches only its neighbours in time, whose short lever arm cannot show its motion).
 
 use super::grid::Grid;
 use super::{Detection, Exposure, LineFit};
@@ -64,14 +66,43 @@ pub fn stationary(exposures: &[Exposure], dets: &[Detection], cfg: &StationaryCo
             if group.len() - 1 < need {
                 return false;
             }
-            let pts = group.iter().map(|&k| {
+            let point = |k: usize| {
                 let x = &dets[k];
                 (exposures[x.exposure].t_min, x.xi, x.eta)
-            });
-            let Some(fit) = LineFit::fit(pts) else {
+            };
+            let Some(mut fit) = LineFit::fit(group.iter().map(|&k| point(k))) else {
                 // Same time (should not happen): treat as stationary.
                 return true;
             };
+            // A slow mover steps less than the radius between neighbouring exposures, so only
+            // those match; two or three close in time cannot show its motion. The group grows
+            // along its own line into the exposures that did not match, where a slow mover
+            // is found on and a star is found again in place.
+            if group.len() < n_exp {
+                let mut grown = false;
+                for (e, g) in grids.iter().enumerate() {
+                    if group.iter().any(|&k| dets[k].exposure == e) {
+                        continue;
+                    }
+                    let (px, py) = fit.at(exposures[e].t_min);
+                    let mut best: Option<(u32, f64)> = None;
+                    g.within(px, py, cfg.radius_arcsec, |j, d2| {
+                        if best.is_none_or(|b| d2 < b.1) {
+                            best = Some((j, d2));
+                        }
+                    });
+                    if let Some((j, _)) = best {
+                        group.push(j as usize);
+                        grown = true;
+                    }
+                }
+                if grown {
+                    match LineFit::fit(group.iter().map(|&k| point(k))) {
+                        Some(f) => fit = f,
+                        None => return true,
+                    }
+                }
+            }
             let motion = fit.rate() * span;
             let sigma2 = group
                 .iter()

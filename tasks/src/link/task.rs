@@ -677,6 +677,7 @@ fn link_visit(cats: &[CcdCatalog], p: &Params) -> VisitResult {
                 magerr: if r.magerr.is_finite() { r.magerr } else { 0.5 },
                 trail_arcsec: trail,
                 axis_pa_deg: major.0.atan2(major.1).to_degrees().rem_euclid(180.0),
+                truncated: r.flags & i64::from(crate::extract::FLAG_TRUNCATED) != 0,
             };
             dets.push(d);
             on_detector.push(Detection {
@@ -841,11 +842,14 @@ fn link_visit(cats: &[CcdCatalog], p: &Params) -> VisitResult {
                 .detections
                 .iter()
                 .zip(&t.residuals_arcsec)
-                .map(|(&ci, &res)| {
+                .zip(&t.positions_arcsec)
+                .map(|((&ci, &res), &(xi, eta))| {
                     let d = &all[ci];
                     // The piece nearest the detection (the detection itself unless it is an
-                    // assembled trail) gives the catalog row; an assembled trail's pixel
-                    // position is that piece's, moved by the offset on the sky.
+                    // assembled trail) gives the catalog row. The position is where linking
+                    // placed the detection (an assembled trail's middle; a trail cut at the
+                    // edge moved along its line); its pixel position is the piece's, moved by
+                    // the offset on the sky.
                     let near =
                         |&a: &usize| (candidates[a].xi - d.xi).hypot(candidates[a].eta - d.eta);
                     let pi = pieces[ci]
@@ -855,17 +859,17 @@ fn link_visit(cats: &[CcdCatalog], p: &Params) -> VisitResult {
                         .unwrap_or(ci);
                     let (k, i) = origin[kept[keep[pi]]];
                     let r = &cats[k].rows[i];
-                    let (ra, dec) = deproject(ra0, dec0, d.xi / arcsec, d.eta / arcsec);
+                    let (ra, dec) = deproject(ra0, dec0, xi / arcsec, eta / arcsec);
                     let (x, y) = match jac[k] {
-                        Some(j) if pieces[ci].len() > 1 => {
-                            let (u, v) = (d.xi - candidates[pi].xi, d.eta - candidates[pi].eta);
+                        Some(j) => {
+                            let (u, v) = (xi - candidates[pi].xi, eta - candidates[pi].eta);
                             let det = j[0][0] * j[1][1] - j[0][1] * j[1][0];
                             (
                                 r.x + (j[1][1] * u - j[0][1] * v) / det,
                                 r.y + (-j[1][0] * u + j[0][0] * v) / det,
                             )
                         }
-                        _ => (r.x, r.y),
+                        None => (r.x, r.y),
                     };
                     let rows = || {
                         pieces[ci].iter().map(|&q| {

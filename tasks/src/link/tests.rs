@@ -40,6 +40,7 @@ fn mover_detection(
         magerr: 0.05,
         trail_arcsec: rate * exp.exptime_min,
         axis_pa_deg: pa_deg.rem_euclid(180.0),
+        truncated: false,
     }
 }
 
@@ -154,6 +155,41 @@ fn rate_and_position_angle_are_measured() {
 }
 
 #[test]
+fn a_trail_cut_at_the_edge_is_placed_on_its_line() {
+    // 40"/min east for 1 minute: 40" trails. In the last exposure the image ends 10" past the
+    // middle, so only the first 30" show: their centre lies 5" short of the middle, and the
+    // light is a quarter less.
+    let exps = exposures(4, 2.0, 1.0);
+    let mut dets: Vec<Detection> = (0..4)
+        .map(|e| Detection {
+            trail_arcsec: 40.0,
+            axis_pa_deg: 90.0,
+            ..Detection::point(e, 80.0 * e as f64, 0.3 * e as f64, 0.2, 18.0)
+        })
+        .collect();
+    dets[3] = Detection {
+        xi: 240.0 - 5.0,
+        trail_arcsec: 30.0,
+        mag: 18.3,
+        truncated: true,
+        ..dets[3]
+    };
+    let t = link(&exps, &dets, &LinkConfig::default());
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0].detections, vec![0, 1, 2, 3]);
+    let (xi, eta) = t[0].positions_arcsec[3];
+    assert!(
+        (xi - 240.0).abs() < 0.05 && (eta - 0.9).abs() < 0.05,
+        "{t:?}"
+    );
+    assert!((t[0].rate_arcsec_per_min - 40.0).abs() < 0.01, "{t:?}");
+    // Unflagged, the same detection is 5" off the line: not linked.
+    dets[3].truncated = false;
+    let t = link(&exps, &dets, &LinkConfig::default());
+    assert_eq!(t[0].detections, vec![0, 1, 2], "{t:?}");
+}
+
+#[test]
 fn out_of_bounds_rates_and_too_little_motion_are_not_linked() {
     let exps = exposures(4, 1.0, 0.5);
     let mut rng = ChaCha8Rng::seed_from_u64(4);
@@ -248,6 +284,18 @@ fn stars_and_hot_pixels_are_stationary_slow_movers_are_not() {
             &mut rng,
         ));
     }
+    // A bright slow mover on an exposure aligned on few stars (0.35" per exposure): 0.55"/min,
+    // 0.94" per step, so each detection matches only its neighbours in time, whose motion is
+    // not significant alone.
+    for (e, x) in exps.iter().enumerate() {
+        dets.push(Detection::point(
+            e,
+            500.0 + 0.55 * x.t_min,
+            420.0,
+            0.35,
+            17.0,
+        ));
+    }
     let cfg = StationaryConfig {
         radius_arcsec: 1.0,
         min_others: None,
@@ -262,7 +310,8 @@ fn stars_and_hot_pixels_are_stationary_slow_movers_are_not() {
     );
     assert!(
         st[n_star..].iter().all(|s| !s),
-        "the slow mover was taken for a star"
+        "a slow mover was taken for a star: {:?}",
+        &st[n_star..]
     );
     // What leaks does not link.
     let rest: Vec<Detection> = dets
@@ -272,8 +321,8 @@ fn stars_and_hot_pixels_are_stationary_slow_movers_are_not() {
         .map(|(d, _)| *d)
         .collect();
     let t = link(&exps, &rest, &LinkConfig::default());
-    assert_eq!(t.len(), 1, "{t:?}");
-    assert_eq!(t[0].detections.len(), 4);
+    assert_eq!(t.len(), 2, "{t:?}");
+    assert!(t.iter().all(|t| t.detections.len() == 4), "{t:?}");
 }
 
 #[test]
@@ -349,4 +398,54 @@ fn alignment_recovers_a_shift_rotation_and_scale() {
         })
         .collect();
     assert!(align(&reference, &stranger, 120.0).is_none());
+}
+
+#[test]
+fn a_slow_bright_asteroid_does_not_pull_the_alignment_of_few_faint_stars() {
+    // A dozen faint stars (0.3" centroids) and a bright slow asteroid (0.1") that moved 0.9"
+    // between the exposures; the other exposure is shifted by (5", -3").
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let n = Normal::new(0.0, 0.3).unwrap();
+    let mut reference = Vec::new();
+    let mut other = Vec::new();
+    for k in 0..12 {
+        let (x, y) = (rng.random_range(0.0..150.0), rng.random_range(0.0..300.0));
+        let source = |xi: f64, eta: f64| Source {
+            xi,
+            eta,
+            sigma_arcsec: 0.3,
+            flux: 1000.0 + k as f64,
+            usable: true,
+        };
+        reference.push(source(x + n.sample(&mut rng), y + n.sample(&mut rng)));
+        other.push(source(
+            x - 5.0 + n.sample(&mut rng),
+            y + 3.0 + n.sample(&mut rng),
+        ));
+    }
+    let bright = |xi: f64, eta: f64| Source {
+        xi,
+        eta,
+        sigma_arcsec: 0.1,
+        flux: 1e6,
+        usable: true,
+    };
+    reference.push(bright(70.0, 140.0));
+    other.push(bright(70.0 - 5.0 + 0.9, 140.0 + 3.0));
+    let al = align(&reference, &other, 60.0).expect("aligned");
+    // The best shift is the stars' mean offset (equal errors), the asteroid left out.
+    let mean = |f: fn(&Source) -> f64| {
+        (0..12)
+            .map(|k| f(&reference[k]) - f(&other[k]))
+            .sum::<f64>()
+            / 12.0
+    };
+    let (mx, my) = (mean(|s| s.xi), mean(|s| s.eta));
+    let (dx, dy) = al.shift();
+    assert!(
+        (dx - mx).hypot(dy - my) < 0.02,
+        "shift ({dx:.2}, {dy:.2}), the stars' ({mx:.2}, {my:.2}), with {} stars",
+        al.n_stars
+    );
+    assert_eq!(al.n_stars, 12);
 }

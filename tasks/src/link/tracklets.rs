@@ -25,6 +25,10 @@ pub struct Tracklet {
     pub detections: Vec<usize>,
     /// Distance of each detection from the fitted line at its time, arcseconds.
     pub residuals_arcsec: Vec<f64>,
+    /// Where each detection puts the object at its time (xi, eta), arcseconds: its own
+    /// position, or for a trail cut at the image's edge the point on its line that the motion
+    /// says ([`placed`]).
+    pub positions_arcsec: Vec<(f64, f64)>,
     pub rate_arcsec_per_min: f64,
     /// Direction of motion, degrees east of north.
     pub pa_deg: f64,
@@ -98,6 +102,25 @@ impl Shape {
     }
 }
 
+/// Where detection `d` puts the object moving at (vx, vy) "/min that is at (px, py) at its time.
+/// A whole detection is where it is. A truncated one (a trail cut at the image's edge) is
+/// only the part left on the image: its centroid lies along the motion up to half the part cut
+/// off from the middle (rate x exposure time less its own length, halved), so along the motion
+/// it is placed at (px, py) unless it is farther than that; across, it is where it is.
+fn placed(d: &Detection, exptime_min: f64, px: f64, py: f64, vx: f64, vy: f64) -> (f64, f64) {
+    let rate = vx.hypot(vy);
+    if !d.truncated || rate == 0.0 {
+        return (d.xi, d.eta);
+    }
+    let (ux, uy) = (vx / rate, vy / rate);
+    let (dx, dy) = (d.xi - px, d.eta - py);
+    let along = dx * ux + dy * uy;
+    let across = -dx * uy + dy * ux;
+    let cut = (0.5 * (rate * exptime_min - d.trail_arcsec)).max(0.0);
+    let along = along.signum() * (along.abs() - cut).max(0.0);
+    (px + along * ux - across * uy, py + along * uy + across * ux)
+}
+
 /// Links `dets` into tracklets.
 pub fn link(exposures: &[Exposure], dets: &[Detection], cfg: &LinkConfig) -> Vec<Tracklet> {
     let single: Vec<Vec<usize>> = (0..dets.len()).map(|i| vec![i]).collect();
@@ -156,10 +179,18 @@ pub fn link_pieces(
             for &a in &by_exp[ei] {
                 let da = &dets[a];
                 let sa = shapes[a];
+                // A trail cut at the edge does not say where the object was: it joins
+                // hypotheses, it does not make them.
+                if da.truncated && sa.axis.is_some() {
+                    continue;
+                }
                 let reach = sa.max_rate * dt + cfg.max_residual_arcsec;
                 grids[ej].within(da.xi, da.eta, reach, |b, _| {
                     let b = b as usize;
                     let db = &dets[b];
+                    if db.truncated && shapes[b].axis.is_some() {
+                        return;
+                    }
                     let (vx, vy) = ((db.xi - da.xi) / dt, (db.eta - da.eta) / dt);
                     if !sa.allows(vx, vy) || !shapes[b].allows(vx, vy) {
                         return;
@@ -176,9 +207,23 @@ pub fn link_pieces(
                         let tk = exposures[ek].t_min;
                         let (px, py) = (da.xi + vx * (tk - ti), da.eta + vy * (tk - ti));
                         let tol = cfg.max_residual_arcsec + 3.0 * sigma_v * (tk - t_mid).abs();
+                        // A trail cut at the edge may lie up to half the motion during the
+                        // exposure from the predicted position.
+                        let exptime = exposures[ek].exptime_min;
+                        let cut = 0.5 * vx.hypot(vy) * exptime;
                         let mut best: Option<(u32, f64)> = None;
-                        grids[ek].within(px, py, tol, |k, d2| {
-                            if best.is_none_or(|x| d2 < x.1) && shapes[k as usize].allows(vx, vy) {
+                        grids[ek].within(px, py, tol + cut, |k, d2| {
+                            let dk = &dets[k as usize];
+                            let d2 = if dk.truncated {
+                                let (x, y) = placed(dk, exptime, px, py, vx, vy);
+                                (x - px).powi(2) + (y - py).powi(2)
+                            } else {
+                                d2
+                            };
+                            if d2 <= tol * tol
+                                && best.is_none_or(|x| d2 < x.1)
+                                && shapes[k as usize].allows(vx, vy)
+                            {
                                 best = Some((k, d2));
                             }
                         });
@@ -229,7 +274,13 @@ fn fit_and_check(
             .enumerate()
             .map(|(k, &i)| {
                 let d = &dets[i];
-                let excess = (d.mag - median).abs() - cfg.max_mag_deviation - 3.0 * d.magerr;
+                // A trail cut at the edge lost light: it may be fainter, not brighter.
+                let deviation = if d.truncated {
+                    median - d.mag
+                } else {
+                    (d.mag - median).abs()
+                };
+                let excess = deviation - cfg.max_mag_deviation - 3.0 * d.magerr;
                 (
                     k,
                     if excess.is_nan() {
@@ -247,12 +298,12 @@ fn fit_and_check(
             m.remove(worst_mag.0);
             continue;
         }
-        let fit = LineFit::fit(m.iter().map(point))?;
+        let (fit, positions) = fit_placed(exposures, dets, &m)?;
         let res: Vec<f64> = m
             .iter()
-            .map(|i| {
-                let (t, x, y) = point(i);
-                let (px, py) = fit.at(t);
+            .zip(&positions)
+            .map(|(i, &(x, y))| {
+                let (px, py) = fit.at(point(i).0);
                 (x - px).hypot(y - py)
             })
             .collect();
@@ -297,6 +348,24 @@ fn fit_and_check(
         if rate < cfg.min_rate_arcsec_per_min || rate > cfg.max_rate_arcsec_per_min {
             return None;
         }
+        // A trail cut at the edge is placed by the others' motion, which whole trails give
+        // only when they are whole: a piece of a trail (much shorter than the motion during
+        // its exposure) lies anywhere along it, and the line through pieces places the cut
+        // trail wrong. Such a tracklet keeps its whole detections only.
+        let piece = |i: usize| {
+            let d = &dets[i];
+            let motion = rate * exposures[d.exposure].exptime_min;
+            !d.truncated && d.trail_arcsec < 0.5 * motion - cfg.seeing_fwhm_arcsec
+        };
+        if let Some(k) = m.iter().position(|&i| dets[i].truncated) {
+            if m.iter().any(|&i| piece(i)) {
+                if m.len() <= cfg.min_detections {
+                    return None;
+                }
+                m.remove(k);
+                continue;
+            }
+        }
         let t_first = point(&m[0]).0;
         let t_last = point(&m[m.len() - 1]).0;
         let motion = rate * (t_last - t_first);
@@ -314,6 +383,7 @@ fn fit_and_check(
         return Some(Tracklet {
             detections: m,
             residuals_arcsec: res,
+            positions_arcsec: positions,
             rate_arcsec_per_min: rate,
             pa_deg: fit.pa_deg(),
             rms_arcsec: rms,
@@ -323,6 +393,39 @@ fn fit_and_check(
             trailed: rate * exptime > cfg.seeing_fwhm_arcsec,
         });
     }
+}
+
+/// The line through `m`, with truncated trails [`placed`] on it: fitted first to the whole
+/// detections (to all where fewer than two are whole), then twice more with the truncated ones
+/// placed where the last fit says.
+fn fit_placed(
+    exposures: &[Exposure],
+    dets: &[Detection],
+    m: &[usize],
+) -> Option<(LineFit, Vec<(f64, f64)>)> {
+    let t = |i: usize| exposures[dets[i].exposure].t_min;
+    let mut positions: Vec<(f64, f64)> = m.iter().map(|&i| (dets[i].xi, dets[i].eta)).collect();
+    let whole = m
+        .iter()
+        .filter(|&&i| !dets[i].truncated)
+        .map(|&i| (t(i), dets[i].xi, dets[i].eta));
+    let mut fit = match LineFit::fit(whole) {
+        Some(f) => f,
+        None => LineFit::fit(m.iter().map(|&i| (t(i), dets[i].xi, dets[i].eta)))?,
+    };
+    if m.iter().all(|&i| !dets[i].truncated) {
+        return Some((fit, positions));
+    }
+    for _ in 0..3 {
+        for (k, &i) in m.iter().enumerate() {
+            let d = &dets[i];
+            let (px, py) = fit.at(t(i));
+            let exptime = exposures[d.exposure].exptime_min;
+            positions[k] = placed(d, exptime, px, py, fit.v_xi, fit.v_eta);
+        }
+        fit = LineFit::fit(m.iter().zip(&positions).map(|(&i, p)| (t(i), p.0, p.1)))?;
+    }
+    Some((fit, positions))
 }
 
 /// Best first: more detections, then smaller RMS; a piece goes to one tracklet at most.

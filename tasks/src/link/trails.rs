@@ -166,6 +166,7 @@ fn grow(
             magerr: pieces.iter().map(|&i| dets[i].magerr).fold(0.0, f64::max),
             trail_arcsec: hi - lo,
             axis_pa_deg: dir.0.atan2(dir.1).to_degrees().rem_euclid(180.0),
+            truncated: pieces.iter().any(|&i| dets[i].truncated),
         },
         pieces,
     })
