@@ -3,6 +3,8 @@
 
     astrometry_vs_scamp.py NEARBY SEX SEX_SHARE SCAMP WORK RUNDIR...
 
+Set ANET=0 in the environment to leave astrometry.net out.
+
 Each RUNDIR holds sim/ (`nearby simulate` output: truth.json, refcat.fits) and run/ (a
 pipelines/nightly.yaml run over it: out/calibrate/KEY/image.fits, out/extract/KEY/catalog.fits).
 For every calibrated frame:
@@ -13,13 +15,21 @@ For every calibrated frame:
   the frame's epoch by the proper motions (ASTREF_CATALOG FILE, DISTORT_DEGREES 3, one thread,
   POSITION_MAXERR 6' as nearby's search radius);
 - nearby's `astrometry` task solves the same LDAC catalog (and, separately, nearby's own extract
-  catalog) against refcat.fits (it applies the proper motions itself), SIP order 3.
+  catalog) against refcat.fits (it applies the proper motions itself), SIP order 3;
+- astrometry.net (solve-field 0.93) solves each CCD of the same LDAC catalog (XWIN/YWIN, sorted
+  by FLUX_AUTO, brightest first) against index files built by build-astrometry-index from the
+  same reference stars SCAMP gets (the refcat at the frame's epoch), scale bands -P 0 to 6
+  (quads of 2' to 22'; the CCD is 11.3' x 22.5', astrometry.net wants quads of 10% to 100% of
+  the field), with a config naming only those indexes, --tweak-order 3 (SIP), and the hints
+  nearby gets: the header's pointing at the CCD's centre within 6' and its scale within 5%.
+  Building the indexes is timed apart (once per frame, as SCAMP's reference file is written).
 
 Each solution is scored on every true star of the CCD: the distance (pixels) between the star's
 true pixel position and where the solved WCS puts its true sky position at the epoch (astropy's
 all_world2pix; SCAMP's TPV and nearby's SIP alike). A CCD counts as solved when a WCS is written,
 and as wrong when that WCS is more than 1 px off on average. Time per frame is the wall time of
-the solver's process (reading the catalogs and the reference catalog included). Medians over
+the solver's process (reading the catalogs and the reference catalog included; for
+astrometry.net the sum of its four solve-field processes, one per CCD). Medians over
 CCDs and frames are printed.
 """
 import json
@@ -125,6 +135,66 @@ def run_scamp(scamp, ldac, ref, work):
     return out, dt
 
 
+ANET_SCALES = range(0, 7)  # -P 0..6: quads of 2.0' to 22' (see the module's doc)
+
+
+def build_anet_indexes(refcat, epoch, work):
+    """astrometry.net index files from the refcat at the epoch; returns (paths, seconds)."""
+    t = fits.open(refcat)[1]
+    d = t.data
+    ra, dec = at_epoch(d["RA"], d["DEC"], d["PMRA"], d["PMDEC"], epoch - t.header["EPOCH"])
+    cat = os.path.join(work, "anet_ref.fits")
+    fits.BinTableHDU.from_columns(
+        [fits.Column(name="RA", format="1D", array=ra),
+         fits.Column(name="DEC", format="1D", array=dec),
+         fits.Column(name="MAG", format="1E", array=d["MAG"])]).writeto(cat, overwrite=True)
+    t0 = time.perf_counter()
+    paths = []
+    for p in ANET_SCALES:
+        out = os.path.join(work, f"anet_index_{p:02d}.fits")
+        subprocess.run(["build-astrometry-index", "-i", cat, "-o", out, "-P", str(p), "-S", "MAG",
+                        "-A", "RA", "-D", "DEC", "-E", "-I", str(9000 + p), "-t", work],
+                       check=True, capture_output=True)
+        paths.append(out)
+    return paths, time.perf_counter() - t0
+
+
+def run_anet(ldac, ccds, indexes, work):
+    """solve-field on every CCD of the LDAC catalog; returns (headers or None, summed seconds)."""
+    cfg = os.path.join(work, "anet.cfg")
+    with open(cfg, "w") as f:
+        f.write("cpulimit 300\n" + "".join(f"index {p}\n" for p in indexes))
+    heads, total = [], 0.0
+    for k, (_, h) in enumerate(ccds):
+        w = WCS(h)
+        nx, ny = h["NAXIS1"], h["NAXIS2"]
+        ra, dec = w.all_pix2world([[(nx + 1) / 2, (ny + 1) / 2]], 1)[0]
+        scale = np.sqrt(abs(np.linalg.det(w.pixel_scale_matrix))) * 3600
+        out = os.path.join(work, f"anet_ccd{k + 1}")
+        os.makedirs(out, exist_ok=True)
+        wcs = os.path.join(out, "solved.wcs")
+        t0 = time.perf_counter()
+        r = subprocess.run(["solve-field", ldac, "--extension", str(2 + 2 * k),
+                            "--x-column", "XWIN_IMAGE", "--y-column", "YWIN_IMAGE",
+                            "--sort-column", "FLUX_AUTO", "--width", str(nx), "--height", str(ny),
+                            "--config", cfg, "--tweak-order", "3", "--ra", f"{ra:.6f}",
+                            "--dec", f"{dec:.6f}", "--radius", "0.1",
+                            "--scale-units", "arcsecperpix", "--scale-low", f"{scale * 0.95:.5f}",
+                            "--scale-high", f"{scale * 1.05:.5f}", "--dir", out, "--wcs", wcs,
+                            "--overwrite", "--no-plots", "--new-fits", "none", "--rdls", "none",
+                            "--corr", "none", "--match", "none", "--index-xyls", "none",
+                            "--temp-axy", "--no-remove-lines", "--uniformize", "0"],
+                           capture_output=True, text=True)
+        total += time.perf_counter() - t0
+        if os.path.exists(wcs):
+            heads.append(fits.Header.fromfile(wcs))
+        else:
+            if r.returncode != 0:
+                sys.stderr.write(r.stdout[-2000:] + r.stderr[-2000:])
+            heads.append(None)
+    return heads, total
+
+
 def run_nearby(nearby, catalog, image, refcat, outdir):
     t0 = time.perf_counter()
     r = subprocess.run([nearby, "task", "astrometry", "--input", f"catalog={catalog}",
@@ -162,7 +232,11 @@ def main():
     nearby, sex, share, scamp, work = sys.argv[1:6]
     runs = sys.argv[6:]
     res = {k: {"rms": [], "solved": 0, "wrong": 0, "n": 0, "time": []}
-           for k in ("scamp", "nearby_ldac", "nearby_own")}
+           for k in ("scamp", "anet", "nearby_ldac", "nearby_own")}
+    anet = os.environ.get("ANET", "1") != "0"
+    if not anet:
+        del res["anet"]
+    index_time = []
     for run in runs:
         truth = json.load(open(os.path.join(run, "sim", "truth.json")))
         stars = {s["id"]: s for s in truth["stars"]}
@@ -185,6 +259,10 @@ def main():
                 "nearby_ldac": run_nearby(nearby, ldac, image, refcat, os.path.join(fw, "n_ldac")),
                 "nearby_own": run_nearby(nearby, own, image, refcat, os.path.join(fw, "n_own")),
             }
+            if anet:
+                indexes, dt = build_anet_indexes(refcat, epoch, fw)
+                index_time.append(dt)
+                sols["anet"] = run_anet(ldac, ccds, indexes, fw)
             for name, (heads, dt) in sols.items():
                 r = res[name]
                 r["time"].append(dt)
@@ -206,7 +284,8 @@ def main():
     print()
     print(f"{'solver':28s} {'CCDs solved':>12s} {'wrong':>6s} {'median RMS px':>14s} "
           f"{'p90 RMS px':>11s} {'median s/frame':>15s}")
-    label = {"scamp": "SCAMP 2.10 (SExtractor LDAC)", "nearby_ldac": "nearby (SExtractor LDAC)",
+    label = {"scamp": "SCAMP 2.10 (SExtractor LDAC)", "anet": "astrometry.net 0.93 (LDAC)",
+             "nearby_ldac": "nearby (SExtractor LDAC)",
              "nearby_own": "nearby (nearby extract)"}
     for name, r in res.items():
         rms = sorted(r["rms"])
@@ -216,6 +295,11 @@ def main():
               f"{statistics.median(r['time']):>15.3f}")
     ts, tn = statistics.median(res["scamp"]["time"]), statistics.median(res["nearby_ldac"]["time"])
     print(f"\nspeed: nearby is {ts / tn:.1f}x faster than SCAMP per frame (median, same LDAC catalogs)")
+    if anet:
+        ta = statistics.median(res["anet"]["time"])
+        print(f"speed: nearby is {ta / tn:.1f}x faster than astrometry.net per frame (median, same "
+              f"LDAC catalogs); building its {len(ANET_SCALES)} index files took "
+              f"{statistics.median(index_time):.2f} s per frame (median, not in its time)")
 
 
 if __name__ == "__main__":
