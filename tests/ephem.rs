@@ -7,24 +7,14 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
+use common::de421;
+
 fn data(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tasks/tests/data/ephem")
         .join(name)
         .display()
         .to_string()
-}
-
-fn de421() -> String {
-    let path = std::env::var_os("NEARBY_SPK")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/de421.bsp"));
-    assert!(
-        path.exists(),
-        "DE421 not found at {}: run .ci/fetch-de421.sh (16.8 MB from PyPI skyfield-data) or set NEARBY_SPK",
-        path.display()
-    );
-    path.display().to_string()
 }
 
 struct Out {
@@ -102,7 +92,7 @@ fn separation_arcsec(ra1: f64, dec1: f64, ra2: f64, dec2: f64) -> f64 {
 
 #[test]
 fn ephem_from_mpcorb_and_sbdb_json_matches_horizons() {
-    let spk = de421();
+    let spk = de421().display().to_string();
     // An NEA, a main-belt asteroid, a Trojan and the TNO, 3 times each, from both formats.
     for (id, key) in [
         ("3908", "(1980 PA)"),
@@ -140,7 +130,7 @@ fn ephem_from_mpcorb_and_sbdb_json_matches_horizons() {
 
 #[test]
 fn ephem_without_object_predicts_every_object_and_skips_bad_lines() {
-    let spk = de421();
+    let spk = de421().display().to_string();
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(data("horizons_objects.mpcorb")).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -175,7 +165,7 @@ fn ephem_without_object_predicts_every_object_and_skips_bad_lines() {
 
 #[test]
 fn ephem_bad_input_exits_2_with_a_clear_message() {
-    let spk = de421();
+    let spk = de421().display().to_string();
     let elements = data("horizons_objects.mpcorb");
     let base = ["--elements", elements.as_str(), "--spk", spk.as_str()];
     let cases: [(&[&str], &str); 5] = [

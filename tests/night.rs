@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{instance, states, Nearby};
+use common::{de421, instance, states, Nearby};
 use nearby_tasks::calibrate::parse_section;
 use nearby_tasks::fits::{read_table, HduRef};
 use nearby_tasks::simulate::{effective_pixels, Artifact, Moffat, Truth};
@@ -111,19 +111,6 @@ fn demo_night_makes_catalogs() {
 fn known_file(work: &Path) -> nearby_tasks::known::KnownFile {
     let text = std::fs::read_to_string(work.join("out/known/known.json")).unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-/// DE421, fetched by `.ci/fetch-de421.sh` into `.cache/de421.bsp` (or named by NEARBY_SPK).
-fn de421() -> PathBuf {
-    let path = std::env::var_os("NEARBY_SPK")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/de421.bsp"));
-    assert!(
-        path.exists(),
-        "DE421 not found at {}: run .ci/fetch-de421.sh (16.8 MB from PyPI skyfield-data) or set NEARBY_SPK",
-        path.display()
-    );
-    path
 }
 
 /// Issue 5, item 5: the demo chain on another night and seed, with the whole DE421 (21 days

@@ -127,3 +127,16 @@ pub fn run_nightly(n: &Nearby, raw: &Path, calib: &Path) -> Ran {
         &format!("calib_dir={}", calib.display()),
     ])
 }
+
+/// DE421, fetched by `.ci/fetch-de421.sh` into `.cache/de421.bsp` (or named by NEARBY_SPK).
+pub fn de421() -> PathBuf {
+    let path = std::env::var_os("NEARBY_SPK")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/de421.bsp"));
+    assert!(
+        path.exists(),
+        "DE421 not found at {}: run .ci/fetch-de421.sh (16.8 MB from PyPI skyfield-data) or set NEARBY_SPK",
+        path.display()
+    );
+    path
+}
