@@ -17,6 +17,7 @@ use serde_json::{Map, Value as J};
 
 use super::refcat::RefCatalog;
 use super::{search_cone, solve, AstrometryError, SkyStar, Solution, SolveConfig, Source};
+use crate::ephem::time::{parse_fits_date, TIME_OF_DAY_KEYS};
 use crate::fits::{
     read_header, read_headers, read_table, write_headers, write_tables, ColumnData, Header, Table,
     Value,
@@ -230,40 +231,21 @@ fn image_size(c: &Ccd) -> Result<(usize, usize), String> {
     }
 }
 
-/// MJD of an ISO date `YYYY-MM-DD[Thh:mm:ss.sss]`.
-pub fn mjd_from_iso(s: &str) -> Option<f64> {
-    let s = s.trim();
-    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00"));
-    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return None;
-    }
-    let mut t = time.splitn(3, ':').map(|x| x.parse::<f64>().ok());
-    let (hh, mm, ss) = (
-        t.next()??,
-        t.next().flatten().unwrap_or(0.0),
-        t.next().flatten().unwrap_or(0.0),
-    );
-    // Days from 1858-11-17 (MJD 0), proleptic Gregorian (Fliegel & Van Flandern's JDN).
-    let a = (14 - m) / 12;
-    let yy = y + 4800 - a;
-    let mo = m + 12 * a - 3;
-    let jdn = day + (153 * mo + 2) / 5 + 365 * yy + yy / 4 - yy / 100 + yy / 400 - 32045;
-    Some(jdn as f64 - 2_400_001.0 + (hh + mm / 60.0 + ss / 3600.0) / 24.0)
-}
-
 /// Julian year at mid-exposure: MJD-OBS (else DATE-OBS) plus half of EXPTIME.
 fn epoch(c: &Ccd) -> Result<f64, String> {
     let hs = [&c.table.header, &c.header];
     let start = f64_of(&hs, "MJD-OBS").or_else(|| {
-        hs.iter()
-            .find_map(|h| h.str("DATE-OBS").ok().and_then(|s| mjd_from_iso(&s)))
+        hs.iter().find_map(|h| {
+            let date = h.str("DATE-OBS").ok()?;
+            let clock = TIME_OF_DAY_KEYS.iter().find_map(|k| h.str(k).ok());
+            parse_fits_date(&date, clock.as_deref()).ok()
+        })
     });
     let Some(start) = start else {
         return Err(
-            "no time: the headers have neither MJD-OBS nor DATE-OBS (YYYY-MM-DDThh:mm:ss), \
-                    needed to move the reference stars by their proper motions"
+            "no time: the headers have neither MJD-OBS nor a readable DATE-OBS \
+             (YYYY-MM-DDThh:mm:ss, or DD/MM/YY with TIME-OBS or UT), needed to move the \
+             reference stars by their proper motions"
                 .into(),
         );
     };

@@ -480,7 +480,7 @@ fn the_task_solves_a_catalog_and_says_when_there_is_no_wcs_hint() {
     })
     .unwrap_err();
     assert!(
-        e.contains("no time: the headers have neither MJD-OBS nor DATE-OBS"),
+        e.contains("no time: the headers have neither MJD-OBS nor a readable DATE-OBS"),
         "{e}"
     );
 }

@@ -53,6 +53,29 @@ fn leap_seconds_step_at_their_dates() {
 }
 
 #[test]
+fn fits_dates_in_iso_and_the_old_dd_mm_yy_form() {
+    let mjd = |d: &str, t: Option<&str>| time::parse_fits_date(d, t).unwrap();
+    // ISO with and without a time of day; a time key fills in only a missing time.
+    assert_eq!(mjd("2000-01-01T12:00:00", None), 51544.5);
+    assert_eq!(mjd("2000-01-01T12:00:00", Some("06:00:00")), 51544.5);
+    assert_eq!(mjd("2000-01-01", Some("18:00:00")), 51544.75);
+    // DD/MM/YY is 19YY: the POSS-I M67 plate, 1951-11-29 at 12:07 UT.
+    let m67 = mjd("29/11/51", Some("12:07:00.00"));
+    assert_eq!(
+        m67,
+        time::mjd_from_civil(1951, 11, 29) as f64 + (12.0 + 7.0 / 60.0) / 24.0
+    );
+    // Years since 1900 written into the old form: the SAAO frame, 2002-07-26 19:36:37.
+    let saao = mjd("26/07/102", Some("19:36:37"));
+    let day = time::mjd_from_civil(2002, 7, 26) as f64;
+    assert!((saao - day - (19.0 + 36.0 / 60.0 + 37.0 / 3600.0) / 24.0).abs() < 1e-9);
+    for bad in ["29/11", "29/13/51", "a/b/c", "1/1/1999"] {
+        let err = time::parse_fits_date(bad, None).unwrap_err().to_string();
+        assert!(err.contains(bad), "{err}");
+    }
+}
+
+#[test]
 fn calendar_round_trips_and_bad_dates_are_errors() {
     assert_eq!(time::mjd_from_civil(2000, 1, 1), 51544);
     assert_eq!(time::mjd_from_civil(1858, 11, 17), 0);

@@ -148,6 +148,43 @@ pub fn civil_from_mjd(mjd: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// The header keys that may hold the time of day when `DATE-OBS` has only a date.
+pub const TIME_OF_DAY_KEYS: [&str; 3] = ["TIME-OBS", "UT", "UTSTART"];
+
+/// An exposure's start as an MJD (UTC) from a FITS `DATE-OBS` value and, when that is only a
+/// date, the time of day kept in another key (see [`TIME_OF_DAY_KEYS`]). Besides ISO 8601, the
+/// form the FITS standard used before 2000 is read: `DD/MM/YY`, the year 19YY. Some writers of
+/// that form put the years since 1900 there, so `26/07/102` is 2002-07-26 (the SAAO frame in
+/// tests/data is one).
+pub fn parse_fits_date(date: &str, time_of_day: Option<&str>) -> Result<f64, EphemError> {
+    let d = date.trim();
+    let iso = if let Some((day, rest)) = d.split_once('/') {
+        let bad = || {
+            EphemError::Time(format!(
+                "`{d}`: expected an ISO date (2020-08-01T00:28:50) or the old DD/MM/YY form"
+            ))
+        };
+        let (month, year) = rest.split_once('/').ok_or_else(bad)?;
+        let num = |s: &str| s.trim().parse::<i64>().map_err(|_| bad());
+        let (day, month, year) = (num(day)?, num(month)?, num(year)?);
+        if !(0..1000).contains(&year) {
+            return Err(bad());
+        }
+        format!("{:04}-{month:02}-{day:02}", 1900 + year)
+    } else {
+        d.to_owned()
+    };
+    let has_clock = iso.contains(['T', ' ']);
+    let parsed = match time_of_day.map(str::trim).filter(|t| !t.is_empty()) {
+        Some(clock) if !has_clock => parse_iso_mjd(&format!("{iso}T{clock}")),
+        _ => parse_iso_mjd(&iso),
+    };
+    parsed.map_err(|e| match iso == d {
+        true => e,
+        false => EphemError::Time(format!("`{d}` (read as {iso}): {e}")),
+    })
+}
+
 /// Parses an ISO 8601 date-time (UTC) into an MJD.
 pub fn parse_iso_mjd(text: &str) -> Result<f64, EphemError> {
     let bad = |why: &str| {

@@ -303,11 +303,16 @@ fn read_ccd(file: &Path, hdu: usize, t: &Table) -> Result<CcdCatalog, FitsError>
                 at: h.loc(),
                 key: "MJD-OBS (or DATE-OBS)".into(),
             })?;
-            crate::ephem::time::parse_iso_mjd(&date).map_err(|_| FitsError::BadKey {
-                at: h.loc(),
-                key: "DATE-OBS".into(),
-                found: date.clone(),
-                expected: "an ISO 8601 UTC time",
+            let clock = crate::ephem::time::TIME_OF_DAY_KEYS
+                .iter()
+                .find_map(|k| h.opt_str(k).ok().flatten());
+            crate::ephem::time::parse_fits_date(&date, clock.as_deref()).map_err(|_| {
+                FitsError::BadKey {
+                    at: h.loc(),
+                    key: "DATE-OBS".into(),
+                    found: date.clone(),
+                    expected: "an ISO 8601 UTC time (or DD/MM/YY with TIME-OBS or UT)",
+                }
             })?
         }
     };
