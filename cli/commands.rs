@@ -95,12 +95,18 @@ pub fn compile_file(
     path: &Path,
     overrides: &BTreeMap<String, String>,
 ) -> Result<(Plan, String, PathBuf), u8> {
+    let (text, abs, base) = read_pipeline(path)?;
+    let plan = compile_text(&path.display().to_string(), &text, &base, overrides)?;
+    Ok((plan, text, abs))
+}
+
+/// A pipeline file's text, its absolute path, and the directory its relative paths resolve in.
+fn read_pipeline(path: &Path) -> Result<(String, PathBuf, PathBuf), u8> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| err(format!("cannot read pipeline {}: {e}", path.display())))?;
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let base = abs.parent().map(Path::to_path_buf).unwrap_or_default();
-    let plan = compile_text(&path.display().to_string(), &text, &base, overrides)?;
-    Ok((plan, text, abs))
+    Ok((text, abs, base))
 }
 
 fn compile_text(
@@ -109,7 +115,7 @@ fn compile_text(
     base: &Path,
     overrides: &BTreeMap<String, String>,
 ) -> Result<Plan, u8> {
-    compile_raw(name, text, base, overrides).map(|(_, plan)| plan)
+    compile_raw(name, text, base, overrides, &registry()).map(|(_, plan)| plan)
 }
 
 fn compile_raw(
@@ -117,12 +123,13 @@ fn compile_raw(
     text: &str,
     base: &Path,
     overrides: &BTreeMap<String, String>,
+    registry: &Registry,
 ) -> Result<(model::RawPipeline, Plan), u8> {
     let raw = model::load_str(name, text, Some(base)).map_err(|d| {
         eprintln!("{d}");
         INVALID
     })?;
-    let plan = plan::compile(&raw, &registry(), overrides, base).map_err(|d| {
+    let plan = plan::compile(&raw, registry, overrides, base).map_err(|d| {
         eprintln!("{d}");
         INVALID
     })?;
@@ -140,11 +147,9 @@ fn compile_for_workdir(
     overrides: &BTreeMap<String, String>,
     w: &Workdir,
 ) -> Result<Prepared, u8> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| err(format!("cannot read pipeline {}: {e}", path.display())))?;
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let base = abs.parent().map(Path::to_path_buf).unwrap_or_default();
+    let (text, abs, base) = read_pipeline(path)?;
     let name = path.display().to_string();
+    let registry = registry();
     let build = build_id();
     let inputs = build.as_deref().map(|build| plan::cached::Inputs {
         path: &abs,
@@ -159,14 +164,14 @@ fn compile_for_workdir(
         let (dir, store) = open_workdir(w)?;
         let kept = inputs
             .as_ref()
-            .and_then(|i| plan::cached::load(&store, i, &registry()));
+            .and_then(|i| plan::cached::load(&store, i, &registry));
         let plan = match kept {
             Some(plan) => {
                 tracing::debug!("pipeline {name}: compiled plan reused from the store");
                 plan
             }
             None => {
-                let (raw, plan) = compile_raw(&name, &text, &base, overrides)?;
+                let (raw, plan) = compile_raw(&name, &text, &base, overrides, &registry)?;
                 if let Some(i) = &inputs {
                     plan::cached::save(&store, i, &raw, &plan);
                 }
@@ -175,7 +180,7 @@ fn compile_for_workdir(
         };
         (plan, dir, store)
     } else {
-        let (raw, plan) = compile_raw(&name, &text, &base, overrides)?;
+        let (raw, plan) = compile_raw(&name, &text, &base, overrides, &registry)?;
         let (dir, store) = open_workdir(w)?;
         if let Some(i) = &inputs {
             plan::cached::save(&store, i, &raw, &plan);

@@ -17,7 +17,7 @@ use serde_json::{Map, Value as J};
 
 use super::refcat::RefCatalog;
 use super::{search_cone, solve, AstrometryError, SkyStar, Solution, SolveConfig, Source};
-use crate::ephem::time::{parse_fits_date, TIME_OF_DAY_KEYS};
+use crate::ephem::time::{parse_fits_date, time_of_day};
 use crate::fits::{
     read_header, read_headers, read_table, write_headers, write_tables, ColumnData, Header, Table,
     Value,
@@ -234,20 +234,31 @@ fn image_size(c: &Ccd) -> Result<(usize, usize), String> {
 /// Julian year at mid-exposure: MJD-OBS (else DATE-OBS) plus half of EXPTIME.
 fn epoch(c: &Ccd) -> Result<f64, String> {
     let hs = [&c.table.header, &c.header];
-    let start = f64_of(&hs, "MJD-OBS").or_else(|| {
-        hs.iter().find_map(|h| {
-            let date = h.str("DATE-OBS").ok()?;
-            let clock = TIME_OF_DAY_KEYS.iter().find_map(|k| h.str(k).ok());
-            parse_fits_date(&date, clock.as_deref()).ok()
-        })
-    });
-    let Some(start) = start else {
-        return Err(
-            "no time: the headers have neither MJD-OBS nor a readable DATE-OBS \
-             (YYYY-MM-DDThh:mm:ss, or DD/MM/YY with TIME-OBS or UT), needed to move the \
-             reference stars by their proper motions"
-                .into(),
-        );
+    let start = match f64_of(&hs, "MJD-OBS") {
+        Some(mjd) => mjd,
+        None => {
+            // The first header whose DATE-OBS reads; else why the first one present did not.
+            let dates: Vec<Result<f64, String>> = hs
+                .iter()
+                .filter_map(|h| {
+                    let date = h.str("DATE-OBS").ok()?;
+                    Some(
+                        parse_fits_date(&date, time_of_day(h).as_deref())
+                            .map_err(|e| format!("{}: key DATE-OBS: {e}", h.loc())),
+                    )
+                })
+                .collect();
+            match dates.iter().find_map(|d| d.as_ref().ok()) {
+                Some(mjd) => *mjd,
+                None => {
+                    return Err(dates.into_iter().find_map(Result::err).unwrap_or_else(|| {
+                        "no time: the headers have neither MJD-OBS nor DATE-OBS, needed to \
+                         move the reference stars by their proper motions"
+                            .into()
+                    }))
+                }
+            }
+        }
     };
     let half = f64_of(&hs, "EXPTIME").unwrap_or(0.0) / 2.0 / 86400.0;
     Ok(2000.0 + (start + half - 51544.5) / 365.25)

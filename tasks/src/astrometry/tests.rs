@@ -480,7 +480,17 @@ fn the_task_solves_a_catalog_and_says_when_there_is_no_wcs_hint() {
     })
     .unwrap_err();
     assert!(
-        e.contains("no time: the headers have neither MJD-OBS nor a readable DATE-OBS"),
+        e.contains("no time: the headers have neither MJD-OBS nor DATE-OBS"),
+        "{e}"
+    );
+    // A DATE-OBS that does not read is named with its value, not taken for a missing one.
+    let e = run_task(&f, |h| {
+        h.remove("MJD-OBS");
+        h.set("DATE-OBS", "yesterday", "");
+    })
+    .unwrap_err();
+    assert!(
+        e.contains("key DATE-OBS") && e.contains("`yesterday`"),
         "{e}"
     );
 }

@@ -149,7 +149,14 @@ pub fn civil_from_mjd(mjd: i64) -> (i64, i64, i64) {
 }
 
 /// The header keys that may hold the time of day when `DATE-OBS` has only a date.
-pub const TIME_OF_DAY_KEYS: [&str; 3] = ["TIME-OBS", "UT", "UTSTART"];
+const TIME_OF_DAY_KEYS: [&str; 3] = ["TIME-OBS", "UT", "UTSTART"];
+
+/// The time of day a header keeps beside a date-only `DATE-OBS`, for [`parse_fits_date`].
+pub fn time_of_day(h: &crate::fits::Header) -> Option<String> {
+    TIME_OF_DAY_KEYS
+        .iter()
+        .find_map(|k| h.opt_str(k).ok().flatten())
+}
 
 /// An exposure's start as an MJD (UTC) from a FITS `DATE-OBS` value and, when that is only a
 /// date, the time of day kept in another key (see [`TIME_OF_DAY_KEYS`]). Besides ISO 8601, the

@@ -303,9 +303,7 @@ fn read_ccd(file: &Path, hdu: usize, t: &Table) -> Result<CcdCatalog, FitsError>
                 at: h.loc(),
                 key: "MJD-OBS (or DATE-OBS)".into(),
             })?;
-            let clock = crate::ephem::time::TIME_OF_DAY_KEYS
-                .iter()
-                .find_map(|k| h.opt_str(k).ok().flatten());
+            let clock = crate::ephem::time::time_of_day(h);
             crate::ephem::time::parse_fits_date(&date, clock.as_deref()).map_err(|_| {
                 FitsError::BadKey {
                     at: h.loc(),

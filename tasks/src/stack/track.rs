@@ -50,10 +50,7 @@ pub fn mid_exposure_mjd(ccd: &Header, primary: &Header) -> Result<f64, String> {
         h.f64("MJD-OBS").map_err(|e| e.to_string())?
     } else if let Some(h) = find("DATE-OBS") {
         let text = h.str("DATE-OBS").map_err(|e| e.to_string())?;
-        let clock = crate::ephem::time::TIME_OF_DAY_KEYS
-            .iter()
-            .find(|k| h.contains(k))
-            .and_then(|k| h.str(k).ok());
+        let clock = crate::ephem::time::time_of_day(h);
         crate::ephem::time::parse_fits_date(&text, clock.as_deref())
             .map_err(|e| format!("{}: key DATE-OBS: {e}", h.loc()))?
     } else {
