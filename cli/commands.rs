@@ -384,6 +384,7 @@ fn new_record(
         pipeline_name: plan.name.clone(),
         pipeline_path: path.display().to_string(),
         pipeline_text: text.to_owned(),
+        pipeline_text_hash: None,
         overrides: overrides.clone(),
         params: plan
             .params

@@ -5,6 +5,7 @@
 //! [`model`] (what the author wrote) -> [`plan`] (validated, sealed DAG of task templates) ->
 //! [`sched`] (task instances expanded over data units, run by executors in [`exec`]).
 
+pub mod binary;
 pub mod cache;
 pub mod diag;
 pub mod events;

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-pub const SCHEMA: u32 = 3;
+pub const SCHEMA: u32 = 4;
 
 /// Size of one group of instance records in the `log` tree. sled copies a whole leaf (up to 16
 /// entries) on every insert and writes leaves over 128 KB as separate blob files: groups of a
@@ -49,6 +49,8 @@ pub enum StoreError {
     Locked { path: PathBuf },
     #[error("state store error: {0}")]
     Sled(#[from] sled::Error),
+    #[error("run {0}: its pipeline text is missing from the state store")]
+    MissingText(String),
     #[error("corrupt cache entry {0} in the state store")]
     CorruptEntry(String),
     #[error("the record writer stopped: {0}")]
@@ -129,7 +131,14 @@ pub struct RunRecord {
     pub pipeline_name: String,
     /// The pipeline file as given (for display) and its text (so resume/rerun replan the same).
     pub pipeline_path: String,
+    /// Kept once per distinct text in the store's `texts` tree (schema 4): a stored record names
+    /// it by [`RunRecord::pipeline_text_hash`] and reads give it back whole.
+    #[serde(default)]
     pub pipeline_text: String,
+    /// blake3 of `pipeline_text`, hex, in stored records (none in schema 3 records, which hold
+    /// the text itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_text_hash: Option<String>,
     pub overrides: BTreeMap<String, String>,
     pub params: serde_json::Value,
     /// running, succeeded, failed, cancelled
@@ -218,6 +227,8 @@ pub struct Store {
     keys: sled::Tree,
     /// Compiled pipelines, one per pipeline file (see [`crate::plan::cached`]).
     plans: sled::Tree,
+    /// Pipeline texts by blake3 (see [`RunRecord::pipeline_text`]).
+    texts: sled::Tree,
     path: PathBuf,
 }
 
@@ -417,6 +428,7 @@ impl Store {
             filehash: db.open_tree("filehash")?,
             keys: db.open_tree("keys")?,
             plans: db.open_tree("plans")?,
+            texts: db.open_tree("texts")?,
             db,
             path,
         };
@@ -440,6 +452,11 @@ impl Store {
                 if found < 3 {
                     store.migrate_cache_keys()?;
                     store.meta.insert("schema", &3u32.to_be_bytes())?;
+                }
+                if found < 4 {
+                    // 3 -> 4: nothing to convert (records holding their text stay readable);
+                    // the number keeps older binaries from reading records without it.
+                    store.meta.insert("schema", &4u32.to_be_bytes())?;
                 }
             }
         }
@@ -587,15 +604,43 @@ impl Store {
             .collect()
     }
 
+    /// Writes a run record (twice per run at least: when it starts and when it ends). The
+    /// pipeline text, 0.6 MB for a generated pipeline of 10,000 tasks, is kept once per distinct
+    /// text and named by its hash in the record.
     pub fn put_run(&self, r: &RunRecord) -> Result<(), StoreError> {
-        self.runs.insert(r.id.as_bytes(), encode(r))?;
+        let hash = blake3::hash(r.pipeline_text.as_bytes())
+            .to_hex()
+            .to_string();
+        if !self.texts.contains_key(hash.as_bytes())? {
+            self.texts
+                .insert(hash.as_bytes(), r.pipeline_text.as_bytes())?;
+        }
+        let stored = RunRecord {
+            pipeline_text: String::new(),
+            pipeline_text_hash: Some(hash),
+            ..r.clone()
+        };
+        self.runs.insert(r.id.as_bytes(), encode(&stored))?;
         Ok(())
+    }
+
+    /// Decodes a stored run record and gives it back its pipeline text.
+    fn read_run(&self, bytes: &[u8]) -> Result<RunRecord, StoreError> {
+        let mut r: RunRecord = decode("run", bytes)?;
+        if let Some(hash) = r.pipeline_text_hash.take() {
+            let text = self
+                .texts
+                .get(hash.as_bytes())?
+                .ok_or_else(|| StoreError::MissingText(r.id.clone()))?;
+            r.pipeline_text = String::from_utf8_lossy(&text).into_owned();
+        }
+        Ok(r)
     }
 
     pub fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
         self.runs
             .get(id.as_bytes())?
-            .map(|v| decode("run", &v))
+            .map(|v| self.read_run(&v))
             .transpose()
     }
 
@@ -604,14 +649,14 @@ impl Store {
         self.runs
             .iter()
             .values()
-            .map(|v| decode("run", &v?))
+            .map(|v| self.read_run(&v?))
             .collect()
     }
 
     pub fn latest_run(&self) -> Result<Option<RunRecord>, StoreError> {
         self.runs
             .last()?
-            .map(|(_, v)| decode("run", &v))
+            .map(|(_, v)| self.read_run(&v))
             .transpose()
     }
 
@@ -783,8 +828,9 @@ impl Store {
 /// digits) as its 32 bytes, a cache hit's reason (`hit: recorded by run RUN`) as the run id. A
 /// rerun's record of a cached instance is about 150 bytes.
 mod record {
-    use super::entry::{put_outputs, put_str, Reader};
+    use super::entry::{put_outputs, read_outputs};
     use super::{InstanceRecord, State, StoreError};
+    use crate::binary::{put_str, Reader};
     use serde_json::value::RawValue;
 
     pub const GROUP: u8 = 3;
@@ -973,7 +1019,7 @@ mod record {
         let started_at = get_packed(r, unpack_time)?;
         let finished_at = get_packed(r, unpack_time)?;
         let duration_ms = Some(u64::from_le_bytes(r.array()?)).filter(|&d| d != u64::MAX);
-        let outputs = r.outputs("").ok()?;
+        let outputs = read_outputs(r, "").ok()?;
         let fingerprint = get_packed(r, unpack_fingerprint)?;
         let key = match opt(r)? {
             Some(json) => Some(RawValue::from_string(json).ok()?),
@@ -1005,6 +1051,7 @@ mod record {
 
 mod entry {
     use super::{CacheEntry, OutputRecord, StoreError};
+    use crate::binary::{put_str, Reader};
 
     const VERSION: u8 = 2;
 
@@ -1042,7 +1089,7 @@ mod entry {
         for s in &mut strs {
             *s = r.str().ok_or_else(bad)?;
         }
-        let outputs = r.outputs(fingerprint)?;
+        let outputs = read_outputs(&mut r, fingerprint)?;
         let [task, kind, created_at, run, instance] = strs;
         Ok(CacheEntry {
             fingerprint: fingerprint.to_owned(),
@@ -1072,7 +1119,7 @@ mod entry {
         }
         let run = r.str().ok_or_else(bad)?;
         r.skip_str().ok_or_else(bad)?;
-        let outputs = r.outputs(fingerprint)?;
+        let outputs = read_outputs(&mut r, fingerprint)?;
         Ok(CacheEntry {
             fingerprint: fingerprint.to_owned(),
             task: String::new(),
@@ -1085,59 +1132,75 @@ mod entry {
         })
     }
 
-    pub fn put_str(b: &mut Vec<u8>, s: &str) {
-        b.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        b.extend_from_slice(s.as_bytes());
-    }
-
-    pub struct Reader<'a>(pub &'a [u8]);
-
-    impl<'a> Reader<'a> {
-        pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-            let (head, tail) = (self.0.get(..n)?, self.0.get(n..)?);
-            self.0 = tail;
-            Some(head)
+    pub fn read_outputs(
+        r: &mut Reader,
+        fingerprint: &str,
+    ) -> Result<Vec<OutputRecord>, StoreError> {
+        let bad = || StoreError::CorruptEntry(fingerprint.to_owned());
+        let n = r.u32().ok_or_else(bad)?;
+        let mut outputs = Vec::with_capacity(n.min(1024) as usize);
+        for _ in 0..n {
+            let name = r.str().ok_or_else(bad)?;
+            let path = r.str().ok_or_else(bad)?;
+            let size = r.u64().ok_or_else(bad)?;
+            let mtime_ns = i128::from_le_bytes(r.array().ok_or_else(bad)?);
+            let hash = r.str().ok_or_else(bad)?;
+            outputs.push(OutputRecord {
+                name,
+                path,
+                size,
+                mtime_ns,
+                hash,
+            });
         }
-        pub fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-            self.take(N)?.try_into().ok()
-        }
-        pub fn u32(&mut self) -> Option<u32> {
-            Some(u32::from_le_bytes(self.array()?))
-        }
-        pub fn str(&mut self) -> Option<String> {
-            let n = self.u32()? as usize;
-            String::from_utf8(self.take(n)?.to_vec()).ok()
-        }
-        fn skip_str(&mut self) -> Option<()> {
-            let n = self.u32()? as usize;
-            self.take(n).map(|_| ())
-        }
-        pub fn outputs(&mut self, fingerprint: &str) -> Result<Vec<OutputRecord>, StoreError> {
-            let bad = || StoreError::CorruptEntry(fingerprint.to_owned());
-            let n = self.u32().ok_or_else(bad)?;
-            let mut outputs = Vec::with_capacity(n.min(1024) as usize);
-            for _ in 0..n {
-                let name = self.str().ok_or_else(bad)?;
-                let path = self.str().ok_or_else(bad)?;
-                let size = u64::from_le_bytes(self.array().ok_or_else(bad)?);
-                let mtime_ns = i128::from_le_bytes(self.array().ok_or_else(bad)?);
-                let hash = self.str().ok_or_else(bad)?;
-                outputs.push(OutputRecord {
-                    name,
-                    path,
-                    size,
-                    mtime_ns,
-                    hash,
-                });
-            }
-            Ok(outputs)
-        }
+        Ok(outputs)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pipeline_text_is_kept_once_and_comes_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let text = "name: p\ntasks:\n  a: {uses: noop}\n".repeat(50);
+        let run = |id: &str| RunRecord {
+            id: id.into(),
+            pipeline_name: "p".into(),
+            pipeline_path: "p.yaml".into(),
+            pipeline_text: text.clone(),
+            pipeline_text_hash: None,
+            overrides: BTreeMap::new(),
+            params: serde_json::json!({}),
+            state: "running".into(),
+            started_at: "2026-11-28T00:00:00.000Z".into(),
+            finished_at: None,
+            parent: None,
+            mode: "run".into(),
+            force_from: None,
+            counts: BTreeMap::new(),
+            log_path: String::new(),
+        };
+        s.put_run(&run("r1")).unwrap();
+        s.put_run(&run("r2")).unwrap();
+        assert_eq!(s.texts.len(), 1);
+        let stored = s.runs.get("r2").unwrap().unwrap();
+        assert!(stored.len() < text.len(), "the record names the text");
+        assert_eq!(s.get_run("r2").unwrap().unwrap().pipeline_text, text);
+        assert!(s.runs().unwrap().iter().all(|r| r.pipeline_text == text));
+        // A schema 3 record holds its text itself.
+        s.runs.insert("r0", encode(&run("r0"))).unwrap();
+        assert_eq!(s.get_run("r0").unwrap().unwrap().pipeline_text, text);
+        // A record whose text is gone is an error that names the run, not an empty pipeline.
+        s.texts.clear().unwrap();
+        let err = s.get_run("r1").unwrap_err().to_string();
+        assert!(
+            err.contains("run r1") && err.contains("pipeline text"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn records_round_trip_and_reopen() {
@@ -1329,7 +1392,7 @@ mod tests {
             s.flush().unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.schema().unwrap(), 3);
+        assert_eq!(s.schema().unwrap(), SCHEMA);
         let got = s.cache_get("extract", &fp).unwrap().expect("moved entry");
         assert_eq!(got.instance, "extract[a]");
         assert!(s.cache_get("other-task", &fp).unwrap().is_none());
