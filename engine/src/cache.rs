@@ -41,19 +41,33 @@ pub struct SealedKey {
 }
 
 impl CacheKey {
+    /// blake3 of the key's JSON, hex. A rerun computes one per task instance, and most are hits
+    /// that never need the JSON itself: it is written into a buffer kept for the thread.
     pub fn fingerprint(&self) -> String {
-        self.seal().fingerprint
+        self.with_json(|json| blake3::hash(json).to_hex().to_string())
     }
 
     /// The key's JSON and fingerprint, serialized once (a record keeps the one, the cache the
     /// other).
     pub fn seal(&self) -> SealedKey {
-        let mut buf = Vec::with_capacity(512);
-        // A struct of strings, numbers and maps with string keys: serialization cannot fail.
-        let _ = serde_json::to_writer(&mut buf, self);
-        let json = String::from_utf8(buf).unwrap_or_default();
-        let fingerprint = blake3::hash(json.as_bytes()).to_hex().to_string();
-        SealedKey { json, fingerprint }
+        self.with_json(|json| SealedKey {
+            json: String::from_utf8_lossy(json).into_owned(),
+            fingerprint: blake3::hash(json).to_hex().to_string(),
+        })
+    }
+
+    fn with_json<T>(&self, f: impl FnOnce(&[u8]) -> T) -> T {
+        use std::cell::RefCell;
+        thread_local! {
+            static JSON: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        JSON.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            // A struct of strings, numbers and maps with string keys: serialization cannot fail.
+            let _ = serde_json::to_writer(&mut *buf, self);
+            f(&buf)
+        })
     }
 
     /// What changed from `old` to `self`, in words.

@@ -988,13 +988,13 @@ impl Scheduler {
             task: tpl.name.clone(),
             kind: tpl.kind.name().to_owned(),
             version: tpl.kind.version(),
-            params: J::Object(params.clone()),
+            params: J::Object(params),
             item: item.map(str::to_owned),
             inputs: hashes,
-            outputs: outputs_rel.clone(),
+            outputs: outputs_rel,
         };
-        let key = key.seal();
-        let fp = key.fingerprint.clone();
+        // A hit needs only the fingerprint; the key's JSON is for the records of what runs.
+        let fp = key.fingerprint();
         let forced = self.opts.force.contains(&t);
         // A resumed run keeps what it already finished.
         if let Some(prev) = self.previous.get(inst.id.as_ref()) {
@@ -1030,6 +1030,16 @@ impl Scheduler {
             }
         };
         let final_dir = out_dir(&self.workdir, &tpl.name, inst.key.as_deref());
+        let sealed = key.seal();
+        let CacheKey {
+            params,
+            outputs: outputs_rel,
+            ..
+        } = key;
+        let params = match params {
+            J::Object(m) => m,
+            _ => Map::new(),
+        };
         Ok(Prepared::Run(Box::new(Job {
             kind: tpl.kind.clone(),
             id: inst.id.to_string(),
@@ -1040,7 +1050,7 @@ impl Scheduler {
             outputs_rel,
             final_dir,
             item: item.map(str::to_owned),
-            key,
+            key: sealed,
             cache: miss,
             timeout: tpl.timeout_secs.map(Duration::from_secs_f64),
             attempt: 0,
