@@ -18,14 +18,22 @@ use crate::{ExecArgs, PipelineArgs, Workdir};
 /// "nothing to do" rerun. A night is a few thousand.
 const AUTO_REPORT_MAX: u64 = 20_000;
 
-/// After every run: its HTML report beside its event log, and the webhooks it was given.
+/// After every run that did something (ran, failed or skipped a task instance): its HTML report
+/// beside its event log. After every run: the webhooks it was given.
 pub fn after_run(store: &Store, workdir: &Path, run: &str, x: &ExecArgs) {
     let Ok(Some(record)) = store.get_run(run) else {
         return;
     };
     let instances: u64 = record.counts.values().sum();
-    if instances > AUTO_REPORT_MAX && x.notify.is_empty() && x.notify_failures.is_empty() {
+    let hooks = !(x.notify.is_empty() && x.notify_failures.is_empty());
+    if instances > AUTO_REPORT_MAX && !hooks {
         tracing::info!("{instances} task instances: `nearby report {run}` writes the HTML report");
+        return;
+    }
+    let cached = record.counts.get("cached").copied().unwrap_or(0);
+    if cached == instances && !hooks {
+        // Nothing ran: the report of the run that did the work still stands.
+        tracing::info!("nothing ran: `nearby report {run}` writes the HTML report");
         return;
     }
     let summary = match report::summarise(store, workdir, &record) {
