@@ -101,7 +101,7 @@ fn inputs<'a>(inv: &'a Invocation, name: &str) -> &'a [PathBuf] {
 pub struct Cutouts;
 
 const CUTOUT_PARAMS: &[ParamSpec] = &[
-    ParamSpec { name: "cutout_px", ty: PType::Int, required: false, default: Some("32"), doc: "Side of each cutout, pixels (the network reads the central `cutout_px` of its own)." },
+    ParamSpec { name: "cutout_px", ty: PType::Int, required: false, default: Some("64"), doc: "Side of each cutout, pixels (the network reads the central `cutout_px` of its own, and with context the central `context_px`)." },
     ParamSpec { name: "exposures", ty: PType::Int, required: false, default: Some("4"), doc: "Planes per stack: the detection's exposure and the others of its field nearest in time." },
 ];
 
@@ -130,7 +130,7 @@ const CUTOUT_OUTPUTS: &[PortSpec] = &[
 ];
 
 fn cutout_config(p: &Map<String, J>) -> Result<(usize, usize), Vec<(&'static str, String)>> {
-    let size = num(p, "cutout_px", 32.0, 4.0, 512.0);
+    let size = num(p, "cutout_px", 64.0, 4.0, 512.0);
     let depth = num(p, "exposures", 4.0, 1.0, 16.0);
     match (size, depth) {
         (Ok(s), Ok(d)) => Ok((s as usize, d as usize)),
@@ -258,6 +258,18 @@ impl TaskKind for Cutouts {
 
 pub struct Dataset;
 
+/// `context_px` of `ceres_dataset` must be 0 or a multiple of `cutout_px` above it.
+fn context_problem(p: &Map<String, J>) -> Option<(&'static str, String)> {
+    let size = num(p, "cutout_px", 32.0, 4.0, 512.0).ok()? as usize;
+    let context = num(p, "context_px", 64.0, 0.0, 512.0).ok()? as usize;
+    (context != 0 && (context <= size || !context.is_multiple_of(size))).then(|| {
+        (
+            "context_px",
+            format!("{context}: expected 0 (none) or a multiple of cutout_px ({size}) above it"),
+        )
+    })
+}
+
 const DATASET_PARAMS: &[ParamSpec] = &[
     ParamSpec {
         name: "exposures",
@@ -272,6 +284,13 @@ const DATASET_PARAMS: &[ParamSpec] = &[
         required: false,
         default: Some("32"),
         doc: "Side of the network's input, pixels: the central part of each cutout.",
+    },
+    ParamSpec {
+        name: "context_px",
+        ty: PType::Int,
+        required: false,
+        default: Some("64"),
+        doc: "Also the central `context_px` of each plane block-averaged down to `cutout_px`, one more channel per exposure (where a trail goes, where a fast asteroid is in the other exposures); a multiple of `cutout_px`, 0 for none. Stacks smaller than this are skipped.",
     },
     ParamSpec {
         name: "validation_fraction",
@@ -329,6 +348,8 @@ impl TaskKind for Dataset {
         [
             num(p, "exposures", 4.0, 1.0, 16.0).err(),
             num(p, "cutout_px", 32.0, 4.0, 512.0).err(),
+            num(p, "context_px", 64.0, 0.0, 512.0).err(),
+            context_problem(p),
             num(p, "validation_fraction", 0.15, 0.0, 0.5).err(),
             num(p, "test_fraction", 0.15, 0.0, 0.5).err(),
         ]
@@ -341,6 +362,10 @@ impl TaskKind for Dataset {
         let e = |r: Result<f64, (&'static str, String)>| r.map_err(|x| params_error(vec![x]));
         let exposures = e(num(p, "exposures", 4.0, 1.0, 16.0))? as usize;
         let cutout_px = e(num(p, "cutout_px", 32.0, 4.0, 512.0))? as usize;
+        let context_px = e(num(p, "context_px", 64.0, 0.0, 512.0))? as usize;
+        if let Some(problem) = context_problem(p) {
+            return Err(params_error(vec![problem]));
+        }
         let vf = e(num(p, "validation_fraction", 0.15, 0.0, 0.5))?;
         let tf = e(num(p, "test_fraction", 0.15, 0.0, 0.5))?;
         let seed = inv.int("seed").unwrap_or(1).max(0) as u64;
@@ -402,6 +427,7 @@ impl TaskKind for Dataset {
             dataset::BuildConfig {
                 exposures,
                 cutout_px,
+                context_px,
                 validation_fraction: vf,
                 test_fraction: tf,
                 seed,
@@ -458,6 +484,7 @@ fn model_config(
     p: &Map<String, J>,
     exposures: usize,
     cutout_px: usize,
+    context_px: usize,
 ) -> Result<ModelConfig, Vec<(&'static str, String)>> {
     let mut errs = Vec::new();
     let mut g = |n, d, lo, hi| {
@@ -472,6 +499,7 @@ fn model_config(
         width: g("width", 8.0, 1.0, 256.0) as usize,
         stages: g("stages", 3.0, 1.0, 6.0) as usize,
         blocks_per_stage: g("blocks_per_stage", 1.0, 0.0, 16.0) as usize,
+        context_px,
     };
     errs.extend(c.problems());
     if errs.is_empty() {
@@ -546,14 +574,15 @@ impl TaskKind for Train {
         Ports::Fixed(TRAIN_OUTPUTS)
     }
     fn validate(&self, p: &Map<String, J>) -> Vec<(&'static str, String)> {
-        let mut v = model_config(p, 4, 32).err().unwrap_or_default();
+        let mut v = model_config(p, 4, 32, 0).err().unwrap_or_default();
         v.extend(train_config(p).err().unwrap_or_default());
         v
     }
     fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
         let dir = inv.input("dataset")?;
         let m = dataset::read_manifest(dir).map_err(bad)?;
-        let mcfg = model_config(inv.params, m.exposures, m.cutout_px).map_err(params_error)?;
+        let mcfg = model_config(inv.params, m.exposures, m.cutout_px, m.context_px)
+            .map_err(params_error)?;
         let tcfg = train_config(inv.params).map_err(params_error)?;
         let dev = Device::Cpu;
         let net = Ceres::new(&mcfg, &dev, tcfg.seed).map_err(failed)?;
@@ -607,12 +636,17 @@ impl TaskKind for Train {
         let out = inv.output("model")?;
         std::fs::create_dir_all(out)?;
         net.save(&out.join("model.safetensors")).map_err(failed)?;
+        let normalisation = if mcfg.context_px > 0 {
+            model::NORMALISATION_CONTEXT
+        } else {
+            model::NORMALISATION
+        };
         let card = ModelCard {
             format: model::CARD_FORMAT.into(),
             config: mcfg,
             threshold,
             recall_target: tcfg.recall_target,
-            normalisation: model::NORMALISATION.into(),
+            normalisation: normalisation.into(),
             trained_epochs: done.state.epochs_done,
         };
         std::fs::write(
@@ -725,9 +759,22 @@ impl TaskKind for Evaluate {
         check_shapes(
             &card.config,
             m.exposures,
-            m.cutout_px,
+            m.cutout_px.max(m.context_px),
             &dir.display().to_string(),
         )?;
+        if m.cutout_px != card.config.cutout_px || m.context_px != card.config.context_px {
+            return Err(bad(format!(
+                "{}: the dataset's inputs are {}x{} px with context_px {}, but the model ({}) reads {}x{} px with context_px {}: build the dataset with the model's cutout_px and context_px (ceres_dataset)",
+                dir.display(),
+                m.cutout_px,
+                m.cutout_px,
+                m.context_px,
+                model::describe(&card.config),
+                card.config.cutout_px,
+                card.config.cutout_px,
+                card.config.context_px
+            )));
+        }
         let split = inv.str("split").unwrap_or("test");
         let floor = inv.float("precision_floor").unwrap_or(0.9);
         let data = dataset::load_split(dir, &m, split).map_err(bad)?;
@@ -796,13 +843,18 @@ fn check_shapes(
     size: usize,
     what: &str,
 ) -> Result<(), TaskError> {
-    if exposures < c.exposures || size < c.cutout_px {
+    if exposures < c.exposures || size < c.stack_px() {
         return Err(bad(format!(
-            "{what}: stacks of {exposures} exposures of {size}x{size} px, but the model ({}) needs {} exposures of at least {}x{} px",
+            "{what}: stacks of {exposures} exposures of {size}x{size} px, but the model ({}) needs {} exposures of at least {}x{} px{}",
             model::describe(c),
             c.exposures,
-            c.cutout_px,
-            c.cutout_px
+            c.stack_px(),
+            c.stack_px(),
+            if size < c.stack_px() {
+                format!(": cut them with ceres_cutouts cutout_px >= {}", c.stack_px())
+            } else {
+                String::new()
+            }
         )));
     }
     if exposures != c.exposures {
@@ -881,9 +933,12 @@ impl TaskKind for Classify {
             if inv.cancel.load(Ordering::Relaxed) {
                 return Err(TaskError::Cancelled);
             }
-            let mut x = Vec::with_capacity(chunk.len() * c.exposures * c.cutout_px * c.cutout_px);
+            let mut x = Vec::with_capacity(chunk.len() * c.channels() * c.cutout_px * c.cutout_px);
             for s in chunk {
-                x.extend(s.input(c.cutout_px, c.exposures).unwrap_or_default());
+                x.extend(
+                    s.input(c.cutout_px, c.exposures, c.context_px)
+                        .unwrap_or_default(),
+                );
             }
             scores.extend(net.scores(&x, chunk.len(), &dev).map_err(failed)?);
         }
