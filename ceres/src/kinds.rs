@@ -633,6 +633,8 @@ impl TaskKind for Train {
             })?;
         let scores = train::score_all(&net, &val, &dev).map_err(failed)?;
         let threshold = metrics::threshold_for_recall(&scores, &val.labels, tcfg.recall_target);
+        let (_, threshold_at_floor) =
+            metrics::recall_at_precision(&scores, &val.labels, tcfg.precision_floor);
         let out = inv.output("model")?;
         std::fs::create_dir_all(out)?;
         net.save(&out.join("model.safetensors")).map_err(failed)?;
@@ -647,6 +649,8 @@ impl TaskKind for Train {
             threshold,
             recall_target: tcfg.recall_target,
             normalisation: normalisation.into(),
+            precision_floor: Some(tcfg.precision_floor),
+            threshold_at_floor: Some(threshold_at_floor),
             trained_epochs: done.state.epochs_done,
         };
         std::fs::write(
@@ -708,7 +712,14 @@ impl TaskKind for Evaluate {
                 ty: PType::Float,
                 required: false,
                 default: Some("0.9"),
-                doc: "Also report the best recall at this precision.",
+                doc: "Also report the best recall at this precision (a bound: its threshold is tuned on the split itself).",
+            },
+            ParamSpec {
+                name: "threshold",
+                ty: PType::Float,
+                required: false,
+                default: None,
+                doc: "Scores at or above are asteroids (default: the model's).",
             },
         ]
     }
@@ -737,10 +748,13 @@ impl TaskKind for Evaluate {
         }])
     }
     fn validate(&self, p: &Map<String, J>) -> Vec<(&'static str, String)> {
-        let mut v: Vec<_> = num(p, "precision_floor", 0.9, 0.0, 1.0)
-            .err()
-            .into_iter()
-            .collect();
+        let mut v: Vec<_> = [
+            num(p, "precision_floor", 0.9, 0.0, 1.0).err(),
+            num(p, "threshold", 0.5, 0.0, 1.0).err(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         if let Some(s) = p.get("split").and_then(J::as_str) {
             if !s.contains("${") && !dataset::SPLITS.contains(&s) {
                 v.push((
@@ -781,7 +795,19 @@ impl TaskKind for Evaluate {
         let t0 = Instant::now();
         let scores = train::score_all(&net, &data, &dev).map_err(failed)?;
         let secs = t0.elapsed().as_secs_f64();
-        let r = metrics::report(&scores, &data.labels, card.threshold, floor);
+        let threshold = inv.float("threshold").unwrap_or(card.threshold);
+        let r = metrics::report(&scores, &data.labels, threshold, floor);
+        // At the threshold chosen on the validation nights for the model's precision floor:
+        // what the held-out nights honestly get (r.recall_at_floor is tuned on them).
+        let at_validation_floor = card.threshold_at_floor.map(|t| {
+            let c = metrics::report(&scores, &data.labels, t, floor);
+            json!({
+                "precision_floor": card.precision_floor,
+                "threshold": t,
+                "precision": c.asteroid.precision,
+                "recall": c.asteroid.recall,
+            })
+        });
         // What the errors are: false positives by kind, missed asteroids.
         let mut fp: std::collections::BTreeMap<String, usize> = Default::default();
         let mut by_kind: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
@@ -791,7 +817,7 @@ impl TaskKind for Evaluate {
             .map(|s| s.examples.as_slice())
             .unwrap_or(&[]);
         for (i, ex) in examples.iter().enumerate().take(scores.len()) {
-            let called = scores[i] as f64 >= card.threshold;
+            let called = scores[i] as f64 >= threshold;
             let e = by_kind.entry(ex.kind.clone()).or_default();
             e.0 += 1;
             e.1 += called as usize;
@@ -808,8 +834,9 @@ impl TaskKind for Evaluate {
             "split": split,
             "nights": nights,
             "stacks": data.n,
-            "threshold": card.threshold,
+            "threshold": threshold,
             "metrics": r,
+            "at_validation_floor_threshold": at_validation_floor,
             "false_positives_by_kind": fp,
             "called_asteroid_by_kind": by_kind.iter().map(|(k, (n, c))| (k.clone(), json!({"stacks": n, "called_asteroid": c}))).collect::<Map<String, J>>(),
             "stacks_per_second": data.n as f64 / secs.max(1e-9),
@@ -820,7 +847,7 @@ impl TaskKind for Evaluate {
         )?;
         writeln!(
             log,
-            "ceres_evaluate: {split} ({} nights, {} stacks): asteroid P {:.3} R {:.3} F1 {:.3}, artifact P {:.3} R {:.3} at threshold {:.4}; best recall {:.3} at precision >= {floor}; confusion {:?}; false positives by kind {:?}",
+            "ceres_evaluate: {split} ({} nights, {} stacks): asteroid P {:.3} R {:.3} F1 {:.3}, artifact P {:.3} R {:.3} at threshold {:.4}; best recall {:.3} at precision >= {floor} (threshold tuned on this split); at the validation's threshold for that floor {}; confusion {:?}; false positives by kind {:?}",
             nights.len(),
             data.n,
             r.asteroid.precision,
@@ -828,8 +855,14 @@ impl TaskKind for Evaluate {
             r.asteroid.f1,
             r.artifact.precision,
             r.artifact.recall,
-            card.threshold,
+            threshold,
             r.recall_at_floor,
+            at_validation_floor.map_or("(not in the model card)".to_string(), |v| format!(
+                "{:.4}: P {:.3} R {:.3}",
+                v["threshold"].as_f64().unwrap_or(f64::NAN),
+                v["precision"].as_f64().unwrap_or(f64::NAN),
+                v["recall"].as_f64().unwrap_or(f64::NAN)
+            )),
             r.confusion,
             fp
         )?;

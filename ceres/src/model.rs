@@ -114,6 +114,14 @@ pub struct ModelCard {
     /// How inputs are normalised (for people; the code is `stack::normalise_plane`).
     pub normalisation: String,
     pub trained_epochs: usize,
+    /// The threshold of the best validation recall at precision >= `precision_floor`: where
+    /// the held-out nights are measured honestly for that floor (the best threshold found on
+    /// the held-out nights themselves is an upper bound, tuned on the test). Absent from cards
+    /// written before it existed.
+    #[serde(default)]
+    pub precision_floor: Option<f64>,
+    #[serde(default)]
+    pub threshold_at_floor: Option<f64>,
 }
 
 pub const CARD_FORMAT: &str = "nearby-ceres-model/1";

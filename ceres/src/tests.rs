@@ -670,6 +670,11 @@ fn kinds_dataset_train_evaluate_classify() {
         r["metrics"]["asteroid"]["recall"].as_f64().unwrap() > 0.8,
         "{r}"
     );
+    // The honest number for the precision floor: the validation's threshold on the test.
+    let (_, card) = crate::model::load_model(&tr["model"], &Device::Cpu).unwrap();
+    let at = &r["at_validation_floor_threshold"];
+    assert_eq!(at["threshold"].as_f64(), card.threshold_at_floor);
+    assert!(at["recall"].as_f64().unwrap() <= 1.0, "{r}");
 
     let cl = run_kind(
         &Classify,
