@@ -81,16 +81,18 @@ def main():
     model, n, dump, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     steps = int(sys.argv[5]) if len(sys.argv) > 5 else 20
     batch = int(sys.argv[6]) if len(sys.argv) > 6 else 64
-    cfg = dict(exposures=4, cutout_px=32, width=8, stages=3, blocks_per_stage=1)
+    cfg = dict(exposures=4, cutout_px=32, width=8, stages=3, blocks_per_stage=1, context_px=64)
     if model != "-":
         cfg = json.load(open(f"{model}/model.json"))["config"]
+    # One channel per exposure, two with context (cards from before context_px have none).
+    channels = cfg["exposures"] * (2 if cfg.get("context_px", 0) else 1)
     torch.set_num_threads(threads)
-    net = Ceres(cfg["exposures"], cfg["width"], cfg["stages"], cfg["blocks_per_stage"])
+    net = Ceres(channels, cfg["width"], cfg["stages"], cfg["blocks_per_stage"])
     net.load(read_safetensors(f"{dump}/weights.safetensors"))
     net.eval()
     s = cfg["cutout_px"]
     x = torch.from_numpy(np.fromfile(f"{dump}/inputs.f32", dtype="<f4").copy())
-    x = x.reshape(n, cfg["exposures"], s, s)
+    x = x.reshape(n, channels, s, s)
     want = torch.from_numpy(np.fromfile(f"{dump}/scores.f32", dtype="<f4").copy())
     bs = 256
     with torch.no_grad():

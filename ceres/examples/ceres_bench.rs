@@ -5,8 +5,9 @@
 //! scores N stacks (default 4096) in batches of 256 and prints stacks per second, then times K
 //! training steps (default 20; forward, weighted BCE, backward, AdamW) on batches of B
 //! (default 64). Without a model directory it times the default network (4 exposures of
-//! 32x32, width 8, 3 stages of 1 block) with fresh weights: the speed does not depend on the
-//! weights. The stacks are read from FILE (little-endian f32, N x exposures x side x side) or
+//! 32x32 with 64x64 px of context, width 8, 3 stages of 1 block) with fresh weights: the speed
+//! does not depend on the weights. The stacks are read from FILE (little-endian f32, N x
+//! channels x side x side) or
 //! drawn at random (seed 1). With `--dump DIR` it writes the weights it scored with
 //! (`DIR/weights.safetensors`), the inputs (`DIR/inputs.f32`) and the scores
 //! (`DIR/scores.f32`), so that `bench/ceres_torch.py` runs the very same network on the very
@@ -92,13 +93,14 @@ fn main() {
                 width: 8,
                 stages: 3,
                 blocks_per_stage: 1,
+                context_px: 64,
             };
             Ceres::new(&c, &dev, 1)
                 .unwrap_or_else(|e| fail(format!("cannot build the default network: {e}")))
         }
     };
     let c = net.config.clone();
-    let len = c.exposures * c.cutout_px * c.cutout_px;
+    let len = c.channels() * c.cutout_px * c.cutout_px;
     let x: Vec<f32> = match &a.input {
         Some(p) => {
             let b = std::fs::read(p).unwrap_or_else(|e| fail(format!("{}: {e}", p.display())));
@@ -156,8 +158,8 @@ fn main() {
     let s = c.cutout_px;
     let vars = net.vars();
     let mut adam = Adam::new(&vars).unwrap_or_else(|e| fail(e));
-    let xt =
-        Tensor::from_slice(&x[..b * len], (b, c.exposures, s, s), &dev).unwrap_or_else(|e| fail(e));
+    let xt = Tensor::from_slice(&x[..b * len], (b, c.channels(), s, s), &dev)
+        .unwrap_or_else(|e| fail(e));
     let y: Vec<f32> = (0..b).map(|i| (i % 2) as f32).collect();
     let yt = Tensor::from_vec(y, b, &dev).unwrap_or_else(|e| fail(e));
     let wt = Tensor::ones(b, candle_core::DType::F32, &dev).unwrap_or_else(|e| fail(e));

@@ -1,12 +1,10 @@
-//! A training experiment on a `ceres_dataset` of 64-px cutouts, to compare inputs before they
-//! are wired into the task kinds:
+//! A training experiment on a `ceres_dataset` (whatever input it was built with: `cutout_px`,
+//! `context_px`), to compare inputs on the same stacks in less time than the pipeline:
 //!
-//! `ceres_experiment DATASET plain|context WIDTH EPOCHS OUT [CAP]`
+//! `ceres_experiment DATASET WIDTH EPOCHS OUT [CAP]`
 //!
-//! `plain`: the network reads the central 32 px of each plane (what `ceres_train` does);
-//! `context`: also the central 64 px of each plane binned 2x2 to 32 px, one more channel per
-//! exposure (a satellite trail crosses the whole 64 px, most asteroid trails end inside it).
-//! CAP keeps at most that many training stacks of each kind (evenly spaced), so the common
+//! trains the default-shaped network (3 stages of 1 block) of WIDTH channels as `ceres_train`
+//! does (its defaults: AdamW, lr 0.003, batch 64, augmentation, early stopping). CAP keeps at most that many training stacks of each kind (evenly spaced), so the common
 //! kinds (stars, hot pixels) do not swamp the rare ones and an epoch stays short on 2 cores.
 //! Prints the test nights' asteroid recall at precision >= 0.90 and, at that threshold, the
 //! stacks called asteroid by kind; writes OUT/scores.csv (id, kind, label, score).
@@ -20,47 +18,6 @@ use nearby_ceres::dataset::{load_split, read_manifest, Data};
 use nearby_ceres::metrics;
 use nearby_ceres::model::{Ceres, ModelConfig};
 use nearby_ceres::train::{self, TrainConfig};
-
-const SIDE: usize = 32;
-
-/// The network's inputs from the dataset's `big`-px planes: the central 32 px, then (with
-/// `context`) the central 64 px binned to 32.
-fn inputs(d: &Data, planes: usize, big: usize, context: bool) -> Data {
-    let s = SIDE;
-    let off = (big - s) / 2;
-    let ch = if context { 2 * planes } else { planes };
-    let mut out = Vec::with_capacity(d.n * ch * s * s);
-    for ex in d.inputs.chunks_exact(d.example_len) {
-        for p in ex.chunks_exact(big * big).take(planes) {
-            for y in off..off + s {
-                out.extend_from_slice(&p[y * big + off..y * big + off + s]);
-            }
-        }
-        if context {
-            let f = 2;
-            let o = (big - f * s) / 2;
-            for p in ex.chunks_exact(big * big).take(planes) {
-                for y in 0..s {
-                    for x in 0..s {
-                        let mut acc = 0.0;
-                        for dy in 0..f {
-                            for dx in 0..f {
-                                acc += p[(o + y * f + dy) * big + o + x * f + dx];
-                            }
-                        }
-                        out.push(acc / (f * f) as f32);
-                    }
-                }
-            }
-        }
-    }
-    Data {
-        inputs: out,
-        labels: d.labels.clone(),
-        n: d.n,
-        example_len: ch * s * s,
-    }
-}
 
 /// At most `cap` examples of each kind, evenly spaced through the split.
 fn cap_kinds(d: &Data, kinds: &[&str], cap: usize) -> Data {
@@ -92,37 +49,17 @@ fn cap_kinds(d: &Data, kinds: &[&str], cap: usize) -> Data {
 fn run() -> Result<(), String> {
     let a: Vec<String> = std::env::args().skip(1).collect();
     if a.len() < 5 {
-        return Err("usage: ceres_experiment DATASET plain|context WIDTH EPOCHS OUT [CAP]".into());
+        return Err("usage: ceres_experiment DATASET WIDTH EPOCHS OUT [CAP]".into());
     }
     let num = |i: usize| -> Result<usize, String> {
         a[i].parse()
             .map_err(|_| format!("`{}` is not a count", a[i]))
     };
     let dir = Path::new(&a[0]);
-    let context = match a[1].as_str() {
-        "plain" => false,
-        "context" => true,
-        o => return Err(format!("`{o}`: expected plain or context")),
-    };
-    let (width, epochs, out) = (num(2)?, num(3)?, Path::new(&a[4]));
-    let cap = if a.len() > 5 { num(5)? } else { usize::MAX };
+    let (width, epochs, out) = (num(1)?, num(2)?, Path::new(&a[3]));
+    let cap = if a.len() > 4 { num(4)? } else { usize::MAX };
     let m = read_manifest(dir)?;
-    if m.cutout_px < 2 * SIDE {
-        return Err(format!(
-            "{}: cutouts of {} px, this experiment needs {}",
-            dir.display(),
-            m.cutout_px,
-            2 * SIDE
-        ));
-    }
-    let get = |s: &str| {
-        Ok::<_, String>(inputs(
-            &load_split(dir, &m, s)?,
-            m.exposures,
-            m.cutout_px,
-            context,
-        ))
-    };
+    let get = |s: &str| load_split(dir, &m, s);
     let kinds = |s: &str| -> Vec<&str> {
         m.splits
             .get(s)
@@ -131,18 +68,19 @@ fn run() -> Result<(), String> {
     };
     let tr = cap_kinds(&get("train")?, &kinds("train"), cap);
     let (va, te) = (get("validation")?, get("test")?);
-    eprintln!("training on {} stacks", tr.n);
     let cfg = ModelConfig {
-        exposures: if context {
-            2 * m.exposures
-        } else {
-            m.exposures
-        },
-        cutout_px: SIDE,
+        exposures: m.exposures,
+        cutout_px: m.cutout_px,
         width,
         stages: 3,
         blocks_per_stage: 1,
+        context_px: m.context_px,
     };
+    eprintln!(
+        "training {} on {} stacks",
+        nearby_ceres::model::describe(&cfg),
+        tr.n
+    );
     let tc = TrainConfig {
         epochs,
         batch_size: 64,
@@ -161,7 +99,7 @@ fn run() -> Result<(), String> {
     let e = |e: candle_core::Error| e.to_string();
     let net = Ceres::new(&cfg, &dev, 1).map_err(e)?;
     let cancel = AtomicBool::new(false);
-    let key = format!("{}-{}-{width}-{epochs}-{cap}", dir.display(), a[1]);
+    let key = format!("{}-{width}-{epochs}-{cap}", dir.display());
     let done = train::train(
         &net,
         &tc,

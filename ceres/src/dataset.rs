@@ -4,8 +4,9 @@
 //! label, kind and label source, and the class balance of each split.
 //!
 //! Layout: `manifest.json`, `train.safetensors`, `validation.safetensors`, `test.safetensors`;
-//! each safetensors file holds `inputs` (N x exposures x cutout_px x cutout_px, f32,
-//! normalised as `stack::normalise_plane`) and `labels` (N, f32: 1 asteroid, 0 artifact).
+//! each safetensors file holds `inputs` (N x channels x cutout_px x cutout_px, f32, as
+//! `stack::Stack::input` makes them: one channel per exposure, twice that with `context_px`)
+//! and `labels` (N, f32: 1 asteroid, 0 artifact).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -51,8 +52,23 @@ pub struct Manifest {
     pub format: String,
     pub exposures: usize,
     pub cutout_px: usize,
+    /// Context block-averaged into a second channel per exposure (0: none; absent from
+    /// manifests written before it existed).
+    #[serde(default)]
+    pub context_px: usize,
     pub seed: u64,
     pub splits: BTreeMap<String, Split>,
+}
+
+impl Manifest {
+    /// Input channels per example.
+    pub fn channels(&self) -> usize {
+        if self.context_px > 0 {
+            2 * self.exposures
+        } else {
+            self.exposures
+        }
+    }
 }
 
 /// One split in memory.
@@ -102,6 +118,8 @@ pub fn split_nights(
 pub struct BuildConfig {
     pub exposures: usize,
     pub cutout_px: usize,
+    /// 0, or a multiple of `cutout_px`: see `stack::Stack::input`.
+    pub context_px: usize,
     pub validation_fraction: f64,
     pub test_fraction: f64,
     pub seed: u64,
@@ -118,13 +136,26 @@ pub fn build(
     let BuildConfig {
         exposures,
         cutout_px,
+        context_px,
         validation_fraction,
         test_fraction,
         seed,
     } = cfg;
+    if context_px > 0 && (context_px <= cutout_px || !context_px.is_multiple_of(cutout_px)) {
+        return Err(format!(
+            "context_px {context_px}: expected 0 or a multiple of cutout_px ({cutout_px}) above it"
+        ));
+    }
+    let channels = if context_px > 0 {
+        2 * exposures
+    } else {
+        exposures
+    };
     let usable: Vec<usize> = (0..stacks.len())
         .filter(|&i| {
-            stacks[i].label.is_some() && stacks[i].depth >= exposures && stacks[i].size >= cutout_px
+            stacks[i].label.is_some()
+                && stacks[i].depth >= exposures
+                && stacks[i].size >= cutout_px.max(context_px)
         })
         .collect();
     let skipped = stacks.len() - usable.len();
@@ -138,13 +169,13 @@ pub fn build(
             .copied()
             .filter(|&i| assign.get(&stacks[i].night) == Some(&split))
             .collect();
-        let mut inputs = Vec::with_capacity(members.len() * exposures * cutout_px * cutout_px);
+        let mut inputs = Vec::with_capacity(members.len() * channels * cutout_px * cutout_px);
         let mut labels = Vec::with_capacity(members.len());
         let mut balance = Balance::default();
         let mut examples = Vec::new();
         for &i in &members {
             let s = &stacks[i];
-            let Some(x) = s.input(cutout_px, exposures) else {
+            let Some(x) = s.input(cutout_px, exposures, context_px) else {
                 continue;
             };
             inputs.extend(x);
@@ -167,7 +198,7 @@ pub fn build(
         }
         let n = labels.len();
         let dev = Device::Cpu;
-        let t_in = Tensor::from_vec(inputs, (n, exposures, cutout_px, cutout_px), &dev)
+        let t_in = Tensor::from_vec(inputs, (n, channels, cutout_px, cutout_px), &dev)
             .map_err(|e| e.to_string())?;
         let t_lab = Tensor::from_vec(labels, n, &dev).map_err(|e| e.to_string())?;
         let path = dir.join(format!("{split}.safetensors"));
@@ -194,6 +225,7 @@ pub fn build(
         format: FORMAT.into(),
         exposures,
         cutout_px,
+        context_px,
         seed,
         splits,
     };
@@ -230,7 +262,7 @@ pub fn load_split(dir: &Path, m: &Manifest, split: &str) -> Result<Data, String>
     let inputs = get("inputs")?;
     let labels = get("labels")?;
     let dims = inputs.dims().to_vec();
-    let want = [m.exposures, m.cutout_px, m.cutout_px];
+    let want = [m.channels(), m.cutout_px, m.cutout_px];
     if dims.len() != 4 || dims[1..] != want {
         return Err(format!(
             "{}: inputs have shape {dims:?}, the manifest says N x {want:?}",

@@ -101,7 +101,7 @@ fn inputs<'a>(inv: &'a Invocation, name: &str) -> &'a [PathBuf] {
 pub struct Cutouts;
 
 const CUTOUT_PARAMS: &[ParamSpec] = &[
-    ParamSpec { name: "cutout_px", ty: PType::Int, required: false, default: Some("32"), doc: "Side of each cutout, pixels (the network reads the central `cutout_px` of its own)." },
+    ParamSpec { name: "cutout_px", ty: PType::Int, required: false, default: Some("64"), doc: "Side of each cutout, pixels (the network reads the central `cutout_px` of its own, and with context the central `context_px`)." },
     ParamSpec { name: "exposures", ty: PType::Int, required: false, default: Some("4"), doc: "Planes per stack: the detection's exposure and the others of its field nearest in time." },
 ];
 
@@ -130,7 +130,7 @@ const CUTOUT_OUTPUTS: &[PortSpec] = &[
 ];
 
 fn cutout_config(p: &Map<String, J>) -> Result<(usize, usize), Vec<(&'static str, String)>> {
-    let size = num(p, "cutout_px", 32.0, 4.0, 512.0);
+    let size = num(p, "cutout_px", 64.0, 4.0, 512.0);
     let depth = num(p, "exposures", 4.0, 1.0, 16.0);
     match (size, depth) {
         (Ok(s), Ok(d)) => Ok((s as usize, d as usize)),
@@ -258,6 +258,18 @@ impl TaskKind for Cutouts {
 
 pub struct Dataset;
 
+/// `context_px` of `ceres_dataset` must be 0 or a multiple of `cutout_px` above it.
+fn context_problem(p: &Map<String, J>) -> Option<(&'static str, String)> {
+    let size = num(p, "cutout_px", 32.0, 4.0, 512.0).ok()? as usize;
+    let context = num(p, "context_px", 64.0, 0.0, 512.0).ok()? as usize;
+    (context != 0 && (context <= size || !context.is_multiple_of(size))).then(|| {
+        (
+            "context_px",
+            format!("{context}: expected 0 (none) or a multiple of cutout_px ({size}) above it"),
+        )
+    })
+}
+
 const DATASET_PARAMS: &[ParamSpec] = &[
     ParamSpec {
         name: "exposures",
@@ -272,6 +284,13 @@ const DATASET_PARAMS: &[ParamSpec] = &[
         required: false,
         default: Some("32"),
         doc: "Side of the network's input, pixels: the central part of each cutout.",
+    },
+    ParamSpec {
+        name: "context_px",
+        ty: PType::Int,
+        required: false,
+        default: Some("64"),
+        doc: "Also the central `context_px` of each plane block-averaged down to `cutout_px`, one more channel per exposure (where a trail goes, where a fast asteroid is in the other exposures); a multiple of `cutout_px`, 0 for none. Stacks smaller than this are skipped.",
     },
     ParamSpec {
         name: "validation_fraction",
@@ -329,6 +348,8 @@ impl TaskKind for Dataset {
         [
             num(p, "exposures", 4.0, 1.0, 16.0).err(),
             num(p, "cutout_px", 32.0, 4.0, 512.0).err(),
+            num(p, "context_px", 64.0, 0.0, 512.0).err(),
+            context_problem(p),
             num(p, "validation_fraction", 0.15, 0.0, 0.5).err(),
             num(p, "test_fraction", 0.15, 0.0, 0.5).err(),
         ]
@@ -341,6 +362,10 @@ impl TaskKind for Dataset {
         let e = |r: Result<f64, (&'static str, String)>| r.map_err(|x| params_error(vec![x]));
         let exposures = e(num(p, "exposures", 4.0, 1.0, 16.0))? as usize;
         let cutout_px = e(num(p, "cutout_px", 32.0, 4.0, 512.0))? as usize;
+        let context_px = e(num(p, "context_px", 64.0, 0.0, 512.0))? as usize;
+        if let Some(problem) = context_problem(p) {
+            return Err(params_error(vec![problem]));
+        }
         let vf = e(num(p, "validation_fraction", 0.15, 0.0, 0.5))?;
         let tf = e(num(p, "test_fraction", 0.15, 0.0, 0.5))?;
         let seed = inv.int("seed").unwrap_or(1).max(0) as u64;
@@ -402,6 +427,7 @@ impl TaskKind for Dataset {
             dataset::BuildConfig {
                 exposures,
                 cutout_px,
+                context_px,
                 validation_fraction: vf,
                 test_fraction: tf,
                 seed,
@@ -458,6 +484,7 @@ fn model_config(
     p: &Map<String, J>,
     exposures: usize,
     cutout_px: usize,
+    context_px: usize,
 ) -> Result<ModelConfig, Vec<(&'static str, String)>> {
     let mut errs = Vec::new();
     let mut g = |n, d, lo, hi| {
@@ -472,6 +499,7 @@ fn model_config(
         width: g("width", 8.0, 1.0, 256.0) as usize,
         stages: g("stages", 3.0, 1.0, 6.0) as usize,
         blocks_per_stage: g("blocks_per_stage", 1.0, 0.0, 16.0) as usize,
+        context_px,
     };
     errs.extend(c.problems());
     if errs.is_empty() {
@@ -546,14 +574,15 @@ impl TaskKind for Train {
         Ports::Fixed(TRAIN_OUTPUTS)
     }
     fn validate(&self, p: &Map<String, J>) -> Vec<(&'static str, String)> {
-        let mut v = model_config(p, 4, 32).err().unwrap_or_default();
+        let mut v = model_config(p, 4, 32, 0).err().unwrap_or_default();
         v.extend(train_config(p).err().unwrap_or_default());
         v
     }
     fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
         let dir = inv.input("dataset")?;
         let m = dataset::read_manifest(dir).map_err(bad)?;
-        let mcfg = model_config(inv.params, m.exposures, m.cutout_px).map_err(params_error)?;
+        let mcfg = model_config(inv.params, m.exposures, m.cutout_px, m.context_px)
+            .map_err(params_error)?;
         let tcfg = train_config(inv.params).map_err(params_error)?;
         let dev = Device::Cpu;
         let net = Ceres::new(&mcfg, &dev, tcfg.seed).map_err(failed)?;
@@ -604,15 +633,24 @@ impl TaskKind for Train {
             })?;
         let scores = train::score_all(&net, &val, &dev).map_err(failed)?;
         let threshold = metrics::threshold_for_recall(&scores, &val.labels, tcfg.recall_target);
+        let (_, threshold_at_floor) =
+            metrics::recall_at_precision(&scores, &val.labels, tcfg.precision_floor);
         let out = inv.output("model")?;
         std::fs::create_dir_all(out)?;
         net.save(&out.join("model.safetensors")).map_err(failed)?;
+        let normalisation = if mcfg.context_px > 0 {
+            model::NORMALISATION_CONTEXT
+        } else {
+            model::NORMALISATION
+        };
         let card = ModelCard {
             format: model::CARD_FORMAT.into(),
             config: mcfg,
             threshold,
             recall_target: tcfg.recall_target,
-            normalisation: model::NORMALISATION.into(),
+            normalisation: normalisation.into(),
+            precision_floor: Some(tcfg.precision_floor),
+            threshold_at_floor: Some(threshold_at_floor),
             trained_epochs: done.state.epochs_done,
         };
         std::fs::write(
@@ -674,7 +712,14 @@ impl TaskKind for Evaluate {
                 ty: PType::Float,
                 required: false,
                 default: Some("0.9"),
-                doc: "Also report the best recall at this precision.",
+                doc: "Also report the best recall at this precision (a bound: its threshold is tuned on the split itself).",
+            },
+            ParamSpec {
+                name: "threshold",
+                ty: PType::Float,
+                required: false,
+                default: None,
+                doc: "Scores at or above are asteroids (default: the model's).",
             },
         ]
     }
@@ -703,10 +748,13 @@ impl TaskKind for Evaluate {
         }])
     }
     fn validate(&self, p: &Map<String, J>) -> Vec<(&'static str, String)> {
-        let mut v: Vec<_> = num(p, "precision_floor", 0.9, 0.0, 1.0)
-            .err()
-            .into_iter()
-            .collect();
+        let mut v: Vec<_> = [
+            num(p, "precision_floor", 0.9, 0.0, 1.0).err(),
+            num(p, "threshold", 0.5, 0.0, 1.0).err(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         if let Some(s) = p.get("split").and_then(J::as_str) {
             if !s.contains("${") && !dataset::SPLITS.contains(&s) {
                 v.push((
@@ -725,16 +773,41 @@ impl TaskKind for Evaluate {
         check_shapes(
             &card.config,
             m.exposures,
-            m.cutout_px,
+            m.cutout_px.max(m.context_px),
             &dir.display().to_string(),
         )?;
+        if m.cutout_px != card.config.cutout_px || m.context_px != card.config.context_px {
+            return Err(bad(format!(
+                "{}: the dataset's inputs are {}x{} px with context_px {}, but the model ({}) reads {}x{} px with context_px {}: build the dataset with the model's cutout_px and context_px (ceres_dataset)",
+                dir.display(),
+                m.cutout_px,
+                m.cutout_px,
+                m.context_px,
+                model::describe(&card.config),
+                card.config.cutout_px,
+                card.config.cutout_px,
+                card.config.context_px
+            )));
+        }
         let split = inv.str("split").unwrap_or("test");
         let floor = inv.float("precision_floor").unwrap_or(0.9);
         let data = dataset::load_split(dir, &m, split).map_err(bad)?;
         let t0 = Instant::now();
         let scores = train::score_all(&net, &data, &dev).map_err(failed)?;
         let secs = t0.elapsed().as_secs_f64();
-        let r = metrics::report(&scores, &data.labels, card.threshold, floor);
+        let threshold = inv.float("threshold").unwrap_or(card.threshold);
+        let r = metrics::report(&scores, &data.labels, threshold, floor);
+        // At the threshold chosen on the validation nights for the model's precision floor:
+        // what the held-out nights honestly get (r.recall_at_floor is tuned on them).
+        let at_validation_floor = card.threshold_at_floor.map(|t| {
+            let c = metrics::report(&scores, &data.labels, t, floor);
+            json!({
+                "precision_floor": card.precision_floor,
+                "threshold": t,
+                "precision": c.asteroid.precision,
+                "recall": c.asteroid.recall,
+            })
+        });
         // What the errors are: false positives by kind, missed asteroids.
         let mut fp: std::collections::BTreeMap<String, usize> = Default::default();
         let mut by_kind: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
@@ -744,7 +817,7 @@ impl TaskKind for Evaluate {
             .map(|s| s.examples.as_slice())
             .unwrap_or(&[]);
         for (i, ex) in examples.iter().enumerate().take(scores.len()) {
-            let called = scores[i] as f64 >= card.threshold;
+            let called = scores[i] as f64 >= threshold;
             let e = by_kind.entry(ex.kind.clone()).or_default();
             e.0 += 1;
             e.1 += called as usize;
@@ -761,8 +834,9 @@ impl TaskKind for Evaluate {
             "split": split,
             "nights": nights,
             "stacks": data.n,
-            "threshold": card.threshold,
+            "threshold": threshold,
             "metrics": r,
+            "at_validation_floor_threshold": at_validation_floor,
             "false_positives_by_kind": fp,
             "called_asteroid_by_kind": by_kind.iter().map(|(k, (n, c))| (k.clone(), json!({"stacks": n, "called_asteroid": c}))).collect::<Map<String, J>>(),
             "stacks_per_second": data.n as f64 / secs.max(1e-9),
@@ -773,7 +847,7 @@ impl TaskKind for Evaluate {
         )?;
         writeln!(
             log,
-            "ceres_evaluate: {split} ({} nights, {} stacks): asteroid P {:.3} R {:.3} F1 {:.3}, artifact P {:.3} R {:.3} at threshold {:.4}; best recall {:.3} at precision >= {floor}; confusion {:?}; false positives by kind {:?}",
+            "ceres_evaluate: {split} ({} nights, {} stacks): asteroid P {:.3} R {:.3} F1 {:.3}, artifact P {:.3} R {:.3} at threshold {:.4}; best recall {:.3} at precision >= {floor} (threshold tuned on this split); at the validation's threshold for that floor {}; confusion {:?}; false positives by kind {:?}",
             nights.len(),
             data.n,
             r.asteroid.precision,
@@ -781,8 +855,14 @@ impl TaskKind for Evaluate {
             r.asteroid.f1,
             r.artifact.precision,
             r.artifact.recall,
-            card.threshold,
+            threshold,
             r.recall_at_floor,
+            at_validation_floor.map_or("(not in the model card)".to_string(), |v| format!(
+                "{:.4}: P {:.3} R {:.3}",
+                v["threshold"].as_f64().unwrap_or(f64::NAN),
+                v["precision"].as_f64().unwrap_or(f64::NAN),
+                v["recall"].as_f64().unwrap_or(f64::NAN)
+            )),
             r.confusion,
             fp
         )?;
@@ -796,13 +876,18 @@ fn check_shapes(
     size: usize,
     what: &str,
 ) -> Result<(), TaskError> {
-    if exposures < c.exposures || size < c.cutout_px {
+    if exposures < c.exposures || size < c.stack_px() {
         return Err(bad(format!(
-            "{what}: stacks of {exposures} exposures of {size}x{size} px, but the model ({}) needs {} exposures of at least {}x{} px",
+            "{what}: stacks of {exposures} exposures of {size}x{size} px, but the model ({}) needs {} exposures of at least {}x{} px{}",
             model::describe(c),
             c.exposures,
-            c.cutout_px,
-            c.cutout_px
+            c.stack_px(),
+            c.stack_px(),
+            if size < c.stack_px() {
+                format!(": cut them with ceres_cutouts cutout_px >= {}", c.stack_px())
+            } else {
+                String::new()
+            }
         )));
     }
     if exposures != c.exposures {
@@ -881,9 +966,12 @@ impl TaskKind for Classify {
             if inv.cancel.load(Ordering::Relaxed) {
                 return Err(TaskError::Cancelled);
             }
-            let mut x = Vec::with_capacity(chunk.len() * c.exposures * c.cutout_px * c.cutout_px);
+            let mut x = Vec::with_capacity(chunk.len() * c.channels() * c.cutout_px * c.cutout_px);
             for s in chunk {
-                x.extend(s.input(c.cutout_px, c.exposures).unwrap_or_default());
+                x.extend(
+                    s.input(c.cutout_px, c.exposures, c.context_px)
+                        .unwrap_or_default(),
+                );
             }
             scores.extend(net.scores(&x, chunk.len(), &dev).map_err(failed)?);
         }

@@ -30,11 +30,43 @@ pub struct ModelConfig {
     pub width: usize,
     pub stages: usize,
     pub blocks_per_stage: usize,
+    /// Side of the context each plane also gives, block-averaged down to `cutout_px` (one more
+    /// channel per exposure: where a trail goes, where a fast asteroid is in the other
+    /// exposures); 0 for none. Absent from model cards written before it existed: 0.
+    #[serde(default)]
+    pub context_px: usize,
 }
 
 impl ModelConfig {
+    /// Input channels: one per exposure, twice that with context.
+    pub fn channels(&self) -> usize {
+        if self.context_px > 0 {
+            2 * self.exposures
+        } else {
+            self.exposures
+        }
+    }
+
+    /// The side a stack must have at least.
+    pub fn stack_px(&self) -> usize {
+        self.cutout_px.max(self.context_px)
+    }
+
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
+        if self.context_px != 0
+            && (self.context_px <= self.cutout_px
+                || !self.context_px.is_multiple_of(self.cutout_px.max(1))
+                || self.context_px > 512)
+        {
+            out.push((
+                "context_px",
+                format!(
+                    "{}: expected 0 (none) or a multiple of cutout_px ({}) above it, at most 512",
+                    self.context_px, self.cutout_px
+                ),
+            ));
+        }
         if !(1..=16).contains(&self.exposures) {
             out.push(("exposures", format!("{}: expected 1 to 16", self.exposures)));
         }
@@ -82,11 +114,24 @@ pub struct ModelCard {
     /// How inputs are normalised (for people; the code is `stack::normalise_plane`).
     pub normalisation: String,
     pub trained_epochs: usize,
+    /// The threshold of the best validation recall at precision >= `precision_floor`: where
+    /// the held-out nights are measured honestly for that floor (the best threshold found on
+    /// the held-out nights themselves is an upper bound, tuned on the test). Absent from cards
+    /// written before it existed.
+    #[serde(default)]
+    pub precision_floor: Option<f64>,
+    #[serde(default)]
+    pub threshold_at_floor: Option<f64>,
 }
 
 pub const CARD_FORMAT: &str = "nearby-ceres-model/1";
 pub const NORMALISATION: &str = "per plane: (x - median) / (1.4826 MAD), then asinh(z / 3); \
                                  central cutout_px x cutout_px; plane 0 the detection's exposure";
+/// The same with context channels (`stack::Stack::input`).
+pub const NORMALISATION_CONTEXT: &str =
+    "per plane: (x - median) / (1.4826 MAD) over the central context_px, then asinh(z / 3); \
+     channels 0..exposures the central cutout_px x cutout_px, then exposures..2 exposures the \
+     central context_px block-averaged to cutout_px; plane 0 the detection's exposure";
 
 struct Block {
     conv1: Conv2d,
@@ -130,7 +175,7 @@ impl Ceres {
     pub fn new(config: &ModelConfig, dev: &Device, seed: u64) -> candle_core::Result<Ceres> {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, dev);
-        let stem = conv(vb.pp("stem"), config.exposures, config.width, 1, false)?;
+        let stem = conv(vb.pp("stem"), config.channels(), config.width, 1, false)?;
         let mut stages = Vec::new();
         let mut c = config.width;
         for s in 0..config.stages {
@@ -195,10 +240,10 @@ impl Ceres {
         self.head.forward(&pooled)?.squeeze(1)
     }
 
-    /// Scores (sigmoid of the logits) of a batch of inputs, each `exposures x cutout_px^2`.
+    /// Scores (sigmoid of the logits) of a batch of inputs, each `channels x cutout_px^2`.
     pub fn scores(&self, inputs: &[f32], n: usize, dev: &Device) -> candle_core::Result<Vec<f32>> {
         let c = &self.config;
-        let x = Tensor::from_slice(inputs, (n, c.exposures, c.cutout_px, c.cutout_px), dev)?;
+        let x = Tensor::from_slice(inputs, (n, c.channels(), c.cutout_px, c.cutout_px), dev)?;
         candle_nn::ops::sigmoid(&self.forward(&x)?)?.to_vec1::<f32>()
     }
 
@@ -293,8 +338,13 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, String> 
 }
 
 pub fn describe(c: &ModelConfig) -> String {
+    let context = if c.context_px > 0 {
+        format!(" with {0}x{0} px of context", c.context_px)
+    } else {
+        String::new()
+    };
     format!(
-        "{} exposures of {}x{} px, width {}, {} stages of {} blocks",
+        "{} exposures of {}x{} px{context}, width {}, {} stages of {} blocks",
         c.exposures, c.cutout_px, c.cutout_px, c.width, c.stages, c.blocks_per_stage
     )
 }

@@ -5,7 +5,8 @@
 //! ([`calibrate_and_extract`]). Exposures of one field and CCD (same OBJECT and CCDNAME) are
 //! registered to each other with the catalogs ([`register`]: the median offset of matched
 //! sources, which the stars dominate), so that every plane of a stack shows the same sky
-//! without depending on a header WCS that may be arcminutes off.
+//! without depending on a header WCS that may be arcminutes off; the other exposures are
+//! resampled onto the detection's exposure's pixels at that sub-pixel offset.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use std::sync::atomic::AtomicBool;
 
 use nearby_engine::task::{Invocation, TaskError, TaskKind};
 use nearby_tasks::fits::{read_all_images, read_header, read_table, Header, Image};
+use nearby_tasks::stack::resample::{Kernel, Plane};
 use nearby_tasks::wcs::TanWcs;
 use serde_json::{Map, Value as J};
 
@@ -202,23 +204,39 @@ pub fn register(a: &[Detection], b: &[Detection], radius: f64) -> Option<(f64, f
     Some((xs[mid], ys[mid]))
 }
 
-/// Cuts `size` x `size` (odd sizes centre on a pixel; even ones on a pixel corner's nearest
-/// pixel) around FITS pixel (x, y); pixels off the frame are NaN.
-pub fn cut(img: &Image, x: f64, y: f64, size: usize) -> Vec<f32> {
-    let x0 = (x - 1.0).round() as i64 - (size / 2) as i64;
-    let y0 = (y - 1.0).round() as i64 - (size / 2) as i64;
-    let mut out = vec![f32::NAN; size * size];
-    for j in 0..size as i64 {
-        let yy = y0 + j;
-        if yy < 0 || yy >= img.height as i64 {
-            continue;
-        }
-        for i in 0..size as i64 {
-            let xx = x0 + i;
-            if xx >= 0 && xx < img.width as i64 {
-                out[(j * size as i64 + i) as usize] =
-                    img.data[yy as usize * img.width + xx as usize];
-            }
+/// 0-based frame pixel of the first (lower-left) pixel of a `size` x `size` cutout around FITS
+/// pixel (x, y): odd sizes centre on the pixel nearest (x, y), even ones put it just above and
+/// right of the centre.
+pub fn cutout_origin(x: f64, y: f64, size: usize) -> (i64, i64) {
+    let half = (size / 2) as i64;
+    (
+        (x - 1.0).round() as i64 - half,
+        (y - 1.0).round() as i64 - half,
+    )
+}
+
+/// Cuts `size` x `size` from `plane` whose pixel (i, j) is the frame's 0-based position
+/// (x0 + i + dx, y0 + j + dy): whole-pixel shifts copy pixels, fractional ones interpolate with
+/// Lanczos-3 (bilinear next to the edge or a bad pixel), so the planes of a stack line up to the
+/// registration's accuracy instead of to the nearest pixel (a star cut at whole pixels moves by
+/// up to a pixel from plane to plane and looks like a slow mover). Positions off the frame are
+/// NaN.
+pub fn cut_registered(
+    plane: &Plane,
+    (x0, y0): (i64, i64),
+    (dx, dy): (f64, f64),
+    size: usize,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(size * size);
+    for j in 0..size {
+        let v = (y0 + j as i64) as f64 + dy;
+        for i in 0..size {
+            let u = (x0 + i as i64) as f64 + dx;
+            out.push(
+                plane
+                    .sample(u, v, Kernel::Lanczos3)
+                    .map_or(f32::NAN, |(val, _)| val),
+            );
         }
     }
     out
@@ -226,7 +244,8 @@ pub fn cut(img: &Image, x: f64, y: f64, size: usize) -> Vec<f32> {
 
 /// Every detection's stack: for each field and CCD with at least `depth` exposures, each
 /// detection gets its own exposure as plane 0 and the `depth - 1` other exposures nearest in
-/// time, in time order, each cut at the registered position of the same sky.
+/// time, in time order, each resampled onto plane 0's pixels at the registered (sub-pixel)
+/// position of the same sky.
 pub fn make_stacks(frames: &[CcdFrame], size: usize, depth: usize) -> (Vec<Stack>, Skipped) {
     let mut groups: BTreeMap<(String, String, String), Vec<&CcdFrame>> = BTreeMap::new();
     for f in frames {
@@ -243,6 +262,10 @@ pub fn make_stacks(frames: &[CcdFrame], size: usize, depth: usize) -> (Vec<Stack
             skipped.too_few_exposures += group.iter().map(|f| f.detections.len()).sum::<usize>();
             continue;
         }
+        let planes: Vec<Plane> = group
+            .iter()
+            .map(|f| Plane::new(&f.image.data, None, f.image.width, f.image.height, 0.0))
+            .collect();
         for (k, f) in group.iter().enumerate() {
             // The depth - 1 other exposures nearest in time to this one.
             let mut others: Vec<usize> = (0..group.len()).filter(|&j| j != k).collect();
@@ -262,12 +285,13 @@ pub fn make_stacks(frames: &[CcdFrame], size: usize, depth: usize) -> (Vec<Stack
                 continue;
             }
             for d in &f.detections {
-                let mut pixels = cut(&f.image, d.x, d.y, size);
+                let origin = cutout_origin(d.x, d.y, size);
+                let mut pixels = cut_registered(&planes[k], origin, (0.0, 0.0), size);
                 let mut mjd = vec![f.mjd_mid];
                 let mut shift = vec![(0.0, 0.0)];
                 for (&j, s) in others.iter().zip(&shifts) {
                     let (dx, dy) = s.unwrap_or((0.0, 0.0));
-                    pixels.extend(cut(&group[j].image, d.x + dx, d.y + dy, size));
+                    pixels.extend(cut_registered(&planes[j], origin, (dx, dy), size));
                     mjd.push(group[j].mjd_mid);
                     shift.push((dx, dy));
                 }
@@ -303,9 +327,10 @@ pub fn wcs_headers(frames: &[&CcdFrame], stack: &Stack) -> Vec<Header> {
         let Some(_) = TanWcs::from_header(&f.image.header) else {
             return Vec::new();
         };
+        // Cutout pixel (i, j) (0-based) is this frame's 0-based (x0 + i + dx, y0 + j + dy).
         let (dx, dy) = stack.shift.get(k).copied().unwrap_or((0.0, 0.0));
-        let x0 = (stack.x + dx - 1.0).round() - (stack.size / 2) as f64;
-        let y0 = (stack.y + dy - 1.0).round() - (stack.size / 2) as f64;
+        let (x0, y0) = cutout_origin(stack.x, stack.y, stack.size);
+        let (x0, y0) = (x0 as f64 + dx, y0 as f64 + dy);
         let mut h = Header::new();
         h.set("EXTNAME", format!("WCS{}", k + 1), "TAN WCS of this plane");
         for c in f.image.header.cards() {

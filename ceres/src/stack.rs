@@ -185,20 +185,47 @@ impl Stack {
     }
 
     /// The network's input: the central `size` x `size` of each plane, normalised robustly
-    /// (see [`normalise_plane`]). `None` when the stack is smaller than asked.
-    pub fn input(&self, size: usize, depth: usize) -> Option<Vec<f32>> {
-        if self.size < size || self.depth < depth {
+    /// (see [`normalise_plane`]), then, with `context` > 0, the central `context` x `context`
+    /// of each plane block-averaged down to `size` x `size` (one more channel per exposure; a
+    /// multiple of `size`). With context, each plane is normalised over its central `context`
+    /// px and both channels are cut from that. `None` when the stack is smaller than asked.
+    pub fn input(&self, size: usize, depth: usize, context: usize) -> Option<Vec<f32>> {
+        let region = size.max(context);
+        if self.size < region
+            || self.depth < depth
+            || (context > 0 && !context.is_multiple_of(size))
+        {
             return None;
         }
-        let off = (self.size - size) / 2;
-        let mut out = Vec::with_capacity(depth * size * size);
+        let channels = if context > 0 { 2 * depth } else { depth };
+        let mut out = vec![0f32; channels * size * size];
+        let mut normed = Vec::with_capacity(region * region);
+        let off = (self.size - region) / 2;
         for z in 0..depth {
             let plane = &self.pixels[z * self.size * self.size..(z + 1) * self.size * self.size];
-            let start = out.len();
-            for y in off..off + size {
-                out.extend_from_slice(&plane[y * self.size + off..y * self.size + off + size]);
+            normed.clear();
+            for y in off..off + region {
+                normed.extend_from_slice(&plane[y * self.size + off..y * self.size + off + region]);
             }
-            normalise_plane(&mut out[start..]);
+            normalise_plane(&mut normed);
+            let centre = (region - size) / 2;
+            let dst = &mut out[z * size * size..(z + 1) * size * size];
+            for (y, row) in dst.chunks_exact_mut(size).enumerate() {
+                let src = (centre + y) * region + centre;
+                row.copy_from_slice(&normed[src..src + size]);
+            }
+            if context > 0 {
+                let f = context / size;
+                let dst = &mut out[(depth + z) * size * size..(depth + z + 1) * size * size];
+                for (k, v) in dst.iter_mut().enumerate() {
+                    let (x, y) = (k % size, k / size);
+                    let mut acc = 0.0;
+                    for row in normed[y * f * region..].chunks(region).take(f) {
+                        acc += row[x * f..x * f + f].iter().sum::<f32>();
+                    }
+                    *v = acc / (f * f) as f32;
+                }
+            }
         }
         Some(out)
     }

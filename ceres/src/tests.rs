@@ -29,6 +29,7 @@ fn small_config(exposures: usize, size: usize, width: usize) -> ModelConfig {
         width,
         stages: 2,
         blocks_per_stage: 1,
+        context_px: 0,
     }
 }
 
@@ -124,6 +125,147 @@ fn registration_recovers_a_shift_among_outliers() {
         None,
         "two pairs are too few"
     );
+}
+
+#[test]
+fn planes_are_registered_to_a_fraction_of_a_pixel() {
+    use nearby_tasks::stack::resample::Plane;
+    // A star (Gaussian, sigma 1.5 px) at 0-based (40.0, 50.0) in frame a and at
+    // (40 + 3.4, 50 - 2.3) in frame b: b's cutout at the shift must match a's.
+    let (w, h) = (100, 100);
+    let frame = |cx: f64, cy: f64| -> Plane {
+        let d: Vec<f32> = (0..w * h)
+            .map(|k| {
+                let (x, y) = ((k % w) as f64, (k / w) as f64);
+                let r2 = (x - cx).powi(2) + (y - cy).powi(2);
+                (10.0 + 1000.0 * (-r2 / (2.0 * 1.5f64.powi(2))).exp()) as f32
+            })
+            .collect();
+        Plane::new(&d, None, w, h, 0.0)
+    };
+    let (a, b) = (frame(40.0, 50.0), frame(43.4, 47.7));
+    // FITS (41, 51) is 0-based (40, 50).
+    let origin = night::cutout_origin(41.0, 51.0, 16);
+    assert_eq!(origin, (32, 42));
+    let ca = night::cut_registered(&a, origin, (0.0, 0.0), 16);
+    let cb = night::cut_registered(&b, origin, (3.4, -2.3), 16);
+    let worst = ca
+        .iter()
+        .zip(&cb)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0, f32::max);
+    assert!(worst < 15.0, "largest difference {worst} of a 1000 peak");
+    // Cut at whole pixels (the old way) the same star is off by 0.4 and 0.3 px: 197 here.
+    let whole = night::cut_registered(&b, origin, (3.0, -2.0), 16);
+    let worst_whole = ca
+        .iter()
+        .zip(&whole)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0, f32::max);
+    assert!(worst_whole > 150.0, "{worst_whole}");
+    // Plane 0 is copied, not interpolated; off the frame is NaN.
+    assert_eq!(ca[8 * 16 + 8], a.data[50 * w + 40]);
+    let edge = night::cut_registered(&a, (-4, 0), (0.0, 0.0), 16);
+    assert!(edge[0].is_nan() && edge[4].is_finite());
+}
+
+#[test]
+fn context_channels_are_the_binned_surroundings() {
+    // A 16-px stack of 2 planes: plane z's pixel (x, y) is 100 + x + 16 y (+ noise-free).
+    let mut s = stack("ctx", "2014-07-10", 2, 16, None);
+    for z in 0..2 {
+        for k in 0..256 {
+            s.pixels[z * 256 + k] = 100.0 + k as f32 + z as f32;
+        }
+    }
+    // Without context: the central 8 px normalised on their own, one channel per plane.
+    let plain = s.input(8, 2, 0).unwrap();
+    assert_eq!(plain.len(), 2 * 64);
+    // With 16 px of context: 4 channels; the centre normalised over the 16 px.
+    let x = s.input(8, 2, 16).unwrap();
+    assert_eq!(x.len(), 4 * 64);
+    let mut full = s.pixels[..256].to_vec();
+    crate::stack::normalise_plane(&mut full);
+    // Channel 0 pixel (0, 0) is the 16-px plane's (4, 4).
+    assert_eq!(x[0], full[4 * 16 + 4]);
+    // Channel 2 (plane 0's context) pixel (1, 2) is the mean of 16-px pixels (2..4, 4..6).
+    let want = (full[4 * 16 + 2] + full[4 * 16 + 3] + full[5 * 16 + 2] + full[5 * 16 + 3]) / 4.0;
+    assert!((x[2 * 64 + 2 * 8 + 1] - want).abs() < 1e-6);
+    // Too small a stack, or a context that is not a multiple of the input, gives none.
+    assert!(s.input(8, 2, 32).is_none());
+    assert!(s.input(6, 2, 16).is_none());
+}
+
+#[test]
+fn model_cards_from_before_context_still_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Device::Cpu;
+    let net = Ceres::new(&small_config(4, 16, 4), &dev, 1).unwrap();
+    net.save(&dir.path().join("model.safetensors")).unwrap();
+    // As written before `context_px` existed (the demo model of pipelines/ceres-model was).
+    std::fs::write(
+        dir.path().join("model.json"),
+        r#"{"format": "nearby-ceres-model/1",
+            "config": {"exposures": 4, "cutout_px": 16, "width": 4, "stages": 2,
+                       "blocks_per_stage": 1},
+            "threshold": 0.64, "recall_target": 0.95, "normalisation": "old",
+            "trained_epochs": 11}"#,
+    )
+    .unwrap();
+    let (back, card) = crate::model::load_model(dir.path(), &dev).unwrap();
+    assert_eq!(card.config.context_px, 0);
+    assert_eq!(back.config.channels(), 4);
+    // A context that is not a multiple of the input is named.
+    let bad = ModelConfig {
+        context_px: 24,
+        ..small_config(4, 16, 4)
+    };
+    assert_eq!(bad.problems()[0].0, "context_px");
+}
+
+#[test]
+fn an_early_stopped_training_run_again_does_not_go_on() {
+    let stacks = toy_stacks(80, 4, 8);
+    let (tr, va) = stacks.split_at(60);
+    let (tr, va) = (data_of(tr, 8), data_of(va, 8));
+    let cfg = small_config(4, 8, 2);
+    // Learning rate 0: no epoch is ever better than the first, so with patience 2 the
+    // training stops after epoch 3 of 10.
+    let tcfg = TrainConfig {
+        learning_rate: 0.0,
+        patience: 2,
+        augment: false,
+        ..toy_train_config(10)
+    };
+    let dev = Device::Cpu;
+    let dir = tempfile::tempdir().unwrap();
+    let no = AtomicBool::new(false);
+    let net = Ceres::new(&cfg, &dev, 1).unwrap();
+    let first = train::train(&net, &tcfg, &tr, &va, dir.path(), "k", &no, &mut Vec::new()).unwrap();
+    assert_eq!((first.state.epochs_done, first.state.best_epoch), (3, 1));
+    let again = Ceres::new(&cfg, &dev, 2).unwrap();
+    let second = train::train(
+        &again,
+        &tcfg,
+        &tr,
+        &va,
+        dir.path(),
+        "k",
+        &no,
+        &mut Vec::new(),
+    )
+    .unwrap();
+    assert_eq!(second.resumed_from, 3);
+    assert_eq!(
+        second.state.epochs_done, 3,
+        "trained on after its early stop"
+    );
+    // And it hands back the best epoch's weights.
+    let (a, b) = (
+        train::score_all(&net, &va, &dev).unwrap(),
+        train::score_all(&again, &va, &dev).unwrap(),
+    );
+    assert_eq!(a, b);
 }
 
 #[test]
@@ -276,6 +418,7 @@ fn toy_build() -> dataset::BuildConfig {
     dataset::BuildConfig {
         exposures: 4,
         cutout_px: 12,
+        context_px: 0,
         validation_fraction: 0.2,
         test_fraction: 0.2,
         seed: 1,
@@ -318,7 +461,7 @@ fn data_of(stacks: &[Stack], size: usize) -> Data {
     let mut inputs = Vec::new();
     let mut labels = Vec::new();
     for s in stacks {
-        inputs.extend(s.input(size, 4).unwrap());
+        inputs.extend(s.input(size, 4, 0).unwrap());
         labels.push(s.label.unwrap() as u8);
     }
     Data {
@@ -459,7 +602,7 @@ fn kinds_dataset_train_evaluate_classify() {
     let root = dir.path();
     let cut = root.join("cubes");
     std::fs::create_dir_all(&cut).unwrap();
-    for s in toy_stacks(150, 3, 16) {
+    for s in toy_stacks(150, 3, 32) {
         s.write(&cut.join(format!("{}.fits", s.id)), &[]).unwrap();
     }
     std::fs::write(cut.join("broken.fits"), b"SIMPLE  =  garbage").unwrap();
@@ -472,7 +615,7 @@ fn kinds_dataset_train_evaluate_classify() {
     let mut log = Vec::new();
     let ds = run_kind(
         &Dataset,
-        params(json!({"cutout_px": 16, "validation_fraction": 0.34, "test_fraction": 0.34})),
+        params(json!({"cutout_px": 16, "context_px": 32, "validation_fraction": 0.34, "test_fraction": 0.34})),
         &[("cutouts", vec![cut.clone()]), ("labels", vec![labels])],
         &root.join("dataset"),
         &mut log,
@@ -494,6 +637,7 @@ fn kinds_dataset_train_evaluate_classify() {
         (relabelled.label.as_str(), relabelled.label_source.as_str()),
         ("asteroid", "MPC report")
     );
+    assert_eq!((m.cutout_px, m.context_px, m.channels()), (16, 32, 8));
 
     let tr = run_kind(
         &Train,
@@ -507,6 +651,9 @@ fn kinds_dataset_train_evaluate_classify() {
         serde_json::from_str(&std::fs::read_to_string(&tr["metrics"]).unwrap()).unwrap();
     assert_eq!(metrics["epochs"].as_array().unwrap().len(), 3);
     assert!(metrics["epochs"][0]["validation"]["confusion"].is_array());
+    // The model card carries the input the network was trained on.
+    let (_, card) = crate::model::load_model(&tr["model"], &Device::Cpu).unwrap();
+    assert_eq!((card.config.cutout_px, card.config.context_px), (16, 32));
     let ev = run_kind(
         &Evaluate,
         Map::new(),
@@ -523,6 +670,11 @@ fn kinds_dataset_train_evaluate_classify() {
         r["metrics"]["asteroid"]["recall"].as_f64().unwrap() > 0.8,
         "{r}"
     );
+    // The honest number for the precision floor: the validation's threshold on the test.
+    let (_, card) = crate::model::load_model(&tr["model"], &Device::Cpu).unwrap();
+    let at = &r["at_validation_floor_threshold"];
+    assert_eq!(at["threshold"].as_f64(), card.threshold_at_floor);
+    assert!(at["recall"].as_f64().unwrap() <= 1.0, "{r}");
 
     let cl = run_kind(
         &Classify,
@@ -542,7 +694,7 @@ fn kinds_dataset_train_evaluate_classify() {
     assert_eq!(csv.lines().count(), 3, "{csv}");
     // Cutouts of 3 exposures for a 4-exposure model.
     let thin = root.join("thin.fits");
-    stack("thin", "2014-07-10", 3, 16, None)
+    stack("thin", "2014-07-10", 3, 32, None)
         .write(&thin, &[])
         .unwrap();
     let e = run_kind(
@@ -561,9 +713,9 @@ fn kinds_dataset_train_evaluate_classify() {
         e.contains("thin.fits") && e.contains("3 exposures") && e.contains("needs 4"),
         "{e}"
     );
-    // Cutouts smaller than the model's input (16 px).
+    // Cutouts large enough for the model's 16 px but not for its 32 px of context.
     let small = root.join("small.fits");
-    stack("small", "2014-07-10", 4, 8, None)
+    stack("small", "2014-07-10", 4, 16, None)
         .write(&small, &[])
         .unwrap();
     let e = run_kind(
@@ -579,7 +731,10 @@ fn kinds_dataset_train_evaluate_classify() {
     .unwrap_err()
     .to_string();
     assert!(
-        e.contains("small.fits") && e.contains("8x8 px") && e.contains("at least 16x16 px"),
+        e.contains("small.fits")
+            && e.contains("16x16 px")
+            && e.contains("at least 32x32 px")
+            && e.contains("cutout_px >= 32"),
         "{e}"
     );
     // A corrupt model file.

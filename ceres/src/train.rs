@@ -262,6 +262,11 @@ fn epoch_file(dir: &Path, epoch: usize) -> PathBuf {
     dir.join(format!("epoch-{epoch:04}.safetensors"))
 }
 
+/// Whether `patience` epochs have passed without a better validation recall.
+fn stopped_early(state: &State, cfg: &TrainConfig) -> bool {
+    state.epochs_done > 0 && state.epochs_done - state.best_epoch >= cfg.patience
+}
+
 /// Trains `net` on `train` watching `validation`; checkpoints in `ckpt` (created); `key`
 /// identifies the dataset and config (a checkpoint with another key is ignored). On return the
 /// network holds the best epoch's weights.
@@ -331,7 +336,9 @@ pub fn train(
     let s = net.config.cutout_px;
     let len = train.example_len;
     let batches = train.n.div_ceil(cfg.batch_size);
-    while state.epochs_done < cfg.epochs {
+    // A training that stopped early and is run again (its task re-run after the checkpoint
+    // was written) must not go on: it ends where the uninterrupted one ended.
+    while state.epochs_done < cfg.epochs && !stopped_early(&state, cfg) {
         let epoch = state.epochs_done;
         let t0 = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ fnv1a(&epoch.to_le_bytes()));
@@ -360,7 +367,7 @@ pub fn train(
                 w.push(if l != 0 { w_pos as f32 } else { 1.0 });
             }
             let n = idx.len();
-            let xt = Tensor::from_vec(x, (n, net.config.exposures, s, s), &dev).map_err(e)?;
+            let xt = Tensor::from_vec(x, (n, net.config.channels(), s, s), &dev).map_err(e)?;
             let yt = Tensor::from_vec(y, n, &dev).map_err(e)?;
             let wt = Tensor::from_vec(w.clone(), n, &dev).map_err(e)?;
             state.step += 1;
@@ -431,7 +438,7 @@ pub fn train(
                 let _ = std::fs::remove_file(epoch_file(ckpt, prev));
             }
         }
-        if state.epochs_done - state.best_epoch >= cfg.patience {
+        if stopped_early(&state, cfg) {
             writeln!(
                 log,
                 "ceres: early stop: no better validation recall for {} epochs",
