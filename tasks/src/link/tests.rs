@@ -190,6 +190,33 @@ fn a_trail_cut_at_the_edge_is_placed_on_its_line() {
 }
 
 #[test]
+fn trails_cut_at_both_ends_of_the_sequence_do_not_make_the_whole_ones_too_bright() {
+    // Issue 5 (seed 2, SIM0021): 40"/min east; the first and last trails are cut at the edge
+    // (a quarter of them left, 1.5 mag fainter). Judged against the median of all four (a cut
+    // one), the whole trails looked too bright and the tracklet was lost.
+    let exps = exposures(4, 2.0, 1.0);
+    let mut dets: Vec<Detection> = (0..4)
+        .map(|e| Detection {
+            trail_arcsec: 40.0,
+            axis_pa_deg: 90.0,
+            ..Detection::point(e, 80.0 * e as f64, 0.0, 0.2, 18.0)
+        })
+        .collect();
+    for (e, along) in [(0, -15.0), (3, 15.0)] {
+        dets[e] = Detection {
+            xi: 80.0 * e as f64 + along,
+            trail_arcsec: 10.0,
+            mag: 19.5,
+            truncated: true,
+            ..dets[e]
+        };
+    }
+    let t = link(&exps, &dets, &LinkConfig::default());
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0].detections, vec![0, 1, 2, 3], "{t:?}");
+}
+
+#[test]
 fn out_of_bounds_rates_and_too_little_motion_are_not_linked() {
     let exps = exposures(4, 1.0, 0.5);
     let mut rng = ChaCha8Rng::seed_from_u64(4);

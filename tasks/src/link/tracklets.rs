@@ -265,8 +265,19 @@ fn fit_and_check(
         (exposures[d.exposure].t_min, d.xi, d.eta)
     };
     loop {
-        // Magnitudes: drop the detection farthest from the median if it is out of bounds.
-        let mut mags: Vec<f64> = m.iter().map(|&i| dets[i].mag).collect();
+        // Magnitudes: drop the detection farthest from the median if it is out of bounds. The
+        // median is of the whole detections: trails cut at the edge lost light, and where
+        // half the detections are cut their median would make the whole ones look too bright.
+        let whole: Vec<f64> = m
+            .iter()
+            .filter(|&&i| !dets[i].truncated)
+            .map(|&i| dets[i].mag)
+            .collect();
+        let mut mags: Vec<f64> = if whole.is_empty() {
+            m.iter().map(|&i| dets[i].mag).collect()
+        } else {
+            whole
+        };
         mags.sort_by(f64::total_cmp);
         let median = mags[mags.len() / 2];
         let worst_mag = m
