@@ -7,7 +7,7 @@
 //! true trail, not on a true star at least half as bright) in at least 3 exposures of one CCD and
 //! that move at least 2" over them (slower ones cannot be told from stars). The second is what
 //! linking can reach and what the bounds below guard. Purity: tracklets whose detections all lie
-//! on one asteroid's trail. Completeness is printed by rate and S/N bin, and every missed
+//! on one asteroid's trail (a detection where two trails cross lies on both). Completeness is printed by rate and S/N bin, and every missed
 //! detected asteroid with the sources on its trail per exposure.
 //!
 //! `NEARBY_TEST_SEEDS=1,2,3` tries other nights. `NEARBY_TEST_KEEP=DIR` keeps each night's
@@ -174,32 +174,36 @@ fn night(seed: u64) -> (Vec<Outcome>, usize, usize) {
     }
     assert!(worst_px < 0.1, "trail ends off by {worst_px} px");
     let ccd_id = |name: &str| truth.ccds.iter().find(|c| c.ccdname == name).unwrap().id;
-    // Which asteroid a tracklet detection lies on.
-    let owner = |ccdname: &str, mjd: f64, x: f64, y: f64| -> Option<usize> {
-        truth.asteroids.iter().find_map(|a| {
-            a.positions
-                .iter()
-                .find(|p| {
+    // Which asteroids' trails a tracklet detection lies on: a fast mover's long trail can cross
+    // another asteroid, and a detection there is on both.
+    let owners = |ccdname: &str, mjd: f64, x: f64, y: f64| -> Vec<usize> {
+        truth
+            .asteroids
+            .iter()
+            .filter(|a| {
+                a.positions.iter().any(|p| {
                     (p.mjd_mid - mjd).abs() * 86400.0 < 1.0 && on_trail(x, y, p, a, ccd_id(ccdname))
                 })
-                .map(|_| a.id)
-        })
+            })
+            .map(|a| a.id)
+            .collect()
     };
     let mut found: HashSet<usize> = HashSet::new();
     let mut pure = 0;
     for t in &tracklets.tracklets {
-        let owners: Vec<Option<usize>> = t
+        let on: Vec<Vec<usize>> = t
             .detections
             .iter()
-            .map(|d| owner(&t.ccd, d.mjd, d.x, d.y))
+            .map(|d| owners(&t.ccd, d.mjd, d.x, d.y))
             .collect();
-        match owners[0] {
-            Some(a) if owners.iter().all(|o| *o == Some(a)) => {
+        // Pure: one asteroid's trail holds every detection.
+        match on[0].iter().find(|a| on.iter().all(|o| o.contains(a))) {
+            Some(&a) => {
                 pure += 1;
                 found.insert(a);
             }
-            _ => eprintln!(
-                "seed {seed}: impure tracklet {} ({:.2}\"/min): {owners:?}",
+            None => eprintln!(
+                "seed {seed}: impure tracklet {} ({:.2}\"/min): {on:?}",
                 t.id, t.rate_arcsec_per_min
             ),
         }
@@ -221,7 +225,7 @@ fn night(seed: u64) -> (Vec<Outcome>, usize, usize) {
     let mut touched: HashMap<usize, usize> = HashMap::new();
     for t in &tracklets.tracklets {
         for d in &t.detections {
-            if let Some(a) = owner(&t.ccd, d.mjd, d.x, d.y) {
+            for a in owners(&t.ccd, d.mjd, d.x, d.y) {
                 *touched.entry(a).or_default() += 1;
             }
         }
@@ -365,9 +369,10 @@ fn tracklets_match_the_truth() {
         "too few linkable asteroids to judge: {}",
         linkable.len()
     );
-    // Measured: see docs/tasks.md (link; seeds 7 and 8: 42/46 = 91% of those detected >= 3
-    // times and moving >= 2", 47/58 = 81% of all detected >= 3 times, purity 48/48). These
-    // bounds guard against regressions; the issue's targets (98% / 97%) are not all reached.
+    // Measured: see docs/tasks.md and bench/RESULTS-link.md (link; seeds 7 and 8: 42/46 = 91%
+    // of those detected >= 3 times and moving >= 2", 47/58 = 81% of all detected >= 3 times,
+    // purity 47/47). These bounds guard against regressions; the issue's completeness target
+    // (98%) is not reached, its purity target (97%) is.
     let detected_found =
         detected.iter().filter(|x| x.found).count() as f64 / detected.len().max(1) as f64;
     assert!(completeness >= 0.87, "completeness {completeness:.3}");
@@ -375,5 +380,5 @@ fn tracklets_match_the_truth() {
         detected_found >= 0.75,
         "completeness of all detected {detected_found:.3}"
     );
-    assert!(purity >= 0.95, "purity {purity:.3}");
+    assert!(purity >= 0.97, "purity {purity:.3}");
 }

@@ -190,6 +190,67 @@ fn a_trail_cut_at_the_edge_is_placed_on_its_line() {
 }
 
 #[test]
+fn trails_cut_at_both_ends_of_the_sequence_do_not_make_the_whole_ones_too_bright() {
+    // Issue 5 (seed 2, SIM0021): 40"/min east; the first and last trails are cut at the edge
+    // (a quarter of them left, 1.5 mag fainter). Judged against the median of all four (a cut
+    // one), the whole trails looked too bright and the tracklet was lost.
+    let exps = exposures(4, 2.0, 1.0);
+    let mut dets: Vec<Detection> = (0..4)
+        .map(|e| Detection {
+            trail_arcsec: 40.0,
+            axis_pa_deg: 90.0,
+            ..Detection::point(e, 80.0 * e as f64, 0.0, 0.2, 18.0)
+        })
+        .collect();
+    for (e, along) in [(0, -15.0), (3, 15.0)] {
+        dets[e] = Detection {
+            xi: 80.0 * e as f64 + along,
+            trail_arcsec: 10.0,
+            mag: 19.5,
+            truncated: true,
+            ..dets[e]
+        };
+    }
+    let t = link(&exps, &dets, &LinkConfig::default());
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0].detections, vec![0, 1, 2, 3], "{t:?}");
+}
+
+#[test]
+fn a_trail_broken_in_two_makes_one_tracklet_at_its_middle() {
+    // Issue 5 (seeds 4 and 6): 40"/min east, every 40" trail broken into two overlapping 24"
+    // pieces 8" either side of its middle. The first pieces alone are on a line at the right
+    // rate, and so are the second: two tracklets, both off the middle, unless the assembled
+    // trails go first.
+    let exps = exposures(3, 2.0, 1.0);
+    let mut dets = Vec::new();
+    for e in 0..3 {
+        for side in [-8.0, 8.0] {
+            dets.push(Detection {
+                trail_arcsec: 24.0,
+                axis_pa_deg: 90.0,
+                ..Detection::point(e, 80.0 * e as f64 + side, 0.0, 0.2, 18.8)
+            });
+        }
+    }
+    let cfg = LinkConfig::default();
+    let chains = assemble(&exps, &dets, &cfg);
+    assert_eq!(chains.len(), 3, "{chains:?}");
+    let mut all = dets.clone();
+    let mut pieces: Vec<Vec<usize>> = (0..dets.len()).map(|i| vec![i]).collect();
+    for c in &chains {
+        all.push(c.detection);
+        pieces.push(c.pieces.clone());
+    }
+    let t = link_pieces(&exps, &all, &pieces, dets.len(), &cfg);
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert!(t[0].detections.iter().all(|&i| i >= dets.len()), "{t:?}");
+    for (k, &(xi, _)) in t[0].positions_arcsec.iter().enumerate() {
+        assert!((xi - 80.0 * k as f64).abs() < 0.1, "{t:?}");
+    }
+}
+
+#[test]
 fn out_of_bounds_rates_and_too_little_motion_are_not_linked() {
     let exps = exposures(4, 1.0, 0.5);
     let mut rng = ChaCha8Rng::seed_from_u64(4);

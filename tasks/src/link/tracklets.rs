@@ -265,8 +265,19 @@ fn fit_and_check(
         (exposures[d.exposure].t_min, d.xi, d.eta)
     };
     loop {
-        // Magnitudes: drop the detection farthest from the median if it is out of bounds.
-        let mut mags: Vec<f64> = m.iter().map(|&i| dets[i].mag).collect();
+        // Magnitudes: drop the detection farthest from the median if it is out of bounds. The
+        // median is of the whole detections: trails cut at the edge lost light, and where
+        // half the detections are cut their median would make the whole ones look too bright.
+        let whole: Vec<f64> = m
+            .iter()
+            .filter(|&&i| !dets[i].truncated)
+            .map(|&i| dets[i].mag)
+            .collect();
+        let mut mags: Vec<f64> = if whole.is_empty() {
+            m.iter().map(|&i| dets[i].mag).collect()
+        } else {
+            whole
+        };
         mags.sort_by(f64::total_cmp);
         let median = mags[mags.len() / 2];
         let worst_mag = m
@@ -428,12 +439,18 @@ fn fit_placed(
     Some((fit, positions))
 }
 
-/// Best first: more detections, then smaller RMS; a piece goes to one tracklet at most.
+/// Best first: more detections, then more pieces, then smaller RMS; a piece goes to one
+/// tracklet at most. A trail broken into pieces links piece by piece too (one piece per
+/// exposure, off the trail's middle, as well on a line as the whole trails when the pieces
+/// repeat): the tracklet of the whole trails, which holds more of its pieces, goes first, so that
+/// one trail makes one tracklet at its middle, not one per piece.
 fn accept(mut candidates: Vec<Tracklet>, pieces: &[Vec<usize>], n_pieces: usize) -> Vec<Tracklet> {
+    let n_held = |t: &Tracklet| t.detections.iter().map(|&i| pieces[i].len()).sum::<usize>();
     candidates.sort_by(|a, b| {
         b.detections
             .len()
             .cmp(&a.detections.len())
+            .then(n_held(b).cmp(&n_held(a)))
             .then(a.rms_arcsec.total_cmp(&b.rms_arcsec))
             .then(a.detections.cmp(&b.detections))
     });
