@@ -104,7 +104,7 @@ fn bench(c: &mut Criterion) {
     });
     // What the calibrate task runs: overscan levels, then one pass over blocks of 32 rows from
     // the pixels as FITS stores them (raw int16 + BZERO, masters float32, big-endian) into
-    // block buffers reused by each thread.
+    // block buffers of stored float32 reused by each thread.
     let stored_raw: Vec<u8> = raw
         .iter()
         .flat_map(|v| ((*v as u16 ^ 0x8000) as i16).to_be_bytes())
@@ -147,13 +147,13 @@ fn bench(c: &mut Criterion) {
                     || {
                         (
                             RowScratch::default(),
-                            vec![0.0; 32 * tw],
-                            vec![0.0; 32 * tw],
+                            vec![0u8; 4 * 32 * tw],
+                            vec![0u8; 4 * 32 * tw],
                         )
                     },
                     |(s, sci, wt), k| {
                         let rows = k * 32..((k + 1) * 32).min(th);
-                        let n = rows.len() * tw;
+                        let n = 4 * rows.len() * tw;
                         ccd.calibrate_rows(&det, rows, s, &mut sci[..n], &mut wt[..n])
                     },
                 )

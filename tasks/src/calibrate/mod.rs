@@ -490,14 +490,59 @@ pub fn robust_level(frame: &[f32], offset: Option<&[f32]>) -> f32 {
 /// [`robust_level`] of a frame of `n` pixels whose pixel `i` is `value(i)` (a frame that is not
 /// held as an array: stored pixels, or a correction applied on the fly).
 pub fn robust_level_of(n: usize, value: impl Fn(usize) -> f32) -> f32 {
+    let stride = sample_stride(n);
+    median_of_finite((0..n).step_by(stride).map(value).collect())
+}
+
+/// [`robust_level`] of stored pixels: the samples of [`robust_level_of`], decoded by
+/// [`Pixels::for_each_strided`].
+pub fn robust_level_of_pixels(pixels: &Pixels) -> f32 {
+    let n = pixels.len();
+    let stride = sample_stride(n);
+    let mut samples = Vec::with_capacity(n.div_ceil(stride));
+    pixels.for_each_strided(0..n, stride, |_, v| samples.push(v));
+    median_of_finite(samples)
+}
+
+/// The distance between the samples of a robust level of `n` pixels: at most 2^18 samples.
+fn sample_stride(n: usize) -> usize {
     const MAX_SAMPLES: usize = 1 << 18;
-    let stride = n.div_ceil(MAX_SAMPLES).max(1);
-    let mut s: Vec<f32> = (0..n)
-        .step_by(stride)
-        .map(value)
+    n.div_ceil(MAX_SAMPLES).max(1)
+}
+
+/// The median of the finite values of `samples` ([`median_in_place`]'s).
+///
+/// The samples are ordered as integers (the bits of an `f32` turned into a key that sorts as
+/// [`f32::total_cmp`] does): the same median, with cheaper comparisons for the 2^18 samples
+/// of a CCD.
+fn median_of_finite(samples: Vec<f32>) -> f32 {
+    // total_cmp's order: flip every bit of a negative value, the sign bit of a positive one.
+    let key = |v: f32| {
+        let b = v.to_bits();
+        b ^ (((b as i32 >> 31) as u32) | 0x8000_0000)
+    };
+    let value_of = |k: u32| f32::from_bits(k ^ ((!((k as i32) >> 31) as u32) | 0x8000_0000));
+    let mut s: Vec<u32> = samples
+        .into_iter()
         .filter(|v| v.is_finite())
+        .map(key)
         .collect();
-    median_in_place(&mut s)
+    let len = s.len();
+    if len == 0 {
+        return f32::NAN;
+    }
+    let mid = len / 2;
+    let (lo, m, _) = s.select_nth_unstable(mid);
+    let m = value_of(*m);
+    if len % 2 == 1 {
+        m
+    } else {
+        let l = lo
+            .iter()
+            .map(|k| value_of(*k))
+            .fold(f32::NEG_INFINITY, f32::max);
+        0.5 * (l + m)
+    }
 }
 
 /// Master flat: each flat has `bias` subtracted (when given), is divided by its own median, and
@@ -620,22 +665,54 @@ struct PixelModel {
     sat: f32,
 }
 
-impl PixelModel {
-    /// One pixel: `(science, weight, mask)` from the overscan-corrected raw value, the bias and
-    /// the flat (the formula of [`apply`]). Branch-free so that loops over it vectorise.
+/// One calibrated pixel before the bad-pixel map: what [`PixelModel::calibrate`] finds.
+#[derive(Debug, Clone, Copy)]
+struct PixelValue {
+    science: f32,
+    /// Inverse variance; 0 unless the pixel is clean and its variance positive.
+    weight: f32,
+    flat_ok: bool,
+    finite: bool,
+    saturated: bool,
+}
+
+impl PixelValue {
+    /// Whether no mask bit is set (the bad-pixel map aside).
     #[inline(always)]
-    fn calibrate(&self, rv: f32, bv: f32, fv: f32) -> (f32, f32, u8) {
+    fn clean(&self) -> bool {
+        self.flat_ok & self.finite & !self.saturated
+    }
+
+    /// The mask bits (`MASK_*`, the bad-pixel map aside).
+    #[inline(always)]
+    fn mask(&self) -> u8 {
+        ((!self.flat_ok as u8) * MASK_BAD_FLAT)
+            | ((!self.finite as u8) * MASK_NONFINITE)
+            | ((self.saturated as u8) * MASK_SATURATED)
+    }
+}
+
+impl PixelModel {
+    /// One pixel from the overscan-corrected raw value, the bias and the flat (the formula of
+    /// [`apply`]). Branch-free and on lanes of bools and floats only, so that loops over it
+    /// vectorise (the kernel of [`Ccd::calibrate_rows`] runs it eight pixels at a time).
+    #[inline(always)]
+    fn calibrate(&self, rv: f32, bv: f32, fv: f32) -> PixelValue {
         let d = rv - bv;
         let flat_ok = (fv >= self.fmin) & (fv <= self.fmax); // false for NaN
         let finite = d.is_finite();
-        let m = ((!flat_ok as u8) * MASK_BAD_FLAT)
-            | ((!finite as u8) * MASK_NONFINITE)
-            | (((rv >= self.sat) as u8) * MASK_SATURATED);
+        let saturated = rv >= self.sat;
         let inv_f = if flat_ok { 1.0 / fv } else { 0.0 };
-        let s = if finite { d * inv_f } else { 0.0 };
+        let science = if finite { d * inv_f } else { 0.0 };
         let var = (d.max(0.0) * self.inv_gain + self.rn2) * inv_f * inv_f;
-        let ok = (m == 0) & (var > 0.0);
-        (s, if ok { 1.0 / var } else { 0.0 }, m)
+        let ok = flat_ok & finite & !saturated & (var > 0.0);
+        PixelValue {
+            science,
+            weight: if ok { 1.0 / var } else { 0.0 },
+            flat_ok,
+            finite,
+            saturated,
+        }
     }
 }
 
@@ -718,7 +795,8 @@ fn apply_kernel(
             let b = &bias[base..base + len];
             let f = &flat[base..base + len];
             for i in 0..len {
-                (sci[i], wt[i], msk[i]) = model.calibrate(r[i], b[i], f[i]);
+                let p = model.calibrate(r[i], b[i], f[i]);
+                (sci[i], wt[i], msk[i]) = (p.science, p.weight, p.mask());
             }
             if let Some(bm) = bad {
                 let bm = &bm[base..base + len];
@@ -831,75 +909,125 @@ impl<'a> Ccd<'a> {
         self.trimsec.height()
     }
 
-    /// The overscan-corrected, trimmed pixel `i` (row-major in the trimmed frame).
-    fn corrected(&self, i: usize) -> f32 {
-        let (x, y) = (i % self.width(), i / self.width());
-        let t = self.trimsec;
-        self.raw.get((t.y0 + y) * self.raw_width + t.x0 + x) - self.levels.at(x, y)
-    }
-
     /// The overscan level subtracted, in ADU: the robust level of the raw frame less that of
-    /// the corrected, trimmed one.
+    /// the corrected, trimmed one (the samples [`robust_level_of`] takes of it, row by row).
     pub fn overscan_level(&self) -> f32 {
-        robust_level_of(self.raw.len(), |i| self.raw.get(i))
-            - robust_level_of(self.width() * self.height(), |i| self.corrected(i))
+        let (w, h, t) = (self.width(), self.height(), self.trimsec);
+        let stride = sample_stride(w * h);
+        let mut samples = Vec::with_capacity((w * h).div_ceil(stride));
+        // The first sample at or after the start of trimmed row y, as an index of the trimmed
+        // frame.
+        let mut next = 0;
+        for y in 0..h {
+            let x0 = next - y * w;
+            if x0 >= w {
+                continue;
+            }
+            let row = (t.y0 + y) * self.raw_width + t.x0;
+            self.raw
+                .for_each_strided(row + x0..row + w, stride, |i, v| {
+                    samples.push(v - self.levels.at(i - row, y));
+                });
+            next += (w - x0).div_ceil(stride) * stride;
+        }
+        robust_level_of_pixels(&self.raw) - median_of_finite(samples)
     }
 
     /// Calibrates the trimmed rows `rows` into `science` and `weight` (`rows.len() * width`
-    /// pixels each) with `det` (checked with [`Detector::check`]; its saturation level in
-    /// overscan-corrected ADU, as [`apply`] takes it).
+    /// pixels each, stored as FITS stores float32: big-endian, 4 bytes a pixel) with `det`
+    /// (checked with [`Detector::check`]; its saturation level in overscan-corrected ADU, as
+    /// [`apply`] takes it). The values are those of [`apply`], bit for bit.
+    ///
+    /// A raw frame of 16-bit integers with a serial overscan and masters of unscaled float32
+    /// (what telescopes and the `masters` task write) go from their stored bytes to the output
+    /// bytes in one loop ([`kernel`]); anything else is decoded a row at a time into `scratch`
+    /// first.
     pub fn calibrate_rows(
         &self,
         det: &Detector,
         rows: std::ops::Range<usize>,
         scratch: &mut RowScratch,
-        science: &mut [f32],
-        weight: &mut [f32],
+        science: &mut [u8],
+        weight: &mut [u8],
     ) -> RowStats {
         let (w, t) = (self.width(), self.trimsec);
         let model = det.pixel_model();
         let mut stats = RowStats::NONE;
+        let raw_i16 = match self.raw {
+            Pixels::Stored {
+                bytes,
+                bitpix: 16,
+                bscale,
+                bzero,
+            } if self.levels.by_row && bscale == 1.0 && kernel::OffsetI16::exact_for(bzero) => {
+                Some((bytes, bzero as f32))
+            }
+            _ => None,
+        };
+        let masters_f32 = match (self.bias, self.flat) {
+            (
+                Pixels::Stored {
+                    bytes: b,
+                    bitpix: -32,
+                    bscale: 1.0,
+                    bzero: 0.0,
+                },
+                Pixels::Stored {
+                    bytes: f,
+                    bitpix: -32,
+                    bscale: 1.0,
+                    bzero: 0.0,
+                },
+            ) => Some((b, f)),
+            _ => None,
+        };
         scratch.raw.resize(w, 0.0);
         scratch.bias.resize(w, 0.0);
         scratch.flat.resize(w, 0.0);
         let RowScratch { raw, bias, flat } = scratch;
         for (k, y) in rows.enumerate() {
-            self.raw
-                .read((t.y0 + y) * self.raw_width + t.x0, &mut raw[..]);
-            if self.levels.by_row {
-                let l = self.levels.values[y];
-                raw.iter_mut().for_each(|v| *v -= l);
-            } else {
-                raw.iter_mut()
-                    .zip(&self.levels.values)
-                    .for_each(|(v, l)| *v -= *l);
-            }
-            self.bias.read(y * w, &mut bias[..]);
-            self.flat.read(y * w, &mut flat[..]);
-            let sci = &mut science[k * w..(k + 1) * w];
-            let wt = &mut weight[k * w..(k + 1) * w];
+            let row_bytes = k * 4 * w..(k + 1) * 4 * w;
+            let (sci, wt) = (&mut science[row_bytes.clone()], &mut weight[row_bytes]);
             let bad = self.bad.map(|b| &b[y * w..(y + 1) * w]);
-            for x in 0..w {
-                let (s, mut v, mut m) = model.calibrate(raw[x], bias[x], flat[x]);
-                if bad.is_some_and(|b| b[x] != 0) {
-                    m |= MASK_BAD;
-                    v = 0.0;
+            let first = (t.y0 + y) * self.raw_width + t.x0;
+            let s = match (raw_i16, masters_f32) {
+                (Some((bytes, bzero)), Some((b, f))) => {
+                    let raw = kernel::OffsetI16 {
+                        bytes: &bytes[2 * first..2 * (first + w)],
+                        bzero,
+                        level: self.levels.values[y],
+                    };
+                    let bias = kernel::BigEndianF32(&b[4 * y * w..4 * (y + 1) * w]);
+                    let flat = kernel::BigEndianF32(&f[4 * y * w..4 * (y + 1) * w]);
+                    kernel::calibrate_row(&model, &raw, &bias, &flat, bad, sci, wt)
                 }
-                sci[x] = s;
-                wt[x] = v;
-                stats.masked += (m != 0) as usize;
-                if m & MASK_SATURATED != 0 {
-                    stats.min_saturated = stats.min_saturated.min(s);
+                _ => {
+                    self.raw.read(first, &mut raw[..]);
+                    if self.levels.by_row {
+                        let l = self.levels.values[y];
+                        raw.iter_mut().for_each(|v| *v -= l);
+                    } else {
+                        raw.iter_mut()
+                            .zip(&self.levels.values)
+                            .for_each(|(v, l)| *v -= *l);
+                    }
+                    self.bias.read(y * w, &mut bias[..]);
+                    self.flat.read(y * w, &mut flat[..]);
+                    let (r, b, f) = (
+                        kernel::Decoded(raw),
+                        kernel::Decoded(bias),
+                        kernel::Decoded(flat),
+                    );
+                    kernel::calibrate_row(&model, &r, &b, &f, bad, sci, wt)
                 }
-                if flat[x].is_finite() {
-                    stats.max_flat = stats.max_flat.max(flat[x]);
-                }
-            }
+            };
+            stats = stats.merge(s);
         }
         stats
     }
 }
 
+mod kernel;
 pub mod task;
 #[cfg(test)]
 mod tests;

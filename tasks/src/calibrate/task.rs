@@ -24,8 +24,8 @@ use rayon::prelude::*;
 
 use super::{
     master_bias, master_flat, overscan_correct, overscan_levels, parse_section, robust_level,
-    robust_level_of, Ccd, Combine, Detector, OverscanLevels, OverscanOptions, RowScratch, RowStats,
-    Section,
+    robust_level_of_pixels, Ccd, Combine, Detector, OverscanLevels, OverscanOptions, RowScratch,
+    RowStats, Section,
 };
 use crate::fits::{
     read_all_images, read_headers, read_image, write_mef, Header, Image, ImageFile, ImageSlot,
@@ -450,14 +450,18 @@ impl TaskKind for Calibrate {
             None => None,
         };
         // Every CCD is checked before a file is written: a bad frame leaves no half output.
-        let mut plans = Vec::new();
-        for k in 0..frame.len() {
-            if inv.cancel.load(Ordering::Relaxed) {
-                return Err(TaskError::Cancelled);
-            }
-            let plan = plan_ccd(&frame, k, &biases, &flats, bad_pixels.as_ref())?;
-            plans.push(plan);
-        }
+        // The CCDs are planned side by side (each plan's overscan levels and robust levels
+        // are mostly serial work); the first bad CCD in frame order is the one reported.
+        let plans: Vec<Result<CcdPlan, TaskError>> = (0..frame.len())
+            .into_par_iter()
+            .map(|k| {
+                if inv.cancel.load(Ordering::Relaxed) {
+                    return Err(TaskError::Cancelled);
+                }
+                plan_ccd(&frame, k, &biases, &flats, bad_pixels.as_ref())
+            })
+            .collect();
+        let plans = plans.into_iter().collect::<Result<Vec<_>, _>>()?;
         let mut primary = frame.primary().clone();
         primary.set_origin(None);
         for k in ["BZERO", "BSCALE"] {
@@ -512,7 +516,7 @@ impl TaskKind for Calibrate {
                 stats.min_saturated
             } else {
                 let bias = biases.file.image(plan.bias).pixels;
-                let bias_level = robust_level_of(bias.len(), |i| bias.get(i));
+                let bias_level = robust_level_of_pixels(&bias);
                 (plan.saturate - plan.level - bias_level) / stats.max_flat
             };
             writeln!(
@@ -665,21 +669,21 @@ fn calibrate_ccd(
     (images, image_slot): (RowWriter, &ImageSlot),
     (weights, weight_slot): (RowWriter, &ImageSlot),
 ) -> Result<RowStats, TaskError> {
-    /// A worker's buffers, reused from block to block.
+    /// A worker's buffers, reused from block to block: the science and weight rows as the
+    /// files store them (big-endian float32).
     #[derive(Default)]
     struct Buffers {
         rows: RowScratch,
-        science: Vec<f32>,
-        weight: Vec<f32>,
-        bytes: Vec<u8>,
+        science: Vec<u8>,
+        weight: Vec<u8>,
     }
     let (w, h) = (ccd.width(), ccd.height());
     (0..h.div_ceil(BLOCK_ROWS))
         .into_par_iter()
         .map_init(Buffers::default, |b, block| {
             let rows = block * BLOCK_ROWS..((block + 1) * BLOCK_ROWS).min(h);
-            b.science.resize(rows.len() * w, 0.0);
-            b.weight.resize(rows.len() * w, 0.0);
+            b.science.resize(rows.len() * w * 4, 0);
+            b.weight.resize(rows.len() * w * 4, 0);
             let stats = ccd.calibrate_rows(
                 det,
                 rows.clone(),
@@ -687,8 +691,8 @@ fn calibrate_ccd(
                 &mut b.science,
                 &mut b.weight,
             );
-            images.write(image_slot, rows.start, &b.science, &mut b.bytes)?;
-            weights.write(weight_slot, rows.start, &b.weight, &mut b.bytes)?;
+            images.write_stored(image_slot, rows.start, &b.science)?;
+            weights.write_stored(weight_slot, rows.start, &b.weight)?;
             Ok(stats)
         })
         .try_reduce(|| RowStats::NONE, |a, b| Ok(a.merge(b)))

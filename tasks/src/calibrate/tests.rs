@@ -421,47 +421,59 @@ fn single_pass_rows_equal_overscan_then_apply_bit_for_bit() {
             bscale: 1.0,
             bzero,
         };
-        let raw_p = stored(&raw_b[..], 16, 32768.0);
-        let levels =
-            overscan_levels(&raw_p, w, h, biassec, trimsec, OverscanOptions::default()).unwrap();
-        let ccd = Ccd::new(
-            raw_p,
-            w,
-            trimsec,
-            &levels,
-            stored(&bias_b[..], -32, 0.0),
-            stored(&flat_b[..], -32, 0.0),
-            Some(&bad),
-        )
-        .unwrap();
-        assert_eq!((ccd.width(), ccd.height()), (tw, th));
-        let (mut sci, mut wt) = (vec![0.0; tw * th], vec![0.0; tw * th]);
-        let mut scratch = RowScratch::default();
-        let mut stats = RowStats::NONE;
-        // Blocks of 5 rows, last one short, in reverse order.
-        for y0 in (0..th).step_by(5).rev() {
-            let rows = y0..(y0 + 5).min(th);
-            let (a, b) = (rows.start * tw, rows.end * tw);
-            let s = ccd.calibrate_rows(&det, rows, &mut scratch, &mut sci[a..b], &mut wt[a..b]);
-            stats = stats.merge(s);
+        // As FITS stores them (the one-loop kernel for a serial overscan) and decoded (the
+        // row-by-row decode).
+        let inputs = [
+            (
+                stored(&raw_b[..], 16, 32768.0),
+                stored(&bias_b[..], -32, 0.0),
+                stored(&flat_b[..], -32, 0.0),
+            ),
+            (
+                Pixels::Decoded(&raw),
+                Pixels::Decoded(&bias),
+                Pixels::Decoded(&flat),
+            ),
+        ];
+        for (raw_p, bias_p, flat_p) in inputs {
+            let levels =
+                overscan_levels(&raw_p, w, h, biassec, trimsec, OverscanOptions::default())
+                    .unwrap();
+            let ccd = Ccd::new(raw_p, w, trimsec, &levels, bias_p, flat_p, Some(&bad)).unwrap();
+            assert_eq!((ccd.width(), ccd.height()), (tw, th));
+            let (mut sci, mut wt) = (vec![0u8; 4 * tw * th], vec![0u8; 4 * tw * th]);
+            let mut scratch = RowScratch::default();
+            let mut stats = RowStats::NONE;
+            // Blocks of 5 rows, last one short, in reverse order.
+            for y0 in (0..th).step_by(5).rev() {
+                let rows = y0..(y0 + 5).min(th);
+                let (a, b) = (4 * rows.start * tw, 4 * rows.end * tw);
+                let s = ccd.calibrate_rows(&det, rows, &mut scratch, &mut sci[a..b], &mut wt[a..b]);
+                stats = stats.merge(s);
+            }
+            let stored_bits = |v: &[u8]| {
+                v.chunks_exact(4)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect::<Vec<_>>()
+            };
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(stored_bits(&sci), bits(&want.science), "science, {biassec}");
+            assert_eq!(stored_bits(&wt), bits(&want.weight), "weight, {biassec}");
+            assert_eq!(stats.masked, want.mask.iter().filter(|m| **m != 0).count());
+            assert!(stats.masked > 0);
+            let min_sat = want
+                .science
+                .iter()
+                .zip(&want.mask)
+                .filter(|(_, m)| **m & MASK_SATURATED != 0)
+                .map(|(v, _)| *v)
+                .fold(f32::INFINITY, f32::min);
+            assert!(min_sat.is_finite());
+            assert_eq!(stats.min_saturated, min_sat);
+            assert_eq!(stats.max_flat, 20.0);
+            let level = robust_level(&raw, None) - robust_level(&trimmed, None);
+            assert_eq!(ccd.overscan_level(), level);
         }
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&sci), bits(&want.science), "science, {biassec}");
-        assert_eq!(bits(&wt), bits(&want.weight), "weight, {biassec}");
-        assert_eq!(stats.masked, want.mask.iter().filter(|m| **m != 0).count());
-        assert!(stats.masked > 0);
-        let min_sat = want
-            .science
-            .iter()
-            .zip(&want.mask)
-            .filter(|(_, m)| **m & MASK_SATURATED != 0)
-            .map(|(v, _)| *v)
-            .fold(f32::INFINITY, f32::min);
-        assert!(min_sat.is_finite());
-        assert_eq!(stats.min_saturated, min_sat);
-        assert_eq!(stats.max_flat, 20.0);
-        let level = robust_level(&raw, None) - robust_level(&trimmed, None);
-        assert_eq!(ccd.overscan_level(), level);
     }
 }
 
@@ -491,4 +503,178 @@ fn single_pass_checks_that_the_pieces_fit() {
     .err()
     .unwrap();
     assert_eq!(e.to_string(), "flat has 31 pixels, expected 32");
+}
+
+#[test]
+fn kernel_decodes_stored_int16_as_the_fits_reader_does() {
+    use super::kernel::{OffsetI16, Row, LANES};
+    // Every 16-bit value, for the BZERO of unsigned frames, none, a negative one, one just
+    // below 2^24 and 2^25 (sums f32 must round); the f64 decode of Pixels::read is the
+    // reference.
+    let bytes: Vec<u8> = (i16::MIN..=i16::MAX)
+        .flat_map(|v| v.to_be_bytes())
+        .collect();
+    for bzero in [32768.0, 0.0, -1000.0, 16_777_216.0 - 32768.0, 33_554_432.0] {
+        assert!(OffsetI16::exact_for(bzero), "{bzero}");
+        let level = 12.375;
+        let row = OffsetI16 {
+            bytes: &bytes,
+            bzero: bzero as f32,
+            level,
+        };
+        let mut want = vec![0.0f32; bytes.len() / 2];
+        Pixels::Stored {
+            bytes: &bytes,
+            bitpix: 16,
+            bscale: 1.0,
+            bzero,
+        }
+        .read(0, &mut want);
+        for (x, w) in want.iter().enumerate() {
+            assert_eq!(row.at(x).to_bits(), (w - level).to_bits(), "{bzero} {x}");
+        }
+        for x0 in (0..want.len() - LANES).step_by(LANES * 37) {
+            let lanes = row.lanes(x0);
+            for j in 0..LANES {
+                assert_eq!(lanes[j].to_bits(), (want[x0 + j] - level).to_bits());
+            }
+        }
+    }
+    // Not exact in f32 (or not integral): decoded row by row instead.
+    for bzero in [0.5, 16_777_217.0, 1e17] {
+        assert!(!OffsetI16::exact_for(bzero), "{bzero}");
+    }
+}
+
+#[test]
+fn robust_level_is_the_median_of_the_finite_samples() {
+    let mut rng = Rng(11);
+    // Odd and even sample counts, one sample per pixel and strided (n > 2^18), with
+    // negatives, both zeros, NaN and infinities among them.
+    for n in [1usize, 2, 7, 1000, 1001, (1 << 18) + 5, 3 << 18] {
+        let v: Vec<f32> = (0..n)
+            .map(|_| match rng.uniform() {
+                u if u < 0.01 => f32::NAN,
+                u if u < 0.02 => f32::NEG_INFINITY,
+                u if u < 0.05 => -0.0,
+                u if u < 0.08 => 0.0,
+                _ => (rng.gauss() * 100.0).round() as f32 * 0.25,
+            })
+            .collect();
+        let stride = n.div_ceil(1 << 18);
+        let mut finite: Vec<f32> = v
+            .iter()
+            .step_by(stride)
+            .copied()
+            .filter(|x| x.is_finite())
+            .collect();
+        let want = median_in_place(&mut finite);
+        let got = robust_level_of(n, |i| v[i]);
+        assert!(
+            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+            "{n}: {got} {want}"
+        );
+    }
+    assert!(robust_level_of(3, |_| f32::NAN).is_nan());
+}
+
+#[test]
+fn overscan_level_of_a_large_frame_takes_the_samples_of_robust_level() {
+    // Large enough for strided samples (stride 3 in both frames, a row length that is not a
+    // multiple of it), with a serial and a parallel overscan, stored and decoded.
+    let (w, h) = (2080, 300);
+    let mut rng = Rng(23);
+    let raw: Vec<f32> = (0..w * h)
+        .map(|_| (1000.0 + 30.0 * rng.gauss()).round() as f32)
+        .collect();
+    let raw_b = stored_u16(&raw);
+    for (biassec, trimsec) in [
+        ("[2049:2080,1:300]", "[1:2048,5:295]"),
+        ("[3:2078,291:300]", "[3:2077,1:290]"),
+    ] {
+        let (biassec, trimsec) = (
+            parse_section(biassec).unwrap(),
+            parse_section(trimsec).unwrap(),
+        );
+        let (trimmed, ..) =
+            overscan_correct(&raw, w, h, biassec, trimsec, OverscanOptions::default()).unwrap();
+        let want = robust_level(&raw, None) - robust_level(&trimmed, None);
+        let n = trimsec.width() * trimsec.height();
+        let stride = sample_stride(n);
+        assert!(sample_stride(w * h) > 1 && stride > 1 && trimsec.width() % stride != 0);
+        let stored = Pixels::Stored {
+            bytes: &raw_b,
+            bitpix: 16,
+            bscale: 1.0,
+            bzero: 32768.0,
+        };
+        for pixels in [stored, Pixels::Decoded(&raw)] {
+            let levels =
+                overscan_levels(&pixels, w, h, biassec, trimsec, OverscanOptions::default())
+                    .unwrap();
+            let (bias, flat) = (vec![0.0f32; n], vec![1.0f32; n]);
+            let ccd = Ccd::new(
+                pixels,
+                w,
+                trimsec,
+                &levels,
+                Pixels::Decoded(&bias),
+                Pixels::Decoded(&flat),
+                None,
+            )
+            .unwrap();
+            assert_eq!(ccd.overscan_level().to_bits(), want.to_bits(), "{biassec}");
+        }
+    }
+}
+
+#[test]
+fn kernel_loop_for_any_x86_64_gives_the_bytes_of_the_dispatched_one() {
+    // calibrate_row runs the AVX2 copy where the processor has it; the plain loop (SSE2)
+    // must write the same bytes and count the same.
+    use super::kernel::{calibrate_row, row, BigEndianF32, OffsetI16};
+    let w = 2048 + 5;
+    let mut rng = Rng(31);
+    let raw: Vec<f32> = (0..w)
+        .map(|_| match rng.uniform() {
+            u if u < 0.02 => 65535.0,
+            _ => (1500.0 + 40.0 * rng.gauss()).round() as f32,
+        })
+        .collect();
+    let bias: Vec<f32> = (0..w)
+        .map(|_| match rng.uniform() {
+            u if u < 0.01 => f32::NAN,
+            _ => (400.0 + 3.0 * rng.gauss()) as f32,
+        })
+        .collect();
+    let flat: Vec<f32> = (0..w)
+        .map(|_| match rng.uniform() {
+            u if u < 0.01 => f32::INFINITY,
+            u if u < 0.02 => 0.01,
+            _ => (1.0 + 0.05 * rng.gauss()) as f32,
+        })
+        .collect();
+    let bad: Vec<u8> = (0..w).map(|_| (rng.uniform() < 0.03) as u8).collect();
+    let (raw_b, bias_b, flat_b) = (stored_u16(&raw), stored_f32(&bias), stored_f32(&flat));
+    let model = Detector::new(1.4, 6.0, 60000.0).pixel_model();
+    let r = OffsetI16 {
+        bytes: &raw_b,
+        bzero: 32768.0,
+        level: 1003.5,
+    };
+    let (b, f) = (BigEndianF32(&bias_b), BigEndianF32(&flat_b));
+    for bad in [None, Some(&bad[..])] {
+        let mut out = [
+            vec![0u8; 4 * w],
+            vec![0u8; 4 * w],
+            vec![0u8; 4 * w],
+            vec![0u8; 4 * w],
+        ];
+        let [s1, w1, s2, w2] = &mut out;
+        let a = calibrate_row(&model, &r, &b, &f, bad, s1, w1);
+        let p = row(&model, &r, &b, &f, bad, s2, w2);
+        assert_eq!((s1, w1), (s2, w2));
+        assert_eq!(a, p);
+        assert!(a.masked > 0 && a.min_saturated.is_finite());
+    }
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use super::native::{self, decode};
+use super::native::{self, decode, decode_one};
 use super::{display, image_shape, is_empty_image, loc, FitsError, Header, Image};
 
 /// Pixels of one image: stored (big-endian, BITPIX bytes each, BSCALE/BZERO to apply) or
@@ -67,11 +67,57 @@ impl Pixels<'_> {
         }
     }
 
-    /// The pixel at index `i` (row-major).
+    /// Pixels `range.start`, `range.start + stride`, ... below `range.end`, decoded as
+    /// [`Pixels::get`] decodes them, handed to `f` with their index: strided samples (robust
+    /// levels) with the choice of decoder made once, not per pixel.
+    pub fn for_each_strided(
+        &self,
+        range: std::ops::Range<usize>,
+        stride: usize,
+        mut f: impl FnMut(usize, f32),
+    ) {
+        let stride = stride.max(1);
+        match *self {
+            Pixels::Stored {
+                bytes,
+                bitpix,
+                bscale,
+                bzero,
+            } => {
+                // Called with a constant BITPIX in each arm, so each loop is specialised.
+                let mut each = |bitpix: i64| {
+                    for i in range.clone().step_by(stride) {
+                        f(i, decode_one(bytes, i, bitpix, bscale, bzero));
+                    }
+                };
+                match bitpix {
+                    8 => each(8),
+                    16 => each(16),
+                    32 => each(32),
+                    -32 => each(-32),
+                    _ => each(-64),
+                }
+            }
+            Pixels::Decoded(d) => {
+                for i in range.step_by(stride) {
+                    f(i, d[i]);
+                }
+            }
+        }
+    }
+
+    /// The pixel at index `i` (row-major), decoded as [`Pixels::read`] decodes it.
+    #[inline(always)]
     pub fn get(&self, i: usize) -> f32 {
-        let mut v = [0.0f32];
-        self.read(i, &mut v);
-        v[0]
+        match *self {
+            Pixels::Stored {
+                bytes,
+                bitpix,
+                bscale,
+                bzero,
+            } => decode_one(bytes, i, bitpix, bscale, bzero),
+            Pixels::Decoded(d) => d[i],
+        }
     }
 }
 

@@ -149,20 +149,23 @@ impl Image {
 }
 
 impl StoredImage<'_> {
-    /// [`Image::check_usable`], decoding the pixels a block at a time.
+    /// [`Image::check_usable`], decoding the pixels a block at a time and stopping at the first
+    /// finite non-zero pixel: a usable frame (nearly every one) costs a block, not a pass over
+    /// its pixels; only a frame about to be rejected is counted to the end for the message.
     pub fn check_usable(&self) -> Result<(), FitsError> {
-        use rayon::prelude::*;
-        const BLOCK: usize = 1 << 16;
+        const BLOCK: usize = 1 << 12;
         let n = self.pixels.len();
-        let (finite, nonzero) = (0..n.div_ceil(BLOCK))
-            .into_par_iter()
-            .map_init(Vec::new, |buf: &mut Vec<f32>, b| {
-                let start = b * BLOCK;
-                buf.resize(BLOCK.min(n - start), 0.0);
-                self.pixels.read(start, buf);
-                usable_counts(buf)
-            })
-            .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let mut buf = vec![0.0f32; BLOCK.min(n)];
+        let (mut finite, mut nonzero) = (0, 0);
+        for start in (0..n).step_by(BLOCK) {
+            let buf = &mut buf[..BLOCK.min(n - start)];
+            self.pixels.read(start, buf);
+            let (f, nz) = usable_counts(buf);
+            if nz > 0 {
+                return Ok(());
+            }
+            (finite, nonzero) = (finite + f, nonzero + nz);
+        }
         check_usable(self.header, n, finite, nonzero)
     }
 }

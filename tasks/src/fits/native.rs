@@ -205,6 +205,57 @@ pub(super) fn decode(bytes: &[u8], bitpix: i64, bscale: f64, bzero: f64, out: &m
     }
 }
 
+/// Pixel `i` of `bytes` decoded as [`decode`] decodes it, without the loop: for reads of
+/// single pixels (the strided samples of a robust level), where `decode`'s setup per call
+/// costs more than the pixel. Inlined into a loop, its match on `bitpix` is made once.
+#[inline(always)]
+pub(super) fn decode_one(bytes: &[u8], i: usize, bitpix: i64, bscale: f64, bzero: f64) -> f32 {
+    let unscaled = bscale == 1.0 && bzero == 0.0;
+    let scale = |v: f64| (v * bscale + bzero) as f32;
+    match bitpix {
+        8 => {
+            let v = bytes[i];
+            if unscaled {
+                v as f32
+            } else {
+                scale(v as f64)
+            }
+        }
+        16 => {
+            let v = i16::from_be_bytes([bytes[2 * i], bytes[2 * i + 1]]);
+            if unscaled {
+                v as f32
+            } else {
+                scale(v as f64)
+            }
+        }
+        32 => {
+            let v = be_i32(&bytes[4 * i..4 * i + 4]);
+            if unscaled {
+                v as f32
+            } else {
+                scale(v as f64)
+            }
+        }
+        -32 => {
+            let v = f32::from_bits(be_i32(&bytes[4 * i..4 * i + 4]) as u32);
+            if unscaled {
+                v
+            } else {
+                scale(v as f64)
+            }
+        }
+        _ => {
+            let v = be_f64(&bytes[8 * i..8 * i + 8]);
+            if unscaled {
+                v as f32
+            } else {
+                scale(v)
+            }
+        }
+    }
+}
+
 fn be_i32(b: &[u8]) -> i32 {
     i32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
@@ -600,27 +651,38 @@ impl RowWriter<'_> {
         pixels: &[f32],
         scratch: &mut Vec<u8>,
     ) -> Result<(), FitsError> {
-        if !pixels.len().is_multiple_of(slot.width)
-            || first_row * slot.width + pixels.len() > slot.width * slot.height
-        {
+        let size = slot.pixel.bitpix().unsigned_abs() as usize / 8;
+        scratch.resize(pixels.len() * size, 0);
+        encode(pixels, slot.pixel, scratch);
+        self.write_stored(slot, first_row, scratch)
+    }
+
+    /// Writes whole rows from `first_row` on whose pixels are already stored as `slot`'s
+    /// pixel type stores them (big-endian, [`ImageSlot::row_bytes`] a row), as a computation
+    /// that encodes its own output hands them over.
+    pub fn write_stored(
+        &self,
+        slot: &ImageSlot,
+        first_row: usize,
+        bytes: &[u8],
+    ) -> Result<(), FitsError> {
+        let (row, size) = (
+            slot.row_bytes(),
+            slot.pixel.bitpix().unsigned_abs() as usize / 8,
+        );
+        if !bytes.len().is_multiple_of(row) || first_row * row + bytes.len() > row * slot.height {
             return Err(write_error_io(
                 self.path,
                 format!(
                     "{} pixels from row {first_row} do not fit whole rows of a {}x{} image",
-                    pixels.len(),
+                    bytes.len() / size,
                     slot.width,
                     slot.height
                 ),
             ));
         }
-        let size = slot.pixel.bitpix().unsigned_abs() as usize / 8;
-        scratch.resize(pixels.len() * size, 0);
-        encode(pixels, slot.pixel, scratch);
         self.file
-            .write_all_at(
-                scratch,
-                slot.data_at + (first_row * slot.row_bytes()) as u64,
-            )
+            .write_all_at(bytes, slot.data_at + (first_row * row) as u64)
             .map_err(|e| write_error_io(self.path, e))
     }
 }

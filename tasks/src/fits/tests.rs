@@ -792,3 +792,82 @@ fn dir_file(bytes: &[u8]) -> tempfile::NamedTempFile {
     std::io::Write::write_all(&mut f, bytes).unwrap();
     f
 }
+
+#[test]
+fn stored_check_usable_stops_at_a_usable_pixel_and_counts_a_bad_frame_to_the_end() {
+    // 3 blocks of pixels and a bit: zeros and NaNs, with (or without) one usable pixel last.
+    let n = 3 * 4096 + 7;
+    let frame = |last: f32| {
+        let data: Vec<u8> = (0..n)
+            .map(|i| match i {
+                i if i == n - 1 => last,
+                i if i % 3 == 0 => f32::NAN,
+                _ => 0.0,
+            })
+            .flat_map(|v| v.to_be_bytes())
+            .collect();
+        let cards = [
+            "SIMPLE  =                    T".to_string(),
+            "BITPIX  =                  -32".to_string(),
+            "NAXIS   =                    2".to_string(),
+            format!("NAXIS1  = {n:>20}"),
+            "NAXIS2  =                    1".to_string(),
+        ];
+        let cards: Vec<&str> = cards.iter().map(|c| c.as_str()).collect();
+        dir_file(&fits_bytes(&cards, &data))
+    };
+    let good = frame(2.5);
+    let f = ImageFile::open(good.path()).unwrap();
+    assert!(f.is_mapped());
+    f.image(0).check_usable().unwrap();
+    let bad = frame(0.0);
+    let f = ImageFile::open(bad.path()).unwrap();
+    let e = f.image(0).check_usable().unwrap_err().to_string();
+    let finite = (0..n).filter(|i| i % 3 != 0 || *i == n - 1).count();
+    assert!(
+        e.contains(&format!("all {finite} finite pixels are zero")),
+        "{e}"
+    );
+    assert_eq!(
+        e,
+        read_all_images(bad.path()).unwrap()[0]
+            .check_usable()
+            .unwrap_err()
+            .to_string()
+    );
+}
+
+#[test]
+fn one_stored_pixel_decodes_as_a_row_of_them() {
+    // Every BITPIX, scaled and not, with values at the ends of each type's range.
+    let values: [f64; 6] = [0.0, 1.0, -1.0, 127.0, -32768.0, 32767.0];
+    for bitpix in [8i64, 16, 32, -32, -64] {
+        let bytes: Vec<u8> = values
+            .iter()
+            .flat_map(|v| match bitpix {
+                8 => vec![v.rem_euclid(256.0) as u8],
+                16 => (*v as i16).to_be_bytes().to_vec(),
+                32 => (*v as i32).wrapping_mul(65537).to_be_bytes().to_vec(),
+                -32 => (*v as f32 * 1.25).to_be_bytes().to_vec(),
+                _ => (v * 1.0e-3 + 1.0e9).to_be_bytes().to_vec(),
+            })
+            .collect();
+        for (bscale, bzero) in [(1.0, 0.0), (1.0, 32768.0), (0.37, -12.5)] {
+            let p = Pixels::Stored {
+                bytes: &bytes,
+                bitpix,
+                bscale,
+                bzero,
+            };
+            let mut row = vec![0.0f32; values.len()];
+            p.read(0, &mut row);
+            for (i, want) in row.iter().enumerate() {
+                assert_eq!(
+                    p.get(i).to_bits(),
+                    want.to_bits(),
+                    "{bitpix} {bscale} {bzero} {i}"
+                );
+            }
+        }
+    }
+}
