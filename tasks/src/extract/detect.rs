@@ -18,6 +18,11 @@ pub(crate) fn convolve(src: &[f32], w: usize, h: usize, kernel: &Kernel) -> Vec<
         .for_each(|(c, chunk)| {
             for (r, orow) in chunk.chunks_mut(w).enumerate() {
                 let y = c * ROWS_PER_TASK + r;
+                // Touch the row with a write before the `+=` below reads it: a fresh page that
+                // is read first is mapped to the kernel's zero page, and the write after it
+                // copies the page and flushes the TLB of every CPU running this process, one
+                // inter-processor interrupt per page (36% of a two-thread extraction).
+                orow.fill(0.0);
                 for ky in 0..kh {
                     let sy = y as i64 + ky as i64 - cy as i64;
                     if sy < 0 || sy >= h as i64 {
