@@ -1100,10 +1100,7 @@ pub fn task(kind: &str, with: &[String], input: &[String], output: &[String], ou
     }
     let out = std::fs::canonicalize(out).unwrap_or_else(|_| out.to_path_buf());
     let output_paths: BTreeMap<String, PathBuf> = match k.outputs() {
-        Ports::Fixed(ps) => ps
-            .iter()
-            .map(|p| (p.name.to_owned(), out.join(p.file)))
-            .collect(),
+        Ports::Fixed(_) => nearby_engine::task::port_files(k.as_ref(), &out),
         Ports::Declared => outputs
             .iter()
             .map(|(n, p)| (n.clone(), out.join(p)))

@@ -6,9 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
 
-use nearby_engine::task::{Invocation, Ports, TaskKind};
+use nearby_engine::task::TaskKind;
 use nearby_tasks::fits::{write_mef, Header, Image, Pixel};
 use nearby_tasks::wcs::TanWcs;
 use serde_json::json;
@@ -21,32 +20,14 @@ fn run(
     params: serde_json::Value,
     out: &Path,
 ) {
-    std::fs::create_dir_all(out).unwrap();
-    let params = nearby_engine::task::with_defaults(kind, params.as_object().unwrap().clone());
     let inputs: BTreeMap<String, Vec<PathBuf>> = inputs
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
-    let Ports::Fixed(ports) = kind.outputs() else {
-        unreachable!()
-    };
-    let outputs: BTreeMap<String, PathBuf> = ports
-        .iter()
-        .map(|p| (p.name.to_owned(), out.join(p.file)))
-        .collect();
-    let cancel = AtomicBool::new(false);
-    let inv = Invocation {
-        id: kind.name(),
-        params: &params,
-        inputs: &inputs,
-        outputs: &outputs,
-        out_dir: out,
-        item: None,
-        cancel: &cancel,
-    };
-    let mut log = Vec::new();
-    if let Err(e) = kind.run(&inv, &mut log) {
-        panic!("{e}\n{}", String::from_utf8_lossy(&log));
+    let params = params.as_object().unwrap().clone();
+    let run = nearby_engine::task::run_alone(kind, params, inputs, out);
+    if let Err(e) = run.result {
+        panic!("{e}\n{}", run.log);
     }
 }
 

@@ -282,3 +282,61 @@ pub fn read_metrics(out_dir: &Path) -> BTreeMap<String, f64> {
         })
         .unwrap_or_default()
 }
+
+/// The files a kind with fixed output ports writes in `out_dir` (none for a kind whose outputs
+/// the pipeline declares).
+pub fn port_files(kind: &dyn TaskKind, out_dir: &Path) -> BTreeMap<String, PathBuf> {
+    match kind.outputs() {
+        Ports::Fixed(ports) => ports
+            .iter()
+            .map(|p| (p.name.to_owned(), out_dir.join(p.file)))
+            .collect(),
+        Ports::Declared => BTreeMap::new(),
+    }
+}
+
+/// One instance of a kind run on its own in this process, outside any pipeline (nothing is
+/// cached or recorded): what tests of a single kind need.
+pub struct Alone {
+    pub result: Result<(), TaskError>,
+    /// Where each output was to be written ([`port_files`]).
+    pub outputs: BTreeMap<String, PathBuf>,
+    /// What the kind wrote to its log.
+    pub log: String,
+}
+
+/// Runs `kind` once with `params` completed by its defaults (params its own checks reject
+/// fail the run, unrun), reading `inputs` and writing its ports' files in `out_dir`.
+pub fn run_alone(
+    kind: &dyn TaskKind,
+    params: Map<String, J>,
+    inputs: BTreeMap<String, Vec<PathBuf>>,
+    out_dir: &Path,
+) -> Alone {
+    let params = with_defaults(kind, params);
+    let outputs = port_files(kind, out_dir);
+    let mut log = Vec::new();
+    let problems = kind.validate(&params);
+    let result = if !problems.is_empty() {
+        Err(TaskError::params(&problems))
+    } else if let Err(e) = std::fs::create_dir_all(out_dir) {
+        Err(e.into())
+    } else {
+        let cancel = AtomicBool::new(false);
+        let inv = Invocation {
+            id: kind.name(),
+            params: &params,
+            inputs: &inputs,
+            outputs: &outputs,
+            out_dir,
+            item: None,
+            cancel: &cancel,
+        };
+        kind.run(&inv, &mut log)
+    };
+    Alone {
+        result,
+        outputs,
+        log: String::from_utf8_lossy(&log).into_owned(),
+    }
+}

@@ -843,7 +843,6 @@ fn master(path: &Path) -> Result<Arc<MasterFile>, TaskError> {
 mod tests {
     use super::*;
     use crate::fits::write_image;
-    use std::sync::atomic::AtomicBool;
 
     const W: usize = 40;
     const H: usize = 24;
@@ -882,31 +881,12 @@ mod tests {
         inputs: &[(&str, &Path)],
         out: &Path,
     ) -> Result<BTreeMap<String, PathBuf>, TaskError> {
-        std::fs::create_dir_all(out).unwrap();
-        let params = nearby_engine::task::with_defaults(kind, Map::new());
         let inputs: BTreeMap<String, Vec<PathBuf>> = inputs
             .iter()
             .map(|(k, p)| (k.to_string(), vec![p.to_path_buf()]))
             .collect();
-        let Ports::Fixed(ports) = kind.outputs() else {
-            unreachable!()
-        };
-        let outputs: BTreeMap<String, PathBuf> = ports
-            .iter()
-            .map(|p| (p.name.to_string(), out.join(p.file)))
-            .collect();
-        let cancel = AtomicBool::new(false);
-        let inv = Invocation {
-            id: "test",
-            params: &params,
-            inputs: &inputs,
-            outputs: &outputs,
-            out_dir: out,
-            item: None,
-            cancel: &cancel,
-        };
-        kind.run(&inv, &mut Vec::new())?;
-        Ok(outputs)
+        let run = nearby_engine::task::run_alone(kind, Map::new(), inputs, out);
+        run.result.map(|()| run.outputs)
     }
 
     /// Masters from three bias and three flat frames of [`ccd`], written under `dir`.

@@ -3,9 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
-use nearby_engine::task::{Invocation, Ports, TaskError, TaskKind};
+use nearby_engine::task::{TaskError, TaskKind};
 use serde_json::{json, Value as J};
 
 use super::preview::{encode_png, zscale};
@@ -109,36 +108,15 @@ fn run_cutout(
     frames: &[PathBuf],
     out: &Path,
 ) -> (Result<(), TaskError>, String) {
-    std::fs::create_dir_all(out).unwrap();
-    let kind = task::Cutout;
-    let params = nearby_engine::task::with_defaults(&kind, params.as_object().unwrap().clone());
-    assert!(kind.validate(&params).is_empty());
     let inputs: BTreeMap<String, Vec<PathBuf>> = [
         ("targets".to_owned(), vec![targets.to_owned()]),
         ("frames".to_owned(), frames.to_vec()),
     ]
     .into_iter()
     .collect();
-    let Ports::Fixed(ports) = kind.outputs() else {
-        unreachable!()
-    };
-    let outputs: BTreeMap<String, PathBuf> = ports
-        .iter()
-        .map(|p| (p.name.to_owned(), out.join(p.file)))
-        .collect();
-    let cancel = AtomicBool::new(false);
-    let inv = Invocation {
-        id: "cutout",
-        params: &params,
-        inputs: &inputs,
-        outputs: &outputs,
-        out_dir: out,
-        item: None,
-        cancel: &cancel,
-    };
-    let mut log = Vec::new();
-    let r = kind.run(&inv, &mut log);
-    (r, String::from_utf8_lossy(&log).into_owned())
+    let params = params.as_object().unwrap().clone();
+    let run = nearby_engine::task::run_alone(&task::Cutout, params, inputs, out);
+    (run.result, run.log)
 }
 
 /// Two exposures of two CCDs side by side (the second exposure dithered by 5 px), plus a

@@ -3,9 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
-use nearby_engine::task::{Invocation, Ports, TaskError, TaskKind};
+use nearby_engine::task::{TaskError, TaskKind};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -218,39 +217,14 @@ fn run_stack(
     weights: &[PathBuf],
     out: &Path,
 ) -> (Result<(), TaskError>, String) {
-    std::fs::create_dir_all(out).unwrap();
-    let kind = task::Stack;
-    let params = nearby_engine::task::with_defaults(&kind, params.as_object().unwrap().clone());
-    assert!(
-        kind.validate(&params).is_empty(),
-        "{:?}",
-        kind.validate(&params)
-    );
     let mut inputs = BTreeMap::new();
     inputs.insert("images".to_owned(), images.to_vec());
     if !weights.is_empty() {
         inputs.insert("weights".to_owned(), weights.to_vec());
     }
-    let Ports::Fixed(ports) = kind.outputs() else {
-        unreachable!()
-    };
-    let outputs: BTreeMap<String, PathBuf> = ports
-        .iter()
-        .map(|p| (p.name.to_owned(), out.join(p.file)))
-        .collect();
-    let cancel = AtomicBool::new(false);
-    let inv = Invocation {
-        id: "stack",
-        params: &params,
-        inputs: &inputs,
-        outputs: &outputs,
-        out_dir: out,
-        item: None,
-        cancel: &cancel,
-    };
-    let mut log = Vec::new();
-    let r = kind.run(&inv, &mut log);
-    (r, String::from_utf8_lossy(&log).into_owned())
+    let params = params.as_object().unwrap().clone();
+    let run = nearby_engine::task::run_alone(&task::Stack, params, inputs, out);
+    (run.result, run.log)
 }
 
 #[test]
