@@ -197,31 +197,12 @@ pub(super) fn run_known_on(
     inputs: std::collections::BTreeMap<String, Vec<PathBuf>>,
 ) -> (KnownFile, String, std::collections::BTreeMap<String, f64>) {
     let out = dir.join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    let outputs: std::collections::BTreeMap<String, PathBuf> = [
-        ("known", "known.json"),
-        ("observations", "observations.json"),
-    ]
-    .into_iter()
-    .map(|(k, f)| (k.to_owned(), out.join(f)))
-    .collect();
-    let params = serde_json::Map::new();
-    let cancel = std::sync::atomic::AtomicBool::new(false);
-    let inv = Invocation {
-        id: "known",
-        params: &params,
-        inputs: &inputs,
-        outputs: &outputs,
-        out_dir: &out,
-        item: None,
-        cancel: &cancel,
-    };
-    let mut log = Vec::new();
-    Known.run(&inv, &mut log).unwrap();
+    let run = nearby_engine::task::run_alone(&Known, serde_json::Map::new(), inputs, &out);
+    run.result.unwrap();
     let known: KnownFile =
         serde_json::from_str(&std::fs::read_to_string(out.join("known.json")).unwrap()).unwrap();
     let metrics = nearby_engine::task::read_metrics(&out)
         .into_iter()
         .collect();
-    (known, String::from_utf8(log).unwrap(), metrics)
+    (known, run.log, metrics)
 }

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
 use serde_json::json;
 
@@ -36,26 +35,9 @@ fn params() -> Map<String, J> {
 }
 
 fn run(dir: &Path, params: Map<String, J>, inputs: Vec<PathBuf>) -> Result<String, TaskError> {
-    let kind = Report;
-    let params = nearby_engine::task::with_defaults(&kind, params);
-    let outputs: BTreeMap<String, PathBuf> = [("mpc80", "report.txt"), ("ades", "report.psv")]
-        .into_iter()
-        .map(|(n, f)| (n.to_string(), dir.join(f)))
-        .collect();
     let inputs = BTreeMap::from([("observations".to_string(), inputs)]);
-    let cancel = AtomicBool::new(false);
-    let inv = Invocation {
-        id: "report",
-        params: &params,
-        inputs: &inputs,
-        outputs: &outputs,
-        out_dir: dir,
-        item: None,
-        cancel: &cancel,
-    };
-    let mut log = Vec::new();
-    kind.run(&inv, &mut log)?;
-    Ok(String::from_utf8_lossy(&log).into_owned())
+    let run = nearby_engine::task::run_alone(&Report, params, inputs, dir);
+    run.result.map(|()| run.log)
 }
 
 fn write_list(dir: &Path, name: &str, obs: Vec<Observation>) -> PathBuf {

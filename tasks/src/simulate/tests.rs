@@ -4,9 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 
-use nearby_engine::task::{Invocation, TaskKind};
+use nearby_engine::task::TaskKind;
 use serde_json::{json, Map, Value as J};
 
 use super::*;
@@ -441,32 +440,9 @@ fn invocation_run(dir: &Path, params: J) -> Result<(), String> {
     if !problems.is_empty() {
         return Err(format!("{problems:?}"));
     }
-    let params = nearby_engine::task::with_defaults(&kind, params);
-    let outputs: BTreeMap<String, std::path::PathBuf> = [
-        ("raw", "raw"),
-        ("calib", "calib"),
-        ("refcat", "refcat.fits"),
-        ("truth", "truth.json"),
-        ("frames", "frames.txt"),
-    ]
-    .into_iter()
-    .map(|(n, f)| (n.to_owned(), dir.join(f)))
-    .collect();
-    let inputs = BTreeMap::new();
-    let cancel = AtomicBool::new(false);
-    let inv = Invocation {
-        id: "simulate",
-        params: &params,
-        inputs: &inputs,
-        outputs: &outputs,
-        out_dir: dir,
-        item: None,
-        cancel: &cancel,
-    };
-    let mut log = Vec::new();
-    kind.run(&inv, &mut log).map_err(|e| e.to_string())?;
-    let log = String::from_utf8(log).unwrap();
-    assert!(log.starts_with("simulate: "), "{log}");
+    let run = nearby_engine::task::run_alone(&kind, params, BTreeMap::new(), dir);
+    run.result.map_err(|e| e.to_string())?;
+    assert!(run.log.starts_with("simulate: "), "{}", run.log);
     Ok(())
 }
 
