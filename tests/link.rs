@@ -403,13 +403,13 @@ fn tracklets_match_the_truth() {
         "too few linkable asteroids to judge: {}",
         linkable.len()
     );
-    // Measured: see docs/tasks.md and bench/RESULTS-link.md (link; seeds 7 and 8: 42/46 = 91%
-    // of those detected >= 3 times and moving >= 2", 47/58 = 81% of all detected >= 3 times,
-    // purity 47/47). These bounds guard against regressions; the issue's completeness target
+    // Measured: see docs/tasks.md and bench/RESULTS-link.md (with extract's faint trail search,
+    // seeds 7 and 8: 44/46 = 96% of those detected >= 3 times and moving >= 2", purity 48/49;
+    // before it 42/46, purity 47/47). These bounds guard against regressions; the issue's completeness target
     // (98%) is not reached, its purity target (97%) is.
     let detected_found =
         detected.iter().filter(|x| x.found).count() as f64 / detected.len().max(1) as f64;
-    assert!(completeness >= 0.87, "completeness {completeness:.3}");
+    assert!(completeness >= 0.89, "completeness {completeness:.3}");
     assert!(
         detected_found >= 0.75,
         "completeness of all detected {detected_found:.3}"
