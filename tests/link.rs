@@ -12,7 +12,8 @@
 //!
 //! `NEARBY_TEST_SEEDS=1,2,3` tries other nights. `NEARBY_TEST_KEEP=DIR` keeps each night's
 //! simulation and workdir in `DIR/seed-N`; a later run with the same DIR reruns only `link` on
-//! the kept catalogs (`nearby rerun --from link`), for quick turns while working on the linker.
+//! the kept catalogs (`nearby rerun --from link`), for quick turns while working on the linker;
+//! `NEARBY_TEST_RERUN_FROM=extract` reruns from that task instead (for work on extraction).
 
 mod common;
 
@@ -63,12 +64,19 @@ fn simulate_and_run(seed: u64) -> (std::path::PathBuf, std::path::PathBuf, Optio
     let (sim, work) = (base.join("sim"), base.join("work"));
     let run_id = base.join("run-id");
     if let (true, Ok(id)) = (keep.is_some(), std::fs::read_to_string(&run_id)) {
+        let from = std::env::var("NEARBY_TEST_RERUN_FROM").unwrap_or_else(|_| "link".to_string());
         let r = std::process::Command::new(common::bin())
-            .args(["rerun", id.trim(), "--from", "link", "-q", "--workdir"])
+            .args(["rerun", id.trim(), "--from", &from, "-q", "--workdir"])
             .arg(&work)
             .output()
             .unwrap();
-        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        // Tasks beside the linker may rerun too (`ceres` needs a model that the test does not
+        // provide, and a failed task reruns): only extract's and link's failures count.
+        let err = String::from_utf8_lossy(&r.stderr);
+        let ours_failed = err
+            .lines()
+            .any(|l| l.starts_with("FAILED extract") || l.starts_with("FAILED link"));
+        assert!(r.status.success() || !ours_failed, "{err}");
         return (sim, work, None);
     }
     let r = std::process::Command::new(common::bin())
@@ -110,6 +118,8 @@ fn night(seed: u64) -> (Vec<Outcome>, usize, usize) {
     let tracklets = TrackletsFile::load(&work.join("out/link/tracklets.json")).unwrap();
     // Catalog positions by (DATE-OBS, CCDNAME).
     let mut cats: HashMap<(String, String), Vec<Point>> = HashMap::new();
+    // Sources of the faint trail search (FLAGS 256): (DATE-OBS, CCDNAME, x, y).
+    let mut searched: Vec<(String, String, f64, f64)> = Vec::new();
     for d in std::fs::read_dir(work.join("out/extract")).unwrap() {
         let f = d.unwrap().path().join("catalog.fits");
         for hdu in 1..read_headers(&f).unwrap().len() {
@@ -125,7 +135,13 @@ fn night(seed: u64) -> (Vec<Outcome>, usize, usize) {
                 .zip(t.f64s("Y_IMAGE").unwrap())
                 .zip(t.f64s("ELONGATION").unwrap())
                 .map(|((x, y), e)| (x, y, e))
-                .collect();
+                .collect::<Vec<Point>>();
+            let flags = t.f64s("FLAGS").unwrap();
+            for (f, (x, y, _)) in flags.iter().zip(&xy) {
+                if (*f as i64) & i64::from(nearby_tasks::extract::FLAG_TRAIL_SEARCH) != 0 {
+                    searched.push((key.0.clone(), key.1.clone(), *x, *y));
+                }
+            }
             cats.insert(key, xy);
         }
     }
@@ -188,6 +204,24 @@ fn night(seed: u64) -> (Vec<Outcome>, usize, usize) {
             .map(|a| a.id)
             .collect()
     };
+    // Trails of the search that lie on a true asteroid trail (their purity against truth).
+    let true_trails = searched
+        .iter()
+        .filter(|(date, ccdname, x, y)| {
+            let Some(fr) = truth.frames.iter().find(|f| &f.date_obs == date) else {
+                return false;
+            };
+            truth.asteroids.iter().any(|a| {
+                a.positions
+                    .iter()
+                    .any(|p| p.frame == fr.index && on_trail(*x, *y, p, a, ccd_id(ccdname)))
+            })
+        })
+        .count();
+    eprintln!(
+        "seed {seed}: faint trail search found {} trails, {true_trails} on a true trail",
+        searched.len()
+    );
     let mut found: HashSet<usize> = HashSet::new();
     let mut pure = 0;
     for t in &tracklets.tracklets {
@@ -369,13 +403,13 @@ fn tracklets_match_the_truth() {
         "too few linkable asteroids to judge: {}",
         linkable.len()
     );
-    // Measured: see docs/tasks.md and bench/RESULTS-link.md (link; seeds 7 and 8: 42/46 = 91%
-    // of those detected >= 3 times and moving >= 2", 47/58 = 81% of all detected >= 3 times,
-    // purity 47/47). These bounds guard against regressions; the issue's completeness target
+    // Measured: see docs/tasks.md and bench/RESULTS-link.md (with extract's faint trail search,
+    // seeds 7 and 8: 44/46 = 96% of those detected >= 3 times and moving >= 2", purity 48/49;
+    // before it 42/46, purity 47/47). These bounds guard against regressions; the issue's completeness target
     // (98%) is not reached, its purity target (97%) is.
     let detected_found =
         detected.iter().filter(|x| x.found).count() as f64 / detected.len().max(1) as f64;
-    assert!(completeness >= 0.87, "completeness {completeness:.3}");
+    assert!(completeness >= 0.89, "completeness {completeness:.3}");
     assert!(
         detected_found >= 0.75,
         "completeness of all detected {detected_found:.3}"

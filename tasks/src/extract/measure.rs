@@ -151,7 +151,7 @@ impl Stamp {
     }
 }
 
-fn mag(flux: f64, err: f64, zp: f32) -> (f64, f64) {
+pub(crate) fn mag(flux: f64, err: f64, zp: f32) -> (f64, f64) {
     if flux > 0.0 {
         (zp as f64 - 2.5 * flux.log10(), 1.086 * err / flux)
     } else {

@@ -31,6 +31,7 @@ mod catalog;
 mod deblend;
 mod detect;
 mod measure;
+mod trails;
 
 pub use background::{background, Background};
 pub use catalog::{Catalog, Column, ColumnType, Source};
@@ -50,6 +51,9 @@ pub const FLAG_TRUNCATED: u16 = 8;
 pub const FLAG_APER_INCOMPLETE: u16 = 16;
 /// FLAGS bit 32: the isophotal footprint contains bad pixels (masked or zero weight).
 pub const FLAG_ISO_INCOMPLETE: u16 = 32;
+/// FLAGS bit 256 (beyond SExtractor's eight): a faint trail found by the line-filter search
+/// (`trails.rs`), measured as a line rather than from a thresholded footprint.
+pub const FLAG_TRAIL_SEARCH: u16 = 256;
 
 /// An image to extract from, with optional inverse-variance weights and mask.
 ///
@@ -229,6 +233,9 @@ pub struct ExtractConfig {
     pub saturate_adu: Option<f32>,
     /// MAG_ZEROPOINT.
     pub mag_zeropoint: f32,
+    /// S/N a faint trail needs to be found by the line-filter search after the normal
+    /// extraction (`trails.rs`); 0 turns the search off.
+    pub trail_snr: f32,
 }
 
 impl Default for ExtractConfig {
@@ -247,6 +254,7 @@ impl Default for ExtractConfig {
             gain_e_per_adu: 0.0,
             saturate_adu: None,
             mag_zeropoint: 0.0,
+            trail_snr: 10.0,
         }
     }
 }
@@ -295,7 +303,8 @@ impl Frame<'_> {
 }
 
 /// Extract sources from an image. The catalog is ordered and numbered by the position of each
-/// object's last row, then its first column (the order a line-by-line scan completes them).
+/// object's last row, then its first column (the order a line-by-line scan completes them);
+/// faint trails found by the line-filter search follow, numbered on.
 pub fn extract(img: &Image, cfg: &ExtractConfig) -> Catalog {
     let (w, h) = (img.width, img.height);
     let n = w * h;
@@ -436,11 +445,13 @@ pub fn extract(img: &Image, cfg: &ExtractConfig) -> Catalog {
         mesh,
         thresh,
     };
-    let sources: Vec<Source> = order
+    let mut sources: Vec<Source> = order
         .par_iter()
         .enumerate()
         .map(|(k, (_, _, i))| measure::measure(&frame, cfg, &pieces[*i], k as u32 + 1))
         .collect();
+    let trails = trails::find(&frame, cfg, &sources);
+    sources.extend(trails);
     Catalog {
         sources,
         apertures_px: cfg.phot_apertures_px.clone(),

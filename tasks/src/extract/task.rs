@@ -28,6 +28,7 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "kron_factor", ty: PType::Float, required: false, default: Some("2.5"), doc: "PHOT_AUTOPARAMS Kron factor." },
     ParamSpec { name: "min_radius", ty: PType::Float, required: false, default: Some("3.5"), doc: "PHOT_AUTOPARAMS minimum radius." },
     ParamSpec { name: "mag_zeropoint", ty: PType::Float, required: false, default: Some("0.0"), doc: "MAG_ZEROPOINT, magnitudes." },
+    ParamSpec { name: "trail_snr", ty: PType::Float, required: false, default: Some("10.0"), doc: "S/N a faint trail needs to be found by the line-filter search after the normal extraction (FLAGS 256); 0 for no search." },
     ParamSpec { name: "gain_e_per_adu", ty: PType::Float, required: false, default: None, doc: "GAIN, e-/ADU (default: the header's GAIN, else 0 = no Poisson term)." },
     ParamSpec { name: "saturate_adu", ty: PType::Float, required: false, default: None, doc: "SATUR_LEVEL, ADU (default: the header's SATURATE, else none)." },
 ];
@@ -93,6 +94,7 @@ fn config(p: &Map<String, J>) -> Result<ExtractConfig, Vec<(&'static str, String
     });
     get("kron_factor", 0.0, &mut |x| cfg.kron_factor = x as f32);
     get("min_radius", 0.0, &mut |x| cfg.min_radius = x as f32);
+    get("trail_snr", 0.0, &mut |x| cfg.trail_snr = x as f32);
     get("mag_zeropoint", -100.0, &mut |x| {
         cfg.mag_zeropoint = x as f32
     });
