@@ -94,6 +94,8 @@ fn simulate_and_run(seed: u64) -> (std::path::PathBuf, std::path::PathBuf, Optio
         .arg(format!("raw_dir={}", sim.join("raw").display()))
         .arg("--set")
         .arg(format!("calib_dir={}", sim.join("calib").display()))
+        // Extraction's faint trail search, off by default (its cost on crowded fields).
+        .args(["--set", "trail_snr=10"])
         .arg("--workdir")
         .arg(&work)
         .output()

@@ -254,7 +254,7 @@ impl Default for ExtractConfig {
             gain_e_per_adu: 0.0,
             saturate_adu: None,
             mag_zeropoint: 0.0,
-            trail_snr: 10.0,
+            trail_snr: 0.0,
         }
     }
 }
