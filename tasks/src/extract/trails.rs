@@ -636,6 +636,14 @@ mod tests {
         (12.0 * (s.a_image.powi(2) - s.b_image.powi(2)).max(0.0)).sqrt()
     }
 
+    /// The default extraction with the search on (it is off by default).
+    fn search() -> ExtractConfig {
+        ExtractConfig {
+            trail_snr: 10.0,
+            ..ExtractConfig::default()
+        }
+    }
+
     #[test]
     fn faint_trail_broken_into_noise_peaks_is_found_as_one_trail() {
         let (w, h) = (320, 320);
@@ -651,18 +659,12 @@ mod tests {
             add_noise(&mut img, 200.0, SIGMA_SKY, 0.0, &mut Rng(seed));
             let im = Image::new(&img, w, h);
             // The normal extraction alone measures no trail: pieces at most.
-            let plain = extract(
-                &im,
-                &ExtractConfig {
-                    trail_snr: 0.0,
-                    ..ExtractConfig::default()
-                },
-            );
+            let plain = extract(&im, &ExtractConfig::default());
             assert!(
                 plain.sources.iter().all(|s| trail_length(s) < 0.5 * len),
                 "seed {seed}: the trail was measured without the search"
             );
-            let cat = extract(&im, &ExtractConfig::default());
+            let cat = extract(&im, &search());
             let trails: Vec<_> = cat
                 .sources
                 .iter()
@@ -718,7 +720,7 @@ mod tests {
             }
         }
         add_noise(&mut img, 200.0, SIGMA_SKY, 0.0, &mut rng);
-        let cat = extract(&Image::new(&img, w, h), &ExtractConfig::default());
+        let cat = extract(&Image::new(&img, w, h), &search());
         let trails = cat
             .sources
             .iter()
