@@ -10,9 +10,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
-use nearby_engine::task::{Invocation, TaskError, TaskKind};
+use nearby_engine::task::{TaskError, TaskKind};
 use nearby_tasks::fits::{read_all_images, read_header, read_table, Header, Image};
 use nearby_tasks::stack::resample::{Kernel, Plane};
 use nearby_tasks::wcs::TanWcs;
@@ -364,31 +363,11 @@ pub fn run_kind(
     out_dir: &Path,
     log: &mut dyn std::io::Write,
 ) -> Result<BTreeMap<String, PathBuf>, TaskError> {
-    std::fs::create_dir_all(out_dir)?;
-    let params = nearby_engine::task::with_defaults(kind, params);
-    let inputs: BTreeMap<String, Vec<PathBuf>> = inputs
+    let inputs = inputs
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
-    let outputs: BTreeMap<String, PathBuf> = match kind.outputs() {
-        nearby_engine::task::Ports::Fixed(p) => p
-            .iter()
-            .map(|s| (s.name.to_string(), out_dir.join(s.file)))
-            .collect(),
-        nearby_engine::task::Ports::Declared => BTreeMap::new(),
-    };
-    let cancel = AtomicBool::new(false);
-    let inv = Invocation {
-        id: kind.name(),
-        params: &params,
-        inputs: &inputs,
-        outputs: &outputs,
-        out_dir,
-        item: None,
-        cancel: &cancel,
-    };
-    kind.run(&inv, log)?;
-    Ok(outputs)
+    nearby_engine::task::run_alone_to(kind, params, inputs, out_dir, log)
 }
 
 /// Calibrates and extracts raw frames with the `calibrate` and `extract` task kinds (default

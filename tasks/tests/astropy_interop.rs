@@ -4,11 +4,9 @@
 //! where astropy is not installed.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
 
-use nearby_engine::task::{Invocation, TaskKind};
 use nearby_tasks::simulate::task::Simulate;
 use serde_json::json;
 
@@ -26,31 +24,9 @@ fn astropy_available() -> Result<(), String> {
 }
 
 fn simulate(dir: &Path, params: serde_json::Value) {
-    let kind = Simulate;
-    let params = nearby_engine::task::with_defaults(&kind, params.as_object().unwrap().clone());
-    assert!(kind.validate(&params).is_empty());
-    let outputs: BTreeMap<String, PathBuf> = [
-        ("raw", "raw"),
-        ("calib", "calib"),
-        ("refcat", "refcat.fits"),
-        ("truth", "truth.json"),
-        ("frames", "frames.txt"),
-    ]
-    .into_iter()
-    .map(|(n, f)| (n.to_owned(), dir.join(f)))
-    .collect();
-    let inputs = BTreeMap::new();
-    let cancel = AtomicBool::new(false);
-    let inv = Invocation {
-        id: "simulate",
-        params: &params,
-        inputs: &inputs,
-        outputs: &outputs,
-        out_dir: dir,
-        item: None,
-        cancel: &cancel,
-    };
-    kind.run(&inv, &mut std::io::sink()).unwrap();
+    let params = params.as_object().unwrap().clone();
+    let run = nearby_engine::task::run_alone(&Simulate, params, BTreeMap::new(), dir);
+    run.result.unwrap();
 }
 
 fn check(dir: &Path) {

@@ -9,9 +9,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
-use nearby_engine::task::{Invocation, TaskKind};
+use nearby_engine::task::TaskKind;
 use nearby_tasks::astrometry::refcat::RefCatalog;
 use nearby_tasks::astrometry::task::{read_wcs_file, Astrometry};
 use nearby_tasks::extract::task::Extract;
@@ -45,30 +44,13 @@ fn run(
     kind: &dyn TaskKind,
     params: Value,
     inputs: BTreeMap<String, Vec<PathBuf>>,
-    outputs: &[(&str, &str)],
     dir: &Path,
 ) -> String {
-    let params = nearby_engine::task::with_defaults(kind, params.as_object().unwrap().clone());
-    assert!(kind.validate(&params).is_empty());
-    let outputs: BTreeMap<String, PathBuf> = outputs
-        .iter()
-        .map(|(n, f)| (n.to_string(), dir.join(f)))
-        .collect();
-    let cancel = AtomicBool::new(false);
-    let inv = Invocation {
-        id: kind.name(),
-        params: &params,
-        inputs: &inputs,
-        outputs: &outputs,
-        out_dir: dir,
-        item: None,
-        cancel: &cancel,
-    };
-    let mut log = Vec::new();
-    let result = kind.run(&inv, &mut log);
-    let log = String::from_utf8_lossy(&log).into_owned();
-    result.unwrap_or_else(|e| panic!("{}: {e}\n{log}", kind.name()));
-    log
+    let params = params.as_object().unwrap().clone();
+    let run = nearby_engine::task::run_alone(kind, params, inputs, dir);
+    run.result
+        .unwrap_or_else(|e| panic!("{}: {e}\n{}", kind.name(), run.log));
+    run.log
 }
 
 #[test]
@@ -104,7 +86,6 @@ fn panoptes_frame_solved_against_tycho2_agrees_with_published_wcs() {
         &Extract,
         json!({}),
         [("image".to_string(), vec![stripped.clone()])].into(),
-        &[("catalog", "catalog.fits")],
         &ext,
     );
 
@@ -126,7 +107,6 @@ fn panoptes_frame_solved_against_tycho2_agrees_with_published_wcs() {
             ("refcat".to_string(), index),
         ]
         .into(),
-        &[("wcs", "wcs.fits"), ("catalog", "catalog.fits")],
         &ast,
     );
     println!("{log}");
@@ -180,7 +160,6 @@ fn panoptes_frame_solved_against_tycho2_agrees_with_published_wcs() {
             ("refcat".to_string(), vec![csv]),
         ]
         .into(),
-        &[("wcs", "wcs.fits"), ("catalog", "catalog.fits")],
         &half,
     );
     let half_wcs = read_wcs_file(&half.join("wcs.fits")).unwrap()[0]

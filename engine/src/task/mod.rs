@@ -305,38 +305,50 @@ pub struct Alone {
     pub log: String,
 }
 
-/// Runs `kind` once with `params` completed by its defaults (params its own checks reject
-/// fail the run, unrun), reading `inputs` and writing its ports' files in `out_dir`.
+/// Runs `kind` once in this process with `params` completed by its defaults (params its own
+/// checks reject fail the run, unrun), reading `inputs`, writing its ports' files in `out_dir`
+/// and its log to `log`; returns where the outputs are. For work that calls one kind directly
+/// (CERES makes its training nights this way) and for tests.
+pub fn run_alone_to(
+    kind: &dyn TaskKind,
+    params: Map<String, J>,
+    inputs: BTreeMap<String, Vec<PathBuf>>,
+    out_dir: &Path,
+    log: &mut dyn Write,
+) -> Result<BTreeMap<String, PathBuf>, TaskError> {
+    let params = with_defaults(kind, params);
+    let problems = kind.validate(&params);
+    if !problems.is_empty() {
+        return Err(TaskError::params(&problems));
+    }
+    std::fs::create_dir_all(out_dir)?;
+    let outputs = port_files(kind, out_dir);
+    let cancel = AtomicBool::new(false);
+    let inv = Invocation {
+        id: kind.name(),
+        params: &params,
+        inputs: &inputs,
+        outputs: &outputs,
+        out_dir,
+        item: None,
+        cancel: &cancel,
+    };
+    kind.run(&inv, log)?;
+    Ok(outputs)
+}
+
+/// [`run_alone_to`] with its log kept in memory.
 pub fn run_alone(
     kind: &dyn TaskKind,
     params: Map<String, J>,
     inputs: BTreeMap<String, Vec<PathBuf>>,
     out_dir: &Path,
 ) -> Alone {
-    let params = with_defaults(kind, params);
-    let outputs = port_files(kind, out_dir);
     let mut log = Vec::new();
-    let problems = kind.validate(&params);
-    let result = if !problems.is_empty() {
-        Err(TaskError::params(&problems))
-    } else if let Err(e) = std::fs::create_dir_all(out_dir) {
-        Err(e.into())
-    } else {
-        let cancel = AtomicBool::new(false);
-        let inv = Invocation {
-            id: kind.name(),
-            params: &params,
-            inputs: &inputs,
-            outputs: &outputs,
-            out_dir,
-            item: None,
-            cancel: &cancel,
-        };
-        kind.run(&inv, &mut log)
-    };
+    let result = run_alone_to(kind, params, inputs, out_dir, &mut log).map(|_| ());
     Alone {
         result,
-        outputs,
+        outputs: port_files(kind, out_dir),
         log: String::from_utf8_lossy(&log).into_owned(),
     }
 }
