@@ -938,6 +938,12 @@ pub fn gc(w: &Workdir, dry_run: bool) -> u8 {
             }
         }
     }
+    if dropped > 0 && !dry_run {
+        // Packs copy entries; the dropped ones must not come back from them.
+        if let Err(e) = store.clear_packs() {
+            return err(e);
+        }
+    }
     let staging = dir.join("out").join(".staging");
     if staging.exists() && !dry_run {
         let _ = std::fs::remove_dir_all(&staging);

@@ -21,7 +21,7 @@ const AUTO_REPORT_MAX: u64 = 20_000;
 /// After every run that did something (ran, failed or skipped a task instance): its HTML report
 /// beside its event log. After every run: the webhooks it was given.
 pub fn after_run(store: &Store, workdir: &Path, run: &str, x: &ExecArgs) {
-    let Ok(Some(record)) = store.get_run(run) else {
+    let Ok(Some(record)) = store.get_run_without_text(run) else {
         return;
     };
     let instances: u64 = record.counts.values().sum();

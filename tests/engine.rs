@@ -319,6 +319,53 @@ fn rerun_from_forces_the_task_and_everything_downstream() {
     );
 }
 
+/// A run finds its cache entries in its pipeline's pack first. A pack can hold an entry that
+/// a later run of another pipeline (or a run killed before it rewrote the pack) replaced: the
+/// rerun must look past it into the cache, not run the task again.
+#[test]
+fn a_stale_cache_pack_is_looked_past() {
+    let n = Nearby::new();
+    // Outputs differ on every run (nanoseconds), so a replaced entry's outputs no longer check.
+    let tasks = r#"
+tasks:
+  stamp:
+    uses: command
+    foreach: [a, b]
+    with:
+      argv: [sh, -c, 'date +%s%N > "$1"', sh, "${outputs.o}"]
+    outputs: {o: o.txt}
+  after:
+    uses: noop
+    inputs: {o: stamp.o}
+    outputs: {o: after.txt}
+"#;
+    let first = n.write("first.yaml", &format!("name: first\n{tasks}"));
+    let second = n.write("second.yaml", &format!("name: second\n{tasks}"));
+    let (first, second) = (first.to_str().unwrap(), second.to_str().unwrap());
+    assert_eq!(n.run(&["run", first, "-q"]).code, 0);
+    // The same tasks under another pipeline name: cached (same keys), with a pack of its own.
+    let s = n.run(&["run", second, "-q"]);
+    assert!(states(&n.status(&s.run_id)).values().all(|v| v == "cached"));
+    // Re-making `stamp` replaces its entries (same keys, new outputs); `first`'s pack still
+    // holds the old ones.
+    let forced = n.run(&["rerun", &s.run_id, "--from", "stamp", "-q"]);
+    assert_eq!(forced.code, 0, "{}", forced.stderr);
+    let again = n.run(&["run", first, "-q"]);
+    let status = n.status(&again.run_id);
+    let st = states(&status);
+    assert!(st.values().all(|v| v == "cached"), "{st:?}");
+    let why = instance(&status, "stamp[a]")["cache"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(why.contains(&forced.run_id), "{why}");
+    // And that run rewrote `first`'s pack: the next one finds everything in it.
+    let last = n.run(&["run", first, "-q"]);
+    assert!(states(&n.status(&last.run_id))
+        .values()
+        .all(|v| v == "cached"));
+}
+
 #[test]
 fn params_reach_programs_as_single_literal_arguments() {
     let n = Nearby::new();

@@ -45,8 +45,12 @@ impl<'a> Reader<'a> {
         Some(f64::from_le_bytes(self.array()?))
     }
     pub fn str(&mut self) -> Option<String> {
+        self.str_ref().map(str::to_owned)
+    }
+    /// A string borrowed from the bytes (for what is only looked at, not kept).
+    pub fn str_ref(&mut self) -> Option<&'a str> {
         let n = self.u32()? as usize;
-        String::from_utf8(self.take(n)?.to_vec()).ok()
+        std::str::from_utf8(self.take(n)?).ok()
     }
     pub fn skip_str(&mut self) -> Option<()> {
         let n = self.u32()? as usize;

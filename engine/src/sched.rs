@@ -23,8 +23,8 @@ use crate::events::{Event, Sink};
 use crate::exec::{self, Outcome};
 use crate::plan::{Foreach, InputSource, Plan};
 use crate::store::{
-    CacheEntry, Durable, InstanceRecord, OutputRecord, RunRecord, State, Store, StoreError,
-    TaskCache, Writer,
+    fingerprint_bytes, CacheEntry, Durable, InstanceRecord, OutputRecord, Pack, RunRecord, State,
+    Store, StoreError, TaskCache, Writer,
 };
 use crate::task::{Action, Invocation, TaskError};
 use crate::template::{self, Ref, Scope};
@@ -255,6 +255,8 @@ struct Finished {
     /// Why the cache hit or missed.
     cache: Option<String>,
     log: Option<String>,
+    /// The hit came from the pipeline's pack.
+    from_pack: bool,
 }
 
 impl Finished {
@@ -304,6 +306,15 @@ pub struct Scheduler {
     writer: Option<Writer>,
     /// Cache entries of wide fan-outs, per template, read in one scan each.
     task_caches: HashMap<usize, TaskCache>,
+    /// The cache entries this pipeline's last run used, read in one go (looked up first).
+    pack: Option<Pack>,
+    /// Template and fingerprint of every instance that ended well, for the next pack, and
+    /// whether its entry came from the pack.
+    pack_keys: Vec<(u32, [u8; 32], bool)>,
+    /// Whether some instance's entry did not come from the pack (the pack is then rewritten).
+    pack_stale: bool,
+    /// The workdir's `out/`, open, to check recorded outputs under it quickly.
+    out_dir: Option<cache::OutputDir>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -334,6 +345,12 @@ impl Scheduler {
             HashMap::new()
         };
         let n = plan.tasks.len();
+        let out_dir = cache::OutputDir::open(&workdir.join("out"));
+        // A pack that cannot be read is only a slower rerun.
+        let pack = store
+            .pack(&run.pipeline_name)
+            .unwrap_or(None)
+            .filter(|p| !p.is_empty());
         Ok(Scheduler {
             plan,
             store,
@@ -361,6 +378,10 @@ impl Scheduler {
             unexpanded: n,
             writer: None,
             task_caches: HashMap::new(),
+            pack_stale: pack.is_none(),
+            pack,
+            pack_keys: Vec::new(),
+            out_dir,
         })
     }
 
@@ -460,6 +481,7 @@ impl Scheduler {
             )?;
             w.finish()?;
         }
+        self.write_pack();
         let mut summary = Summary {
             dry_run: std::mem::take(&mut self.dry_lines),
             ..Summary::default()
@@ -716,7 +738,7 @@ impl Scheduler {
             });
         }
         let n = self.insts.len() - first;
-        if n >= CACHE_SCAN_MIN && !self.opts.force.contains(&t) {
+        if n >= CACHE_SCAN_MIN && !self.opts.force.contains(&t) && self.pack.is_none() {
             // A failed scan only means looking each key up alone.
             if let Ok(c) = self.store.task_cache(&tpl.name, n) {
                 self.task_caches.insert(t, c);
@@ -785,6 +807,7 @@ impl Scheduler {
                     outputs,
                     fingerprint,
                     cache,
+                    from_pack,
                 }) => {
                     self.insts[i as usize].outputs = outputs;
                     if self.opts.dry_run {
@@ -797,12 +820,15 @@ impl Scheduler {
                     let done = Finished {
                         fingerprint: Some(fingerprint),
                         cache: Some(cache),
+                        from_pack,
                         ..Finished::default()
                     };
                     self.finish(i, state, done);
                 }
                 Ok(Prepared::Kept(prev)) => {
                     let prev = *prev;
+                    self.pack_stale = true;
+                    self.keep_for_pack(i, prev.fingerprint.as_deref(), false);
                     if self.opts.dry_run {
                         let line = (
                             prev.id.clone(),
@@ -974,10 +1000,7 @@ impl Scheduler {
             hashes.entry(name.clone()).or_default().extend(hs);
         }
         // Params with the item resolved (the cache key's params).
-        let params = match template::render_json(&J::Object(tpl.with.clone()), &ItemScope(item)) {
-            J::Object(m) => m,
-            _ => Map::new(),
-        };
+        let params = template::render_map(&tpl.with, &ItemScope(item));
         let outputs_rel: BTreeMap<String, String> = tpl
             .outputs
             .iter()
@@ -1001,9 +1024,22 @@ impl Scheduler {
             if prev.state.is_done_ok()
                 && prev.fingerprint.as_deref() == Some(fp.as_str())
                 && !forced
-                && cache::check_outputs(&prev.outputs).is_ok()
+                && cache::check_outputs_in(&prev.outputs, self.out_dir.as_ref()).is_ok()
             {
                 return Ok(Prepared::Kept(Box::new(prev.clone())));
+            }
+        }
+        if !forced {
+            if let Some(entry) = self.pack.as_ref().and_then(|p| p.get(&tpl.name, &fp)) {
+                if cache::check_outputs_in(&entry.outputs, self.out_dir.as_ref()).is_ok() {
+                    return Ok(Prepared::Reuse {
+                        state: State::Cached,
+                        outputs: entry.outputs,
+                        fingerprint: fp,
+                        cache: format!("hit: recorded by run {}", entry.run),
+                        from_pack: true,
+                    });
+                }
             }
         }
         let miss = if forced {
@@ -1014,17 +1050,20 @@ impl Scheduler {
                 None => self.store.cache_get(&tpl.name, &fp),
             };
             match entry {
-                Ok(Some(entry)) => match cache::check_outputs(&entry.outputs) {
-                    Ok(()) => {
-                        return Ok(Prepared::Reuse {
-                            state: State::Cached,
-                            outputs: entry.outputs,
-                            fingerprint: fp,
-                            cache: format!("hit: recorded by run {}", entry.run),
-                        })
+                Ok(Some(entry)) => {
+                    match cache::check_outputs_in(&entry.outputs, self.out_dir.as_ref()) {
+                        Ok(()) => {
+                            return Ok(Prepared::Reuse {
+                                state: State::Cached,
+                                outputs: entry.outputs,
+                                fingerprint: fp,
+                                cache: format!("hit: recorded by run {}", entry.run),
+                                from_pack: false,
+                            })
+                        }
+                        Err(why) => format!("miss: {why}"),
                     }
-                    Err(why) => format!("miss: {why}"),
-                },
+                }
                 Ok(None) => "miss: no cache entry for this key".to_owned(),
                 Err(e) => format!("miss: cache unreadable ({e})"),
             }
@@ -1158,6 +1197,7 @@ impl Scheduler {
             fingerprint: None,
             cache,
             log,
+            from_pack: false,
         };
         match outcome {
             Outcome::Ok => {
@@ -1222,8 +1262,13 @@ impl Scheduler {
             fingerprint,
             cache,
             log,
+            from_pack,
         } = done;
         let fingerprint = fingerprint.or_else(|| key.as_ref().map(|k| k.fingerprint.clone()));
+        if state.is_done_ok() {
+            self.pack_stale |= !from_pack;
+            self.keep_for_pack(i, fingerprint.as_deref(), from_pack);
+        }
         let mut rec = self.record(i, fingerprint.clone(), cache.clone(), log);
         rec.error = error.clone();
         rec.quarantined = error.as_deref().is_some_and(|e| e.starts_with("bad input"));
@@ -1272,6 +1317,39 @@ impl Scheduler {
             self.stop();
         }
         self.wake_dependents(i, state);
+    }
+
+    /// Notes an instance that ended well for the pipeline's next pack.
+    fn keep_for_pack(&mut self, i: u32, fingerprint: Option<&str>, from_pack: bool) {
+        if self.opts.dry_run {
+            return;
+        }
+        if let Some(fp) = fingerprint.and_then(fingerprint_bytes) {
+            let t = self.insts[i as usize].template;
+            self.pack_keys.push((t, fp, from_pack));
+        }
+    }
+
+    /// Keeps the entries this run used as the pipeline's pack, when they differ from the pack
+    /// it started with (after the writer is done, so that new entries are in the store).
+    fn write_pack(&mut self) {
+        if self.opts.dry_run || !self.pack_stale {
+            return;
+        }
+        let keys = std::mem::take(&mut self.pack_keys);
+        let plan = &self.plan;
+        let named = keys
+            .iter()
+            .map(|&(t, fp, from_pack)| (plan.tasks[t as usize].name.as_str(), fp, from_pack));
+        match self
+            .store
+            .put_pack(&self.run.pipeline_name, self.pack.as_ref(), named)
+        {
+            Ok(n) => tracing::debug!("cache pack of `{}`: {n} entries", self.run.pipeline_name),
+            Err(e) => tracing::warn!(
+                "cannot keep the cache pack (reruns look entries up one by one): {e}"
+            ),
+        }
     }
 
     /// Hands buffered records to the writer.
@@ -1384,6 +1462,8 @@ enum Prepared {
         outputs: Vec<OutputRecord>,
         fingerprint: String,
         cache: String,
+        /// Found in the pipeline's pack (else in the `cache` tree).
+        from_pack: bool,
     },
     Run(Box<Job>),
     /// Resume: finished earlier in this run; its record stays as it was.
@@ -1524,10 +1604,7 @@ impl Job {
             outputs: &outputs,
             out_dir: &staging,
         };
-        let params = match template::render_json(&J::Object(self.params.clone()), &scope) {
-            J::Object(m) => m,
-            _ => Map::new(),
-        };
+        let params = template::render_map(&self.params, &scope);
         let inv = Invocation {
             id: &self.id,
             params: &params,

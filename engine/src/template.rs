@@ -101,12 +101,19 @@ pub trait Scope {
 /// Substitutes what `scope` knows; multi-valued references (a gathered input) are joined by
 /// spaces inside a larger string.
 pub fn render(s: &str, scope: &dyn Scope) -> String {
+    // Most strings (file names, plain params) hold no template: nothing to parse.
+    if !s.contains('$') {
+        return s.to_owned();
+    }
     render_list(s, scope).join(" ")
 }
 
 /// Like [`render`], but a string that is exactly one multi-valued reference becomes several
 /// values (used for argv arrays, so `${inputs.frames}` gives one argument per file).
 pub fn render_list(s: &str, scope: &dyn Scope) -> Vec<String> {
+    if !s.contains('$') {
+        return vec![s.to_owned()];
+    }
     let Ok(segments) = parse(s) else {
         return vec![s.to_owned()];
     };
@@ -155,6 +162,9 @@ fn unescape_if_final(s: &str) -> String {
 /// Applies `render_list` to every string in a JSON value (arrays splice multi-valued refs).
 pub fn render_json(v: &serde_json::Value, scope: &dyn Scope) -> serde_json::Value {
     use serde_json::Value as J;
+    if !has_dollar(v) {
+        return v.clone();
+    }
     match v {
         J::String(s) => J::String(render(s, scope)),
         J::Array(items) => J::Array(
@@ -172,6 +182,30 @@ pub fn render_json(v: &serde_json::Value, scope: &dyn Scope) -> serde_json::Valu
                 .collect(),
         ),
         other => other.clone(),
+    }
+}
+
+/// [`render_json`] of an object's values.
+pub fn render_map(
+    m: &serde_json::Map<String, serde_json::Value>,
+    scope: &dyn Scope,
+) -> serde_json::Map<String, serde_json::Value> {
+    if !m.values().any(has_dollar) {
+        return m.clone();
+    }
+    m.iter()
+        .map(|(k, v)| (k.clone(), render_json(v, scope)))
+        .collect()
+}
+
+/// Whether any string of a JSON value (keys aside) holds a `$`, i.e. may hold a template.
+fn has_dollar(v: &serde_json::Value) -> bool {
+    use serde_json::Value as J;
+    match v {
+        J::String(s) => s.contains('$'),
+        J::Array(items) => items.iter().any(has_dollar),
+        J::Object(m) => m.values().any(has_dollar),
+        _ => false,
     }
 }
 

@@ -173,13 +173,13 @@ struct Kind<'a> {
 /// Reads what [`put_task`] wrote; `None` on anything unexpected (the caller compiles instead).
 fn read_task(r: &mut Reader, kinds: &HashMap<&str, Kind>) -> Option<TaskTemplate> {
     let name = r.str()?;
-    let Kind { kind, defaults } = kinds.get(r.str()?.as_str())?;
+    let Kind { kind, defaults } = kinds.get(r.str_ref()?)?;
     let kind = Arc::clone(kind);
-    let with_json = r.str()?;
+    let with_json = r.str_ref()?;
     let mut with: Map<String, J> = if with_json.is_empty() {
         Map::new()
     } else {
-        serde_json::from_str(&with_json).ok()?
+        serde_json::from_str(with_json).ok()?
     };
     for (k, v) in defaults {
         if !with.contains_key(k) {
