@@ -224,15 +224,36 @@ impl Ceres {
         Ok(net)
     }
 
-    /// Logits, one per stack, for input of shape (N, exposures, cutout_px, cutout_px).
+    /// Logits, one per stack, for input of shape (N, channels, cutout_px, cutout_px). On the
+    /// CPU the convolutions run as `conv::conv3x3` (im2col and gemm, several times faster than
+    /// candle's CPU `conv2d` here, see that module), elsewhere as candle's `conv2d`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut h = self.stem.forward(x)?.relu()?;
+        self.forward_with(x, x.device().is_cpu())
+    }
+
+    /// [`Ceres::forward`] with the convolutions as `conv::conv3x3` (`im2col`, CPU only) or as
+    /// candle's `conv2d`: the same network, equal to float rounding.
+    pub fn forward_with(&self, x: &Tensor, im2col: bool) -> candle_core::Result<Tensor> {
+        let conv = |c: &Conv2d, h: &Tensor, relu: bool| -> candle_core::Result<Tensor> {
+            match (im2col, c.bias()) {
+                (true, Some(b)) => crate::conv::conv3x3(h, c.weight(), b, c.config().stride, relu),
+                _ => {
+                    let y = c.forward(h)?;
+                    if relu {
+                        y.relu()
+                    } else {
+                        Ok(y)
+                    }
+                }
+            }
+        };
+        let mut h = conv(&self.stem, x, true)?;
         for (entry, blocks) in &self.stages {
             if let Some(e) = entry {
-                h = e.forward(&h)?.relu()?;
+                h = conv(e, &h, true)?;
             }
             for b in blocks {
-                let r = b.conv2.forward(&b.conv1.forward(&h)?.relu()?)?;
+                let r = conv(&b.conv2, &conv(&b.conv1, &h, true)?, false)?;
                 h = (h + r)?.relu()?;
             }
         }
