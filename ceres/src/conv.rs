@@ -117,60 +117,99 @@ impl Geometry {
     }
 }
 
+/// With stride 1, tap (`ky`, `kx`) reads the plane shifted by one offset in the flattened
+/// plane: its im2col row is `row[p] = plane[p + offset]` for `p` in `first..end`, zero
+/// elsewhere, except in the column that the shift wraps around a line's edge (see
+/// [`wrapped_column`]); `first == end` when the tap lies wholly in the padding. One long copy instead of one per line: im2col took a quarter of the
+/// inference time when it copied line by line.
+fn flat_shift(g: &Geometry, ky: usize, kx: usize) -> (usize, usize, isize) {
+    let p = g.h * g.w;
+    let offset = (ky as isize - 1) * g.w as isize + kx as isize - 1;
+    let first = (-offset).clamp(0, p as isize) as usize;
+    let end = (p as isize - offset).clamp(first as isize, p as isize) as usize;
+    (first, end, offset)
+}
+
+/// The output column whose pixels a stride-1 tap in kernel column `kx` takes from beyond the
+/// line's edge (the padding), if any.
+fn wrapped_column(g: &Geometry, kx: usize) -> Option<usize> {
+    match kx {
+        0 => Some(0),
+        2 => Some(g.w - 1),
+        _ => None,
+    }
+}
+
+/// The rows of the im2col matrix, one per input channel and kernel tap.
+fn tap_rows(g: &Geometry) -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..g.cin).flat_map(|ci| (0..3).flat_map(move |ky| (0..3).map(move |kx| (ci, ky, kx))))
+}
+
 /// Fills `col` (taps x pixels, row-major) from one stack's planes `x` (cin x h x w).
 fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
     let (p, plane) = (g.pixels(), g.h * g.w);
-    for ci in 0..g.cin {
+    for ((ci, ky, kx), row) in tap_rows(g).zip(col.chunks_exact_mut(p)) {
         let src = &x[ci * plane..(ci + 1) * plane];
-        for ky in 0..3 {
-            for kx in 0..3 {
-                let row = &mut col[((ci * 3 + ky) * 3 + kx) * p..][..p];
-                let (lo, hi, ix0) = g.inside_x(kx);
-                for (oy, out) in row.chunks_exact_mut(g.ow).enumerate() {
-                    let Some(iy) = g.input_row(oy, ky) else {
-                        out.fill(0.0);
-                        continue;
-                    };
-                    let line = &src[iy * g.w..(iy + 1) * g.w];
-                    out[..lo].fill(0.0);
-                    out[hi..].fill(0.0);
-                    if g.stride == 1 {
-                        out[lo..hi].copy_from_slice(&line[ix0..ix0 + hi - lo]);
-                    } else {
-                        for (o, v) in out[lo..hi].iter_mut().zip(line[ix0..].iter().step_by(2)) {
-                            *o = *v;
-                        }
-                    }
-                }
+        if g.stride == 1 {
+            let (first, end, offset) = flat_shift(g, ky, kx);
+            row[..first].fill(0.0);
+            row[end..].fill(0.0);
+            if end > first {
+                let from = (first as isize + offset) as usize;
+                row[first..end].copy_from_slice(&src[from..from + end - first]);
+            }
+            if let Some(c) = wrapped_column(g, kx) {
+                row.chunks_exact_mut(g.ow).for_each(|line| line[c] = 0.0);
+            }
+            continue;
+        }
+        let (lo, hi, ix0) = g.inside_x(kx);
+        for (oy, out) in row.chunks_exact_mut(g.ow).enumerate() {
+            let Some(iy) = g.input_row(oy, ky) else {
+                out.fill(0.0);
+                continue;
+            };
+            let line = &src[iy * g.w..(iy + 1) * g.w];
+            out[..lo].fill(0.0);
+            out[hi..].fill(0.0);
+            for (o, v) in out[lo..hi]
+                .iter_mut()
+                .zip(line[ix0..].iter().step_by(g.stride))
+            {
+                *o = *v;
             }
         }
     }
 }
 
-/// The adjoint of [`im2col`]: adds each entry of `col` into the input pixel it was taken from.
-fn col2im_add(g: &Geometry, col: &[f32], x: &mut [f32]) {
+/// The adjoint of [`im2col`]: adds each entry of `col` into the input pixel it was taken from
+/// (`col` is scratch: its entries that came from the padding are zeroed).
+fn col2im_add(g: &Geometry, col: &mut [f32], x: &mut [f32]) {
     let (p, plane) = (g.pixels(), g.h * g.w);
-    for ci in 0..g.cin {
+    for ((ci, ky, kx), row) in tap_rows(g).zip(col.chunks_exact_mut(p)) {
         let dst = &mut x[ci * plane..(ci + 1) * plane];
-        for ky in 0..3 {
-            for kx in 0..3 {
-                let row = &col[((ci * 3 + ky) * 3 + kx) * p..][..p];
-                let (lo, hi, ix0) = g.inside_x(kx);
-                for (oy, from) in row.chunks_exact(g.ow).enumerate() {
-                    let Some(iy) = g.input_row(oy, ky) else {
-                        continue;
-                    };
-                    let line = &mut dst[iy * g.w..(iy + 1) * g.w];
-                    if g.stride == 1 {
-                        for (o, v) in line[ix0..ix0 + hi - lo].iter_mut().zip(&from[lo..hi]) {
-                            *o += *v;
-                        }
-                    } else {
-                        for (o, v) in line[ix0..].iter_mut().step_by(2).zip(&from[lo..hi]) {
-                            *o += *v;
-                        }
-                    }
-                }
+        if g.stride == 1 {
+            if let Some(c) = wrapped_column(g, kx) {
+                row.chunks_exact_mut(g.ow).for_each(|line| line[c] = 0.0);
+            }
+            let (first, end, offset) = flat_shift(g, ky, kx);
+            if end == first {
+                continue;
+            }
+            let to = (first as isize + offset) as usize;
+            for (o, v) in dst[to..to + end - first].iter_mut().zip(&row[first..end]) {
+                *o += *v;
+            }
+            continue;
+        }
+        let (lo, hi, ix0) = g.inside_x(kx);
+        for (oy, from) in row.chunks_exact(g.ow).enumerate() {
+            let Some(iy) = g.input_row(oy, ky) else {
+                continue;
+            };
+            let line = &mut dst[iy * g.w..(iy + 1) * g.w];
+            for (o, v) in line[ix0..].iter_mut().step_by(g.stride).zip(&from[lo..hi]) {
+                *o += *v;
             }
         }
     }
@@ -397,7 +436,7 @@ impl Conv3x3 {
                     let local = s - i * GROUP;
                     col2im_add(
                         g,
-                        &col,
+                        &mut col,
                         &mut gx[local * g.in_len()..(local + 1) * g.in_len()],
                     );
                 }

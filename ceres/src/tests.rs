@@ -798,6 +798,8 @@ fn im2col_convolutions_equal_candle_conv2d_with_gradients() {
         (5, 3, 4, 9, 7, 2, false),
         (6, 3, 4, 8, 6, 2, true),
         (2, 1, 1, 1, 1, 1, true),
+        (4, 2, 3, 3, 1, 1, false),
+        (3, 2, 3, 1, 6, 1, true),
         (3, 2, 2, 2, 4, 2, false),
         (9, 8, 16, 16, 16, 2, true),
         (7, 8, 8, 32, 32, 1, false),
