@@ -17,7 +17,7 @@
 //! groups of stacks and the groups added in order, so a training step gives the same bits
 //! whatever the number of threads.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 /// Stacks per group whose kernel gradients are summed together (see the module doc).
@@ -466,5 +466,65 @@ impl Conv3x3 {
             gb.iter_mut().zip(pb).for_each(|(a, v)| *a += v);
         }
         (gx, gk, gb)
+    }
+}
+
+/// `relu(a + b)` for two tensors of the same shape (a residual block's join), as one pass
+/// forward and one backward. CPU only.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct AddRelu;
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "ceres-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        a: &CpuStorage,
+        al: &Layout,
+        b: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if al.dims() != bl.dims() {
+            candle_core::bail!(
+                "add_relu: shapes {:?} and {:?} differ",
+                al.dims(),
+                bl.dims()
+            );
+        }
+        let (a, b) = (data(a, al)?, data(b, bl)?);
+        let sum = a
+            .par_iter()
+            .zip(b)
+            .with_min_len(1 << 14)
+            .map(|(x, y)| (x + y).max(0.0))
+            .collect();
+        Ok((CpuStorage::F32(sum), al.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = with_data(res, |res| {
+            with_data(grad_res, |grad| {
+                Ok(res
+                    .par_iter()
+                    .zip(grad)
+                    .with_min_len(1 << 14)
+                    .map(|(r, g)| if *r > 0.0 { *g } else { 0.0 })
+                    .collect::<Vec<f32>>())
+            })
+        })?;
+        let g = Tensor::from_vec(g, a.shape(), a.device())?;
+        Ok((Some(g.clone()), Some(g)))
     }
 }

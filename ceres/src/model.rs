@@ -231,8 +231,9 @@ impl Ceres {
         self.forward_with(x, x.device().is_cpu())
     }
 
-    /// [`Ceres::forward`] with the convolutions as `conv::conv3x3` (`im2col`, CPU only) or as
-    /// candle's `conv2d`: the same network, equal to float rounding.
+    /// [`Ceres::forward`] with the convolutions as `conv::conv3x3` and the blocks' joins as
+    /// `conv::add_relu` (`im2col`, CPU only) or as candle's `conv2d`, add and relu: the same
+    /// network, equal to float rounding.
     pub fn forward_with(&self, x: &Tensor, im2col: bool) -> candle_core::Result<Tensor> {
         let conv = |c: &Conv2d, h: &Tensor, relu: bool| -> candle_core::Result<Tensor> {
             match (im2col, c.bias()) {
@@ -254,7 +255,11 @@ impl Ceres {
             }
             for b in blocks {
                 let r = conv(&b.conv2, &conv(&b.conv1, &h, true)?, false)?;
-                h = (h + r)?.relu()?;
+                h = if im2col {
+                    crate::conv::add_relu(&h, &r)?
+                } else {
+                    (h + r)?.relu()?
+                };
             }
         }
         let pooled = h.mean((2, 3))?;
