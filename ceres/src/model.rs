@@ -133,6 +133,10 @@ pub const NORMALISATION_CONTEXT: &str =
      channels 0..exposures the central cutout_px x cutout_px, then exposures..2 exposures the \
      central context_px block-averaged to cutout_px; plane 0 the detection's exposure";
 
+/// Stacks the network scores at a time: small enough that a feature map of the first stage
+/// (32 stacks x 8 channels x 32 x 32 px, 1 MiB) stays in a core's L2 cache.
+const SCORE_BATCH: usize = 32;
+
 struct Block {
     conv1: Conv2d,
     conv2: Conv2d,
@@ -267,10 +271,20 @@ impl Ceres {
     }
 
     /// Scores (sigmoid of the logits) of a batch of inputs, each `channels x cutout_px^2`.
+    /// The network runs on `SCORE_BATCH` stacks at a time whatever `n`.
     pub fn scores(&self, inputs: &[f32], n: usize, dev: &Device) -> candle_core::Result<Vec<f32>> {
         let c = &self.config;
-        let x = Tensor::from_slice(inputs, (n, c.channels(), c.cutout_px, c.cutout_px), dev)?;
-        candle_nn::ops::sigmoid(&self.forward(&x)?)?.to_vec1::<f32>()
+        let len = c.channels() * c.cutout_px * c.cutout_px;
+        if inputs.len() != n * len {
+            candle_core::bail!("scores: {} values for {n} stacks of {len}", inputs.len());
+        }
+        let mut out = Vec::with_capacity(n);
+        for chunk in inputs.chunks(SCORE_BATCH * len) {
+            let k = chunk.len() / len;
+            let x = Tensor::from_slice(chunk, (k, c.channels(), c.cutout_px, c.cutout_px), dev)?;
+            out.extend(candle_nn::ops::sigmoid(&self.forward(&x)?)?.to_vec1::<f32>()?);
+        }
+        Ok(out)
     }
 
     /// Named variables, sorted by name.
