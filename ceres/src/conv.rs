@@ -215,6 +215,17 @@ fn col2im_add(g: &Geometry, col: &mut [f32], x: &mut [f32]) {
     }
 }
 
+/// The sum of `v`, in eight interleaved partial sums (a plain sum is one serial chain of
+/// additions, which the compiler must not reorder into vector lanes).
+fn lane_sum(v: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        lanes.iter_mut().zip(c).for_each(|(l, x)| *l += x);
+    }
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
 /// A row-major matrix view for [`matmul`]: `rows` x `cols`, element (i, j) at
 /// `i * row_stride + j * col_stride`.
 #[derive(Clone, Copy)]
@@ -408,15 +419,20 @@ impl Conv3x3 {
             let mut gk = vec![0f32; g.cout * t];
             let mut gb = vec![0f32; g.cout];
             let mut col = vec![0f32; t * p];
-            let mut dy = vec![0f32; g.out_len()];
+            let mut masked = vec![0f32; if self.relu { g.out_len() } else { 0 }];
             for s in i * GROUP..((i + 1) * GROUP).min(g.stacks) {
                 let out = s * g.out_len()..(s + 1) * g.out_len();
                 // The gradient before the ReLU: none where the output was clipped to 0.
-                for ((d, gr), r) in dy.iter_mut().zip(&grad[out.clone()]).zip(&res[out]) {
-                    *d = if self.relu && *r <= 0.0 { 0.0 } else { *gr };
-                }
+                let dy: &[f32] = if self.relu {
+                    for ((d, gr), r) in masked.iter_mut().zip(&grad[out.clone()]).zip(&res[out]) {
+                        *d = if *r > 0.0 { *gr } else { 0.0 };
+                    }
+                    &masked
+                } else {
+                    &grad[out]
+                };
                 for (sum, row) in gb.iter_mut().zip(dy.chunks_exact(p)) {
-                    *sum += row.iter().sum::<f32>();
+                    *sum += lane_sum(row);
                 }
                 im2col(g, &x[s * g.in_len()..(s + 1) * g.in_len()], &mut col);
                 let dyv = View::row_major(g.cout, p);
@@ -424,7 +440,7 @@ impl Conv3x3 {
                 matmul(
                     &mut gk,
                     View::row_major(g.cout, t),
-                    &dy,
+                    dy,
                     dyv,
                     &col,
                     colv.transposed(),
@@ -432,7 +448,7 @@ impl Conv3x3 {
                 );
                 if let Some(gx) = gx.as_deref_mut() {
                     let kv = View::row_major(g.cout, t).transposed();
-                    matmul(&mut col, colv, k, kv, &dy, dyv, false);
+                    matmul(&mut col, colv, k, kv, dy, dyv, false);
                     let local = s - i * GROUP;
                     col2im_add(
                         g,
