@@ -89,6 +89,23 @@ impl Geometry {
         self.oh * self.ow
     }
 
+    /// The row stride of the im2col matrix: a little more than a row, so that its rows do not
+    /// start 4 KiB apart (1024 pixels), where gemm's packing, which reads down a column of it,
+    /// met every row in the same cache set; the padding made training steps ~10% faster.
+    fn col_stride(&self) -> usize {
+        self.pixels() + 16
+    }
+
+    /// The im2col matrix as a [`View`].
+    fn col_view(&self) -> View {
+        View {
+            rows: self.taps(),
+            cols: self.pixels(),
+            row_stride: self.col_stride(),
+            col_stride: 1,
+        }
+    }
+
     fn in_len(&self) -> usize {
         self.cin * self.h * self.w
     }
@@ -145,10 +162,12 @@ fn tap_rows(g: &Geometry) -> impl Iterator<Item = (usize, usize, usize)> {
     (0..g.cin).flat_map(|ci| (0..3).flat_map(move |ky| (0..3).map(move |kx| (ci, ky, kx))))
 }
 
-/// Fills `col` (taps x pixels, row-major) from one stack's planes `x` (cin x h x w).
+/// Fills `col` (taps x pixels, rows `g.col_stride()` apart) from one stack's planes `x` (cin x
+/// h x w).
 fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
     let (p, plane) = (g.pixels(), g.h * g.w);
-    for ((ci, ky, kx), row) in tap_rows(g).zip(col.chunks_exact_mut(p)) {
+    for ((ci, ky, kx), row) in tap_rows(g).zip(col.chunks_exact_mut(g.col_stride())) {
+        let row = &mut row[..p];
         let src = &x[ci * plane..(ci + 1) * plane];
         if g.stride == 1 {
             let (first, end, offset) = flat_shift(g, ky, kx);
@@ -186,7 +205,8 @@ fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
 /// (`col` is scratch: its entries that came from the padding are zeroed).
 fn col2im_add(g: &Geometry, col: &mut [f32], x: &mut [f32]) {
     let (p, plane) = (g.pixels(), g.h * g.w);
-    for ((ci, ky, kx), row) in tap_rows(g).zip(col.chunks_exact_mut(p)) {
+    for ((ci, ky, kx), row) in tap_rows(g).zip(col.chunks_exact_mut(g.col_stride())) {
+        let row = &mut row[..p];
         let dst = &mut x[ci * plane..(ci + 1) * plane];
         if g.stride == 1 {
             if let Some(c) = wrapped_column(g, kx) {
@@ -341,7 +361,7 @@ impl CustomOp3 for Conv3x3 {
             out.par_chunks_mut(g.out_len())
                 .zip(x.par_chunks(g.in_len()))
                 .for_each_init(
-                    || vec![0f32; t * p],
+                    || vec![0f32; t * g.col_stride()],
                     |col, (y, x)| {
                         im2col(&g, x, col);
                         for (row, bias) in y.chunks_exact_mut(p).zip(b) {
@@ -354,7 +374,7 @@ impl CustomOp3 for Conv3x3 {
                             k,
                             kv,
                             col,
-                            View::row_major(t, p),
+                            g.col_view(),
                             true,
                         );
                         if self.relu {
@@ -418,14 +438,16 @@ impl Conv3x3 {
         let group = |i: usize, mut gx: Option<&mut [f32]>| {
             let mut gk = vec![0f32; g.cout * t];
             let mut gb = vec![0f32; g.cout];
-            let mut col = vec![0f32; t * p];
+            let mut col = vec![0f32; t * g.col_stride()];
             let mut masked = vec![0f32; if self.relu { g.out_len() } else { 0 }];
             for s in i * GROUP..((i + 1) * GROUP).min(g.stacks) {
                 let out = s * g.out_len()..(s + 1) * g.out_len();
                 // The gradient before the ReLU: none where the output was clipped to 0.
                 let dy: &[f32] = if self.relu {
                     for ((d, gr), r) in masked.iter_mut().zip(&grad[out.clone()]).zip(&res[out]) {
-                        *d = if *r > 0.0 { *gr } else { 0.0 };
+                        // As a bit mask, which vectorises (a select does not on x86-64 v1).
+                        let keep = 0u32.wrapping_sub(u32::from(*r > 0.0));
+                        *d = f32::from_bits(gr.to_bits() & keep);
                     }
                     &masked
                 } else {
@@ -436,7 +458,7 @@ impl Conv3x3 {
                 }
                 im2col(g, &x[s * g.in_len()..(s + 1) * g.in_len()], &mut col);
                 let dyv = View::row_major(g.cout, p);
-                let colv = View::row_major(t, p);
+                let colv = g.col_view();
                 matmul(
                     &mut gk,
                     View::row_major(g.cout, t),
