@@ -434,11 +434,30 @@ impl Conv3x3 {
         want_x: bool,
     ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
         let (p, t) = (g.pixels(), g.taps());
+        // With stride 1 the input gradient is itself a 3x3 convolution: of the output gradient
+        // with the kernel mirrored and its channel axes swapped (`flipped`, cin x cout·9). Its
+        // im2col and one product with inner dimension cout·9 run faster than the product with
+        // inner dimension cout and the col2im that stride 2 needs.
+        let mirrored = Geometry {
+            cin: g.cout,
+            cout: g.cin,
+            ..*g
+        };
+        let mut flipped = Vec::new();
+        if g.stride == 1 && want_x {
+            flipped.resize(g.cin * mirrored.taps(), 0.0);
+            for (ci, row) in flipped.chunks_exact_mut(mirrored.taps()).enumerate() {
+                for (f, (co, ky, kx)) in row.iter_mut().zip(tap_rows(&mirrored)) {
+                    *f = k[((co * g.cin + ci) * 3 + 2 - ky) * 3 + 2 - kx];
+                }
+            }
+        }
         // The gradients of one group of stacks: kernel and bias summed, input written to `gx`.
         let group = |i: usize, mut gx: Option<&mut [f32]>| {
             let mut gk = vec![0f32; g.cout * t];
             let mut gb = vec![0f32; g.cout];
             let mut col = vec![0f32; t * g.col_stride()];
+            let mut dy_col = vec![0f32; mirrored.taps() * mirrored.col_stride()];
             let mut masked = vec![0f32; if self.relu { g.out_len() } else { 0 }];
             for s in i * GROUP..((i + 1) * GROUP).min(g.stacks) {
                 let out = s * g.out_len()..(s + 1) * g.out_len();
@@ -468,15 +487,20 @@ impl Conv3x3 {
                     colv.transposed(),
                     true,
                 );
-                if let Some(gx) = gx.as_deref_mut() {
+                let Some(gx) = gx.as_deref_mut() else {
+                    continue;
+                };
+                let local = s - i * GROUP;
+                let gxs = &mut gx[local * g.in_len()..(local + 1) * g.in_len()];
+                if g.stride == 1 {
+                    im2col(&mirrored, dy, &mut dy_col);
+                    let fv = View::row_major(g.cin, mirrored.taps());
+                    let xv = View::row_major(g.cin, p);
+                    matmul(gxs, xv, &flipped, fv, &dy_col, mirrored.col_view(), false);
+                } else {
                     let kv = View::row_major(g.cout, t).transposed();
                     matmul(&mut col, colv, k, kv, dy, dyv, false);
-                    let local = s - i * GROUP;
-                    col2im_add(
-                        g,
-                        &mut col,
-                        &mut gx[local * g.in_len()..(local + 1) * g.in_len()],
-                    );
+                    col2im_add(g, &mut col, gxs);
                 }
             }
             (gk, gb)
