@@ -867,3 +867,35 @@ fn network_forward_and_gradients_equal_with_either_convolution() {
         assert!(d < 1e-5, "gradient of {name} differs by {d}");
     }
 }
+
+/// The CPU convolutions' gradients are the same bits with 1 and 3 threads (the kernel and bias
+/// gradients are summed over fixed groups of stacks, in order), so a training run does not
+/// depend on the machine's core count.
+#[test]
+fn convolution_gradients_do_not_depend_on_the_thread_count() {
+    use candle_core::Var;
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+    let x = Var::from_tensor(&random_tensor(&mut r, &[23, 4, 12, 12])).unwrap();
+    let k = Var::from_tensor(&random_tensor(&mut r, &[6, 4, 3, 3])).unwrap();
+    let b = Var::from_tensor(&random_tensor(&mut r, &[6])).unwrap();
+    let probe = random_tensor(&mut r, &[23, 6, 12, 12]);
+    let grads = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let y = crate::conv::conv3x3(&x, &k, &b, 1, true).unwrap();
+            let g = (y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            [&x, &k, &b].map(|v| {
+                g.get(v)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            })
+        })
+    };
+    assert_eq!(grads(1), grads(3));
+}
