@@ -133,6 +133,10 @@ pub const NORMALISATION_CONTEXT: &str =
      channels 0..exposures the central cutout_px x cutout_px, then exposures..2 exposures the \
      central context_px block-averaged to cutout_px; plane 0 the detection's exposure";
 
+/// Stacks the network scores at a time: small enough that a feature map of the first stage
+/// (32 stacks x 8 channels x 32 x 32 px, 1 MiB) stays in a core's L2 cache.
+const SCORE_BATCH: usize = 32;
+
 struct Block {
     conv1: Conv2d,
     conv2: Conv2d,
@@ -224,16 +228,42 @@ impl Ceres {
         Ok(net)
     }
 
-    /// Logits, one per stack, for input of shape (N, exposures, cutout_px, cutout_px).
+    /// Logits, one per stack, for input of shape (N, channels, cutout_px, cutout_px). On the
+    /// CPU the convolutions run as `conv::conv3x3` (im2col and gemm, several times faster than
+    /// candle's CPU `conv2d` here, see that module), elsewhere as candle's `conv2d`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mut h = self.stem.forward(x)?.relu()?;
+        self.forward_with(x, x.device().is_cpu())
+    }
+
+    /// [`Ceres::forward`] with the convolutions as `conv::conv3x3` and the blocks' joins as
+    /// `conv::add_relu` (`im2col`, CPU only) or as candle's `conv2d`, add and relu: the same
+    /// network, equal to float rounding.
+    pub fn forward_with(&self, x: &Tensor, im2col: bool) -> candle_core::Result<Tensor> {
+        let conv = |c: &Conv2d, h: &Tensor, relu: bool| -> candle_core::Result<Tensor> {
+            match (im2col, c.bias()) {
+                (true, Some(b)) => crate::conv::conv3x3(h, c.weight(), b, c.config().stride, relu),
+                _ => {
+                    let y = c.forward(h)?;
+                    if relu {
+                        y.relu()
+                    } else {
+                        Ok(y)
+                    }
+                }
+            }
+        };
+        let mut h = conv(&self.stem, x, true)?;
         for (entry, blocks) in &self.stages {
             if let Some(e) = entry {
-                h = e.forward(&h)?.relu()?;
+                h = conv(e, &h, true)?;
             }
             for b in blocks {
-                let r = b.conv2.forward(&b.conv1.forward(&h)?.relu()?)?;
-                h = (h + r)?.relu()?;
+                let r = conv(&b.conv2, &conv(&b.conv1, &h, true)?, false)?;
+                h = if im2col {
+                    crate::conv::add_relu(&h, &r)?
+                } else {
+                    (h + r)?.relu()?
+                };
             }
         }
         let pooled = h.mean((2, 3))?;
@@ -241,10 +271,20 @@ impl Ceres {
     }
 
     /// Scores (sigmoid of the logits) of a batch of inputs, each `channels x cutout_px^2`.
+    /// The network runs on `SCORE_BATCH` stacks at a time whatever `n`.
     pub fn scores(&self, inputs: &[f32], n: usize, dev: &Device) -> candle_core::Result<Vec<f32>> {
         let c = &self.config;
-        let x = Tensor::from_slice(inputs, (n, c.channels(), c.cutout_px, c.cutout_px), dev)?;
-        candle_nn::ops::sigmoid(&self.forward(&x)?)?.to_vec1::<f32>()
+        let len = c.channels() * c.cutout_px * c.cutout_px;
+        if inputs.len() != n * len {
+            candle_core::bail!("scores: {} values for {n} stacks of {len}", inputs.len());
+        }
+        let mut out = Vec::with_capacity(n);
+        for chunk in inputs.chunks(SCORE_BATCH * len) {
+            let k = chunk.len() / len;
+            let x = Tensor::from_slice(chunk, (k, c.channels(), c.cutout_px, c.cutout_px), dev)?;
+            out.extend(candle_nn::ops::sigmoid(&self.forward(&x)?)?.to_vec1::<f32>()?);
+        }
+        Ok(out)
     }
 
     /// Named variables, sorted by name.

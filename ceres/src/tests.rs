@@ -763,3 +763,139 @@ fn kinds_dataset_train_evaluate_classify() {
         "{e}"
     );
 }
+
+/// Largest difference between two tensors of the same shape, relative to the larger of 1 and
+/// the largest magnitude in `want`.
+fn rel_diff(got: &candle_core::Tensor, want: &candle_core::Tensor) -> f32 {
+    assert_eq!(got.dims(), want.dims());
+    let g = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let w = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let scale = w.iter().fold(1f32, |m, v| m.max(v.abs()));
+    g.iter()
+        .zip(&w)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale
+}
+
+fn random_tensor(r: &mut rand_chacha::ChaCha8Rng, dims: &[usize]) -> candle_core::Tensor {
+    let n = dims.iter().product::<usize>();
+    let v: Vec<f32> = (0..n).map(|_| r.random::<f32>() - 0.5).collect();
+    candle_core::Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+}
+
+/// The CPU convolutions (`conv::conv3x3`: im2col and gemm, with their own backward) give what
+/// candle's `conv2d` gives, outputs and gradients of input, kernel and bias, to float
+/// rounding: strides 1 and 2, odd and tiny planes, with and without the fused ReLU.
+#[test]
+fn im2col_convolutions_equal_candle_conv2d_with_gradients() {
+    use candle_core::Var;
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    // (stacks, channels in, channels out, height, width, stride, relu); with stride 2 the
+    // sides have the same parity (candle's conv2d backward takes its output padding from the
+    // height alone).
+    let cases = [
+        (3, 2, 5, 7, 4, 1, true),
+        (5, 3, 4, 9, 7, 2, false),
+        (6, 3, 4, 8, 6, 2, true),
+        (2, 1, 1, 1, 1, 1, true),
+        (4, 2, 3, 3, 1, 1, false),
+        (3, 2, 3, 1, 6, 1, true),
+        (3, 2, 2, 2, 4, 2, false),
+        (9, 8, 16, 16, 16, 2, true),
+        (7, 8, 8, 32, 32, 1, false),
+    ];
+    for (n, cin, cout, h, w, stride, relu) in cases {
+        let what = format!("{n}x{cin}x{h}x{w} -> {cout}, stride {stride}, relu {relu}");
+        let x = Var::from_tensor(&random_tensor(&mut r, &[n, cin, h, w])).unwrap();
+        let k = Var::from_tensor(&random_tensor(&mut r, &[cout, cin, 3, 3])).unwrap();
+        let b = Var::from_tensor(&random_tensor(&mut r, &[cout])).unwrap();
+        let fast = crate::conv::conv3x3(&x, &k, &b, stride, relu).unwrap();
+        let mut slow = x
+            .conv2d(&k, 1, stride, 1, 1)
+            .unwrap()
+            .broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap())
+            .unwrap();
+        if relu {
+            slow = slow.relu().unwrap();
+        }
+        assert!(rel_diff(&fast, &slow) < 1e-6, "{what}: outputs differ");
+        let probe = random_tensor(&mut r, slow.dims());
+        let gf = (&fast * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gs = (&slow * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, v) in [("input", &x), ("kernel", &k), ("bias", &b)] {
+            let (f, s) = (gf.get(v).unwrap(), gs.get(v).unwrap());
+            let d = rel_diff(f, s);
+            assert!(d < 1e-5, "{what}: gradients of the {name} differ by {d}");
+        }
+    }
+}
+
+/// The whole network with the CPU convolutions equals the one with candle's `conv2d`: logits
+/// and the gradients of every weight, on random weights (second convs of blocks not zero) and
+/// inputs with context channels.
+#[test]
+fn network_forward_and_gradients_equal_with_either_convolution() {
+    let dev = Device::Cpu;
+    let cfg = ModelConfig {
+        context_px: 32,
+        ..small_config(3, 16, 4)
+    };
+    let net = Ceres::new(&cfg, &dev, 5).unwrap();
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+    for (_, var) in net.vars() {
+        let t = random_tensor(&mut r, var.as_tensor().dims());
+        var.set(&(t * 0.5).unwrap()).unwrap();
+    }
+    let x = random_tensor(&mut r, &[6, cfg.channels(), 16, 16]);
+    let fast = net.forward_with(&x, true).unwrap();
+    let slow = net.forward_with(&x, false).unwrap();
+    assert!(rel_diff(&fast, &slow) < 1e-6, "{fast} vs {slow}");
+    let gf = fast.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let gs = slow.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    for (name, var) in net.vars() {
+        let d = rel_diff(gf.get(&var).unwrap(), gs.get(&var).unwrap());
+        assert!(d < 1e-5, "gradient of {name} differs by {d}");
+    }
+}
+
+/// The CPU convolutions' gradients are the same bits with 1 and 3 threads (the kernel and bias
+/// gradients are summed over fixed groups of stacks, in order), so a training run does not
+/// depend on the machine's core count.
+#[test]
+fn convolution_gradients_do_not_depend_on_the_thread_count() {
+    use candle_core::Var;
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+    let x = Var::from_tensor(&random_tensor(&mut r, &[23, 4, 12, 12])).unwrap();
+    let k = Var::from_tensor(&random_tensor(&mut r, &[6, 4, 3, 3])).unwrap();
+    let b = Var::from_tensor(&random_tensor(&mut r, &[6])).unwrap();
+    let probe = random_tensor(&mut r, &[23, 6, 12, 12]);
+    let grads = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let y = crate::conv::conv3x3(&x, &k, &b, 1, true).unwrap();
+            let g = (y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            [&x, &k, &b].map(|v| {
+                g.get(v)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            })
+        })
+    };
+    assert_eq!(grads(1), grads(3));
+}
