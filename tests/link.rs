@@ -302,8 +302,12 @@ fn night(seed: u64) -> (Vec<Outcome>, usize, usize) {
                         .collect()
                 })
                 .unwrap_or_default();
+            // Where the trail's middle lies (calibrated pixels, 1-based as the catalogs).
+            let mid = trail(p, a, c).map_or(String::new(), |((x0, y0), (x1, y1))| {
+                format!("@{:.0},{:.0}", 0.5 * (x0 + x1), 0.5 * (y0 + y1))
+            });
             pieces.entry(c).or_default().push(format!(
-                "e{}:{}[{}]",
+                "e{}{mid}:{}[{}]",
                 p.exposure,
                 on.len(),
                 on.iter()
@@ -323,12 +327,13 @@ fn night(seed: u64) -> (Vec<Outcome>, usize, usize) {
                 let snr = best.iter().map(|p| p.snr).fold(f64::INFINITY, f64::min);
                 eprintln!(
                     "seed {seed}: missed {} {:.2}\"/min mag {:.1} S/N {snr:.0} trail {:.0}px, \
-                     {} detections in tracklets; sources on trail (elongation): {}",
+                     {} detections in tracklets; on {}, sources on trail (elongation): {}",
                     a.name,
                     a.rate_arcsec_per_min,
                     a.mag,
                     best[0].trail_px,
                     touched.get(&a.id).copied().unwrap_or(0),
+                    ccd(*best_ccd).ccdname,
                     pieces[best_ccd].join(" ")
                 );
             }

@@ -4,6 +4,7 @@
 //! ```text
 //! extract_fits run IMAGE.fits [--threads N] [--repeat K] [--out CAT.txt] [--minarea N]
 //!                             [--thresh S] [--satur ADU] [--gain E_PER_ADU] [--weight W.fits]
+//!                             [--trail-snr S]
 //! extract_fits compare OURS.txt SEX.txt [--snr 10] [--radius 1]
 //! extract_fits simulate OUT.fits TRUTH.txt [--seed N] [--size PX]
 //! extract_fits completeness TRUTH.txt CAT.txt...
@@ -188,6 +189,7 @@ fn cmd_run(args: &[String]) -> Res<()> {
     let cfg = ExtractConfig {
         min_area_px: opt(args, "--minarea", 5)?,
         thresh_sigma: opt(args, "--thresh", 1.5)?,
+        trail_snr: opt(args, "--trail-snr", 0.0)?,
         saturate_adu: Some(opt(
             args,
             "--satur",

@@ -28,7 +28,7 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "kron_factor", ty: PType::Float, required: false, default: Some("2.5"), doc: "PHOT_AUTOPARAMS Kron factor." },
     ParamSpec { name: "min_radius", ty: PType::Float, required: false, default: Some("3.5"), doc: "PHOT_AUTOPARAMS minimum radius." },
     ParamSpec { name: "mag_zeropoint", ty: PType::Float, required: false, default: Some("0.0"), doc: "MAG_ZEROPOINT, magnitudes." },
-    ParamSpec { name: "trail_snr", ty: PType::Float, required: false, default: Some("0.0"), doc: "S/N a faint trail needs to be found by the line-filter search after the normal extraction (FLAGS 256); 0 (the default) for no search. 10 finds most faint fast movers, at +75% extraction time on survey fields and far more on crowded ones." },
+    ParamSpec { name: "trail_snr", ty: PType::Float, required: false, default: Some("0.0"), doc: "S/N a faint trail needs to be found by the line-filter search after the normal extraction (FLAGS 256); 0 (the default) for no search. 10 finds most faint fast movers, at +10-300% extraction time per survey CCD image and +190% on a crowded 4096^2 star field (bench/RESULTS-link.md)." },
     ParamSpec { name: "gain_e_per_adu", ty: PType::Float, required: false, default: None, doc: "GAIN, e-/ADU (default: the header's GAIN, else 0 = no Poisson term)." },
     ParamSpec { name: "saturate_adu", ty: PType::Float, required: false, default: None, doc: "SATUR_LEVEL, ADU (default: the header's SATURATE, else none)." },
 ];

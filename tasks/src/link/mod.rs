@@ -134,30 +134,40 @@ pub(crate) struct LineFit {
     /// Arcseconds per minute.
     pub v_xi: f64,
     pub v_eta: f64,
-    /// Sum of (t - t0)^2: the lever arm of the velocity.
+    /// Sum of w (t - t0)^2 (w = 1 unweighted): the lever arm of the velocity.
     pub stt: f64,
 }
 
 impl LineFit {
     /// Fit to at least two points at distinct times; `None` otherwise.
     pub fn fit(points: impl Iterator<Item = (f64, f64, f64)> + Clone) -> Option<LineFit> {
-        let (mut n, mut st, mut sx, mut sy) = (0.0, 0.0, 0.0, 0.0);
-        for (t, x, y) in points.clone() {
-            n += 1.0;
-            st += t;
-            sx += x;
-            sy += y;
+        Self::fit_weighted(points.map(|(t, x, y)| (t, x, y, 1.0)))
+    }
+
+    /// Weighted fit to (t, xi, eta, weight) points, at least two at distinct times with
+    /// positive weight. With weights 1 / sigma^2, `1 / stt` is the variance of each velocity
+    /// component.
+    pub fn fit_weighted(
+        points: impl Iterator<Item = (f64, f64, f64, f64)> + Clone,
+    ) -> Option<LineFit> {
+        let (mut n, mut sw, mut st, mut sx, mut sy) = (0, 0.0, 0.0, 0.0, 0.0);
+        for (t, x, y, w) in points.clone() {
+            n += 1;
+            sw += w;
+            st += w * t;
+            sx += w * x;
+            sy += w * y;
         }
-        if n < 2.0 {
+        if n < 2 || sw <= 0.0 {
             return None;
         }
-        let (t0, xi0, eta0) = (st / n, sx / n, sy / n);
+        let (t0, xi0, eta0) = (st / sw, sx / sw, sy / sw);
         let (mut stt, mut stx, mut sty) = (0.0, 0.0, 0.0);
-        for (t, x, y) in points {
+        for (t, x, y, w) in points {
             let dt = t - t0;
-            stt += dt * dt;
-            stx += dt * (x - xi0);
-            sty += dt * (y - eta0);
+            stt += w * dt * dt;
+            stx += w * dt * (x - xi0);
+            sty += w * dt * (y - eta0);
         }
         (stt > 0.0).then(|| LineFit {
             t0,

@@ -3,15 +3,20 @@
 //! pixels, bad columns and dust are stationary on the detector, so the task asks twice.
 //!
 //! A detection with a neighbour within `radius_arcsec` in at least `min_others` other exposures
-//! (the nearest one in each) is stationary unless a straight-line fit through it and those
-//! neighbours moves at least `min_motion_arcsec` over the whole sequence *and* by at least
-//! `min_motion_sigma` standard deviations: a slow asteroid whose steps are shorter than the
+//! (the nearest one in each; in all other exposures but one for a bright source, S/N above about
+//! 20, whose star would be found in each) is stationary unless a straight-line fit through it
+//! and those neighbours, weighted by their position errors, moves at least `min_motion_arcsec`
+//! over the whole sequence *and* by at least `min_motion_sigma` standard deviations: a slow asteroid whose steps are shorter than the
 //! radius is kept, a faint star whose centroid scatters is not. Before that test the group
 //! grows along its fitted line into the exposures where nothing matched in place (a slow
 //! mover matches only its neighbours in time, whose short lever arm cannot show its motion).
 
 use super::grid::Grid;
 use super::{Detection, Exposure, LineFit};
+
+/// Magnitude error of a bright source (S/N about 20): a star this bright is found in every
+/// exposure, so it needs matches in all other exposures but one to be stationary.
+const BRIGHT_MAGERR: f64 = 0.05;
 
 /// Thresholds of [`stationary`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,14 +68,26 @@ pub fn stationary(exposures: &[Exposure], dets: &[Detection], cfg: &StationaryCo
                     group.push(j as usize);
                 }
             }
+            // A star as bright as this one is found in every exposure, unless an edge, a bad
+            // column or a neighbour hides it: a bright source found again in fewer exposures
+            // is rather a slow mover that passed near a fainter source (or that a blend
+            // pulled towards its position in the exposure before).
+            let need = if d.magerr < BRIGHT_MAGERR {
+                need.max(n_exp.saturating_sub(2))
+            } else {
+                need
+            };
             if group.len() - 1 < need {
                 return false;
             }
+            // Weighted by the detections' errors: one blended or faint detection does not
+            // hide the motion that the others show.
             let point = |k: usize| {
                 let x = &dets[k];
-                (exposures[x.exposure].t_min, x.xi, x.eta)
+                let w = 1.0 / x.sigma_arcsec.max(1e-3).powi(2);
+                (exposures[x.exposure].t_min, x.xi, x.eta, w)
             };
-            let Some(mut fit) = LineFit::fit(group.iter().map(|&k| point(k))) else {
+            let Some(mut fit) = LineFit::fit_weighted(group.iter().map(|&k| point(k))) else {
                 // Same time (should not happen): treat as stationary.
                 return true;
             };
@@ -97,19 +114,14 @@ pub fn stationary(exposures: &[Exposure], dets: &[Detection], cfg: &StationaryCo
                     }
                 }
                 if grown {
-                    match LineFit::fit(group.iter().map(|&k| point(k))) {
+                    match LineFit::fit_weighted(group.iter().map(|&k| point(k))) {
                         Some(f) => fit = f,
                         None => return true,
                     }
                 }
             }
             let motion = fit.rate() * span;
-            let sigma2 = group
-                .iter()
-                .map(|&k| dets[k].sigma_arcsec.powi(2))
-                .sum::<f64>()
-                / group.len() as f64;
-            let sigma_motion = (sigma2 / fit.stt).sqrt() * span;
+            let sigma_motion = span / fit.stt.sqrt();
             motion < cfg.min_motion_arcsec || motion < cfg.min_motion_sigma * sigma_motion
         })
         .collect()

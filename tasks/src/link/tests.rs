@@ -386,6 +386,69 @@ fn stars_and_hot_pixels_are_stationary_slow_movers_are_not() {
     assert!(t.iter().all(|t| t.detections.len() == 4), "{t:?}");
 }
 
+/// Issue 5, seed 11 SIM0015 (0.51"/min, S/N 7): the blended detection in e1 (error 0.77")
+/// matches e2 and the fit through them grows into e3; unweighted, e1's error hid the motion
+/// that e2 and e3 show, and e1 and e2 were taken as stationary.
+#[test]
+fn slow_mover_with_one_blended_detection_is_not_stationary() {
+    let exps = exposures(4, 1.667, 1.0);
+    let at = [
+        (55.61, 33.85, 0.20),
+        (55.71, 32.47, 0.77),
+        (56.45, 32.27, 0.23),
+        (57.22, 31.14, 0.19),
+    ];
+    let dets: Vec<Detection> = at
+        .iter()
+        .enumerate()
+        .map(|(e, &(x, y, s))| Detection {
+            magerr: 0.15,
+            ..Detection::point(e, x, y, s, 21.4)
+        })
+        .collect();
+    let cfg = StationaryConfig {
+        radius_arcsec: 1.0,
+        min_others: None,
+        min_motion_arcsec: 1.0,
+        min_motion_sigma: 4.0,
+    };
+    assert_eq!(stationary(&exps, &dets, &cfg), vec![false; 4]);
+}
+
+/// Issue 5, seed 12 SIM0019 (0.71"/min, S/N 55): e1 is blended with a neighbour whose light
+/// pulls it 0.9" from e0; e0 matches it and nothing else. A star this bright would be found in
+/// every exposure, so one match does not make e0 stationary; a bright star missed in one
+/// exposure still is.
+#[test]
+fn bright_source_matched_in_one_other_exposure_is_not_stationary() {
+    let exps = exposures(4, 1.667, 1.0);
+    let bright = |e: usize, x: f64, y: f64, sigma: f64| Detection {
+        magerr: 0.02,
+        ..Detection::point(e, x, y, sigma, 17.0)
+    };
+    let mut dets = vec![
+        bright(0, 7.90, -55.50, 0.12),
+        bright(1, 8.28, -54.68, 0.50),
+        bright(2, 10.23, -55.06, 0.13),
+        bright(3, 11.37, -54.86, 0.10),
+    ];
+    // A bright star missed in e2.
+    for e in [0, 1, 3] {
+        dets.push(bright(e, 100.0 + 0.05 * e as f64, 20.0, 0.1));
+    }
+    let cfg = StationaryConfig {
+        radius_arcsec: 1.0,
+        min_others: None,
+        min_motion_arcsec: 1.0,
+        min_motion_sigma: 4.0,
+    };
+    let st = stationary(&exps, &dets, &cfg);
+    assert_eq!(&st[..4], &[false; 4]);
+    assert_eq!(&st[4..], &[true; 3]);
+    let t = link(&exps, &dets[..4], &LinkConfig::default());
+    assert_eq!(t.len(), 1, "{t:?}");
+}
+
 #[test]
 fn alignment_recovers_a_shift_rotation_and_scale() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
