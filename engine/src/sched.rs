@@ -412,6 +412,10 @@ impl Scheduler {
         });
         let mut jobs: JoinSet<JobDone> = JoinSet::new();
         self.expand_all();
+        if !dry {
+            // Exactly (fan-outs that expand later add to it): one key per instance.
+            self.pack_keys.reserve_exact(self.insts.len());
+        }
         let mut cancel_rx = self.cancel_rx.clone();
         loop {
             if !self.stopping {
@@ -481,13 +485,19 @@ impl Scheduler {
             )?;
             w.finish()?;
         }
-        self.write_pack();
         let mut summary = Summary {
             dry_run: std::mem::take(&mut self.dry_lines),
             ..Summary::default()
         };
         for i in &self.insts {
             *summary.counts.entry(i.state).or_default() += 1;
+        }
+        if self.pack_stale && !dry {
+            // The instances are done with: their memory goes to the new pack instead of adding
+            // to the run's peak.
+            self.insts = Vec::new();
+            self.tpls = Vec::new();
+            self.write_pack();
         }
         summary.state = if self.cancelled {
             "cancelled"
@@ -1333,10 +1343,8 @@ impl Scheduler {
     /// Keeps the entries this run used as the pipeline's pack, when they differ from the pack
     /// it started with (after the writer is done, so that new entries are in the store).
     fn write_pack(&mut self) {
-        if self.opts.dry_run || !self.pack_stale {
-            return;
-        }
-        let keys = std::mem::take(&mut self.pack_keys);
+        let mut keys = std::mem::take(&mut self.pack_keys);
+        keys.sort_unstable_by_key(|k| k.1);
         let plan = &self.plan;
         let named = keys
             .iter()

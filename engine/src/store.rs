@@ -36,7 +36,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::binary::Reader;
+use crate::binary::{put_str, Reader};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -341,15 +341,16 @@ impl TaskCache {
 /// of a 10,000-instance night finds all of its entries in one read instead of scanning or
 /// looking up the `cache` tree 10,000 times (sled spends 4,000-8,000 instructions a key).
 ///
-/// Layout: a version byte, then per entry the raw fingerprint (32 bytes), the entry's length
-/// (u32, little endian) and the entry as the `cache` tree holds it, sorted by fingerprint.
+/// Layout: a version byte, then per entry, sorted by fingerprint: the raw fingerprint (32
+/// bytes), the entry's length (u32, little endian) and the parts of the entry a hit uses (task
+/// name, the run that recorded it, outputs; about half of the whole entry).
 pub struct Pack {
     blob: sled::IVec,
     /// Fingerprint, offset and length of each entry in `blob`, sorted by fingerprint.
     index: Vec<([u8; 32], u32, u32)>,
 }
 
-const PACK_VERSION: u8 = 1;
+const PACK_VERSION: u8 = 2;
 
 impl Pack {
     fn read(blob: sled::IVec) -> Option<Pack> {
@@ -385,11 +386,28 @@ impl Pack {
     /// treated as absent: the `cache` tree is the truth).
     pub fn get(&self, task: &str, fingerprint: &str) -> Option<CacheEntry> {
         let raw = fingerprint_bytes(fingerprint)?;
-        let bytes = self.raw(&raw)?;
-        if !entry::is_of_task(bytes, task) {
+        let mut r = Reader(self.raw(&raw)?);
+        if r.str_ref()? != task {
             return None;
         }
-        entry::decode_hit(fingerprint, bytes).ok()
+        let run = r.str()?;
+        let outputs = entry::read_outputs(&mut r, fingerprint).ok()?;
+        Some(CacheEntry {
+            fingerprint: fingerprint.to_owned(),
+            task: task.to_owned(),
+            kind: String::new(),
+            created_at: String::new(),
+            run,
+            instance: String::new(),
+            outputs,
+            key: serde_json::Value::Null,
+        })
+    }
+
+    /// The entry as the pack holds it, if it is `task`'s.
+    fn raw_of(&self, task: &str, fingerprint: &[u8; 32]) -> Option<&[u8]> {
+        let bytes = self.raw(fingerprint)?;
+        (Reader(bytes).str_ref()? == task).then_some(bytes)
     }
 
     pub fn len(&self) -> usize {
@@ -657,42 +675,48 @@ impl Store {
         Ok(self.packs.get(pipeline.as_bytes())?.and_then(Pack::read))
     }
 
-    /// Keeps the entries of these (task, fingerprint, from the old pack) keys as `pipeline`'s
-    /// pack: from `old` for the keys whose entry the run took from it, from the `cache` tree
-    /// for the others (keys with no entry are left out). Returns how many entries it holds.
+    /// Keeps the entries of these (task, fingerprint, from the old pack) keys, sorted by
+    /// fingerprint, as `pipeline`'s pack: from `old` for the keys whose entry the run took from
+    /// it, from the `cache` tree for the others (keys with no entry are left out). Returns how
+    /// many entries it holds.
     pub fn put_pack<'a>(
         &self,
         pipeline: &str,
         old: Option<&Pack>,
-        keys: impl Iterator<Item = (&'a str, [u8; 32], bool)>,
+        sorted_keys: impl Iterator<Item = (&'a str, [u8; 32], bool)>,
     ) -> Result<usize, StoreError> {
-        let mut found: Vec<([u8; 32], sled::IVec)> = Vec::new();
-        for (task, fp, from_old) in keys {
-            let from_old = old
-                .filter(|_| from_old)
-                .and_then(|p| p.raw(&fp))
-                .filter(|b| entry::is_of_task(b, task))
-                .map(sled::IVec::from);
-            let bytes = match from_old {
-                Some(b) => Some(b),
-                None => self.cache.get(cache_key(task, &fp))?,
-            };
-            if let Some(b) = bytes {
-                found.push((fp, b));
+        // Each entry goes straight into the value: a 100,000-instance run holds its pack once.
+        let mut blob = vec![PACK_VERSION];
+        let mut last: Option<[u8; 32]> = None;
+        let mut n = 0;
+        let mut part = Vec::new();
+        for (task, fp, from_old) in sorted_keys {
+            if last.is_some_and(|l| l >= fp) {
+                continue;
             }
-        }
-        found.sort_by_key(|a| a.0);
-        found.dedup_by(|a, b| a.0 == b.0);
-        let mut blob =
-            Vec::with_capacity(1 + found.iter().map(|(_, b)| 36 + b.len()).sum::<usize>());
-        blob.push(PACK_VERSION);
-        for (fp, b) in &found {
-            blob.extend_from_slice(fp);
-            blob.extend_from_slice(&(b.len() as u32).to_le_bytes());
-            blob.extend_from_slice(b);
+            let kept = old.filter(|_| from_old).and_then(|p| p.raw_of(task, &fp));
+            let bytes = match kept {
+                Some(b) => b,
+                None => match self.cache.get(cache_key(task, &fp))? {
+                    Some(b) => {
+                        let e = entry::decode(&hex(&fp), &b)?;
+                        part.clear();
+                        put_str(&mut part, &e.task);
+                        put_str(&mut part, &e.run);
+                        entry::put_outputs(&mut part, &e.outputs);
+                        &part[..]
+                    }
+                    None => continue,
+                },
+            };
+            blob.extend_from_slice(&fp);
+            blob.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            blob.extend_from_slice(bytes);
+            last = Some(fp);
+            n += 1;
         }
         self.packs.insert(pipeline.as_bytes(), blob)?;
-        Ok(found.len())
+        Ok(n)
     }
 
     /// Forgets every pack (after entries are dropped from the cache).
@@ -1235,17 +1259,6 @@ mod entry {
         })
     }
 
-    /// Whether an encoded entry belongs to `task` (its first name).
-    pub fn is_of_task(bytes: &[u8], task: &str) -> bool {
-        if bytes.first() == Some(&b'{') {
-            return decode("", bytes).is_ok_and(|e| e.task == task);
-        }
-        let mut r = Reader(bytes);
-        r.take(1) == Some(&[VERSION][..])
-            && r.u32() == Some(task.len() as u32)
-            && r.take(task.len()) == Some(task.as_bytes())
-    }
-
     /// The parts of an entry a cache hit uses (the run that made it and the outputs); the other
     /// names are left empty.
     pub fn decode_hit(fingerprint: &str, bytes: &[u8]) -> Result<CacheEntry, StoreError> {
@@ -1431,8 +1444,8 @@ mod tests {
             s.cache_put(&entry("fan", n, "r1")).unwrap();
         }
         assert!(s.pack("night").unwrap().is_none());
-        // Pairs with no entry (n = 9) are left out.
-        let keys = [(3u8, "fan"), (1, "fan"), (9, "fan"), (0, "fan")];
+        // Keys with no entry (n = 9) are left out; repeated keys are kept once.
+        let keys = [(0u8, "fan"), (1, "fan"), (1, "fan"), (3, "fan"), (9, "fan")];
         let n = s
             .put_pack(
                 "night",
