@@ -454,6 +454,10 @@ fn execute(
     };
     let result = rt.block_on(sched.run());
     crate::ops::after_run(&kept, &workdir, &run_id, x);
+    let wrote = matches!(&result, Ok(s) if s.count(State::Succeeded) + s.count(State::Failed) > 0);
+    if wrote {
+        kept.settle();
+    }
     match result {
         Ok(s) if s.state == "succeeded" => OK,
         Ok(s) if s.state == "cancelled" => CANCELLED,
