@@ -23,8 +23,8 @@ use crate::events::{Event, Sink};
 use crate::exec::{self, Outcome};
 use crate::plan::{Foreach, InputSource, Plan};
 use crate::store::{
-    fingerprint_bytes, CacheEntry, Durable, InstanceRecord, OutputRecord, Pack, RunRecord, State,
-    Store, StoreError, TaskCache, Writer,
+    fingerprint_bytes, CacheEntry, Durable, InstanceRecord, OutputRecord, Pack, PackSource,
+    RunRecord, State, Store, StoreError, TaskCache, Writer,
 };
 use crate::task::{Action, Invocation, TaskError};
 use crate::template::{self, Ref, Scope};
@@ -225,6 +225,17 @@ struct Tpl {
     by_key: HashMap<Box<str>, u32>,
 }
 
+/// Where an instance's cache entry is, for the pipeline's next pack.
+#[derive(Debug, Clone, Copy)]
+enum PackFrom {
+    /// Made by this run (its outputs are the instance's).
+    Made,
+    /// Found in the pack the run started with.
+    Pack,
+    /// Found in the `cache` tree.
+    Cache,
+}
+
 /// What a finished job reports back to the walker.
 enum JobDone {
     Ran(Box<Ran>),
@@ -308,9 +319,9 @@ pub struct Scheduler {
     task_caches: HashMap<usize, TaskCache>,
     /// The cache entries this pipeline's last run used, read in one go (looked up first).
     pack: Option<Pack>,
-    /// Template and fingerprint of every instance that ended well, for the next pack, and
-    /// whether its entry came from the pack.
-    pack_keys: Vec<(u32, [u8; 32], bool)>,
+    /// Every instance that ended with a cache entry, its fingerprint and where its entry is
+    /// (see [`Scheduler::write_pack`]), for the next pack.
+    pack_keys: Vec<(u32, [u8; 32], PackFrom)>,
     /// Whether some instance's entry did not come from the pack (the pack is then rewritten).
     pack_stale: bool,
     /// The workdir's `out/`, open, to check recorded outputs under it quickly.
@@ -493,9 +504,15 @@ impl Scheduler {
             *summary.counts.entry(i.state).or_default() += 1;
         }
         if self.pack_stale && !dry {
-            // The instances are done with: their memory goes to the new pack instead of adding
-            // to the run's peak.
-            self.insts = Vec::new();
+            // Only the instances' outputs are wanted now: the rest of their memory goes to the
+            // new pack instead of adding to the run's peak.
+            for inst in &mut self.insts {
+                inst.deps = Vec::new();
+                inst.dependents = Vec::new();
+                inst.id = Box::default();
+                inst.key = None;
+                inst.item = None;
+            }
             self.tpls = Vec::new();
             self.write_pack();
         }
@@ -838,7 +855,7 @@ impl Scheduler {
                 Ok(Prepared::Kept(prev)) => {
                     let prev = *prev;
                     self.pack_stale = true;
-                    self.keep_for_pack(i, prev.fingerprint.as_deref(), false);
+                    self.keep_for_pack(i, prev.fingerprint.as_deref(), PackFrom::Cache);
                     if self.opts.dry_run {
                         let line = (
                             prev.id.clone(),
@@ -1275,10 +1292,6 @@ impl Scheduler {
             from_pack,
         } = done;
         let fingerprint = fingerprint.or_else(|| key.as_ref().map(|k| k.fingerprint.clone()));
-        if state.is_done_ok() {
-            self.pack_stale |= !from_pack;
-            self.keep_for_pack(i, fingerprint.as_deref(), from_pack);
-        }
         let mut rec = self.record(i, fingerprint.clone(), cache.clone(), log);
         rec.error = error.clone();
         rec.quarantined = error.as_deref().is_some_and(|e| e.starts_with("bad input"));
@@ -1298,6 +1311,19 @@ impl Scheduler {
             }),
             _ => None,
         };
+        if state.is_done_ok() {
+            self.pack_stale |= !from_pack;
+            let from = match (&cache_entry, from_pack) {
+                (Some(_), _) => Some(PackFrom::Made),
+                (None, true) => Some(PackFrom::Pack),
+                (None, false) if state == State::Cached => Some(PackFrom::Cache),
+                // Ran without a cache entry: nothing to pack.
+                (None, false) => None,
+            };
+            if let Some(from) = from {
+                self.keep_for_pack(i, rec.fingerprint.as_deref(), from);
+            }
+        }
         let duration_ms = rec.duration_ms.unwrap_or(0);
         let event = Event::Finished {
             id: rec.id.clone(),
@@ -1330,13 +1356,12 @@ impl Scheduler {
     }
 
     /// Notes an instance that ended well for the pipeline's next pack.
-    fn keep_for_pack(&mut self, i: u32, fingerprint: Option<&str>, from_pack: bool) {
+    fn keep_for_pack(&mut self, i: u32, fingerprint: Option<&str>, from: PackFrom) {
         if self.opts.dry_run {
             return;
         }
         if let Some(fp) = fingerprint.and_then(fingerprint_bytes) {
-            let t = self.insts[i as usize].template;
-            self.pack_keys.push((t, fp, from_pack));
+            self.pack_keys.push((i, fp, from));
         }
     }
 
@@ -1345,10 +1370,19 @@ impl Scheduler {
     fn write_pack(&mut self) {
         let mut keys = std::mem::take(&mut self.pack_keys);
         keys.sort_unstable_by_key(|k| k.1);
-        let plan = &self.plan;
-        let named = keys
-            .iter()
-            .map(|&(t, fp, from_pack)| (plan.tasks[t as usize].name.as_str(), fp, from_pack));
+        let (plan, insts, run) = (&self.plan, &self.insts, self.run.id.as_str());
+        let named = keys.iter().map(|&(i, fp, from)| {
+            let inst = &insts[i as usize];
+            let source = match from {
+                PackFrom::Pack => PackSource::Old,
+                PackFrom::Cache => PackSource::Cache,
+                PackFrom::Made => PackSource::Made {
+                    run,
+                    outputs: &inst.outputs,
+                },
+            };
+            (plan.tasks[inst.template as usize].name.as_str(), fp, source)
+        });
         match self
             .store
             .put_pack(&self.run.pipeline_name, self.pack.as_ref(), named)

@@ -13,11 +13,14 @@
 //!   The records of instances that ran carry their cache key's parts (for `cache explain`).
 //! - `filehash`: absolute path -> [`FileStamp`] (JSON): content hashes of source files, reused
 //!   while size and mtime are unchanged.
-//! - `packs`: pipeline name -> the cache entries its last run used, in one value (see [`Pack`]):
-//!   a rerun finds its entries with one read instead of one tree lookup per instance. A hint
-//!   only: an entry missing from the pack, or whose outputs no longer check, is looked up in
-//!   `cache`. Added without a schema change (older binaries do not open schema 4 stores anyway,
-//!   and a pack they left stale would only be looked past).
+//!
+//! Beside the trees, `state/packs/` holds one file per pipeline name: the cache entries its
+//! last run used (see [`Pack`]), so that a rerun finds its entries with one read instead of one
+//! tree lookup per instance. A hint only: an entry missing from the pack, or whose outputs no
+//! longer check, is looked up in `cache`. Plain files, not a tree: a 100,000-instance pack would
+//! be copied twice by sled and replayed from its log by the next open. Added without a schema
+//! change (older binaries do not open schema 4 stores anyway, and a pack they left stale would
+//! only be looked past).
 //! - Schema 1 only, still read: `instances` (`run id \0 instance id` -> one [`InstanceRecord`])
 //!   and `keys` (fingerprint -> the key's parts).
 //!
@@ -59,6 +62,8 @@ pub enum StoreError {
     MissingText(String),
     #[error("corrupt cache entry {0} in the state store")]
     CorruptEntry(String),
+    #[error("cannot write the cache pack {0}: {1}")]
+    Pack(String, std::io::Error),
     #[error("the record writer stopped: {0}")]
     Writer(String),
     #[error("corrupt record in the state store ({what}): {source}")]
@@ -235,8 +240,6 @@ pub struct Store {
     plans: sled::Tree,
     /// Pipeline texts by blake3 (see [`RunRecord::pipeline_text`]).
     texts: sled::Tree,
-    /// Cache entries per pipeline, as its last run used them ([`Pack`]).
-    packs: sled::Tree,
     path: PathBuf,
 }
 
@@ -337,7 +340,7 @@ impl TaskCache {
     }
 }
 
-/// The cache entries a pipeline's last run used, read as one value ([`Store::pack`]): a rerun
+/// The cache entries a pipeline's last run used, read as one file ([`Store::pack`]): a rerun
 /// of a 10,000-instance night finds all of its entries in one read instead of scanning or
 /// looking up the `cache` tree 10,000 times (sled spends 4,000-8,000 instructions a key).
 ///
@@ -345,7 +348,7 @@ impl TaskCache {
 /// bytes), the entry's length (u32, little endian) and the parts of the entry a hit uses (task
 /// name, the run that recorded it, outputs; about half of the whole entry).
 pub struct Pack {
-    blob: sled::IVec,
+    blob: Vec<u8>,
     /// Fingerprint, offset and length of each entry in `blob`, sorted by fingerprint.
     index: Vec<([u8; 32], u32, u32)>,
 }
@@ -353,7 +356,7 @@ pub struct Pack {
 const PACK_VERSION: u8 = 2;
 
 impl Pack {
-    fn read(blob: sled::IVec) -> Option<Pack> {
+    fn read(blob: Vec<u8>) -> Option<Pack> {
         let mut r = Reader(&blob);
         if r.u8()? != PACK_VERSION {
             return None;
@@ -417,6 +420,20 @@ impl Pack {
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
     }
+}
+
+/// Where [`Store::put_pack`] takes an entry from.
+#[derive(Debug, Clone, Copy)]
+pub enum PackSource<'a> {
+    /// The old pack (the run found it there), else the `cache` tree.
+    Old,
+    /// The `cache` tree.
+    Cache,
+    /// Made by this run, which just put the same into the `cache` tree: no need to read it.
+    Made {
+        run: &'a str,
+        outputs: &'a [OutputRecord],
+    },
 }
 
 /// Persists a run's finished work on a thread of its own ([`Store::writer`]).
@@ -534,7 +551,6 @@ impl Store {
             keys: db.open_tree("keys")?,
             plans: db.open_tree("plans")?,
             texts: db.open_tree("texts")?,
-            packs: db.open_tree("packs")?,
             db,
             path,
         };
@@ -687,32 +703,60 @@ impl Store {
     /// The entries `pipeline`'s last run used (see [`Pack`]); `None` when there is none or it
     /// cannot be read.
     pub fn pack(&self, pipeline: &str) -> Result<Option<Pack>, StoreError> {
-        Ok(self.packs.get(pipeline.as_bytes())?.and_then(Pack::read))
+        Ok(std::fs::read(self.pack_path(pipeline))
+            .ok()
+            .and_then(Pack::read))
     }
 
-    /// Keeps the entries of these (task, fingerprint, from the old pack) keys, sorted by
-    /// fingerprint, as `pipeline`'s pack: from `old` for the keys whose entry the run took from
-    /// it, from the `cache` tree for the others (keys with no entry are left out). Returns how
-    /// many entries it holds.
+    /// `state/packs/<blake3 of the pipeline name>`.
+    fn pack_path(&self, pipeline: &str) -> PathBuf {
+        let name = blake3::hash(pipeline.as_bytes()).to_hex();
+        self.path.join("packs").join(&name[..32])
+    }
+
+    /// Keeps these entries, sorted by fingerprint, as `pipeline`'s pack (see [`PackSource`]
+    /// for where each comes from; one with no entry is left out). Returns how many it holds.
     pub fn put_pack<'a>(
         &self,
         pipeline: &str,
         old: Option<&Pack>,
-        sorted_keys: impl Iterator<Item = (&'a str, [u8; 32], bool)>,
+        sorted: impl Iterator<Item = (&'a str, [u8; 32], PackSource<'a>)> + Clone,
     ) -> Result<usize, StoreError> {
-        // Each entry goes straight into the value: a 100,000-instance run holds its pack once.
-        let mut blob = vec![PACK_VERSION];
+        // Each entry goes straight into the file's bytes, sized first (a growing Vec copies
+        // itself): a 100,000-instance run holds its pack once, at the end of the run.
+        let size: usize = sorted
+            .clone()
+            .map(|(task, _, source)| {
+                let rest = match source {
+                    PackSource::Made { run, outputs } => run.len() + entry::outputs_len(outputs),
+                    _ => 64,
+                };
+                44 + task.len() + rest
+            })
+            .sum();
+        let mut blob = Vec::with_capacity(1 + size);
+        blob.push(PACK_VERSION);
         let mut last: Option<[u8; 32]> = None;
         let mut n = 0;
         let mut part = Vec::new();
-        for (task, fp, from_old) in sorted_keys {
+        for (task, fp, source) in sorted {
             if last.is_some_and(|l| l >= fp) {
                 continue;
             }
-            let kept = old.filter(|_| from_old).and_then(|p| p.raw_of(task, &fp));
-            let bytes = match kept {
-                Some(b) => b,
-                None => match self.cache.get(cache_key(task, &fp))? {
+            let kept = match source {
+                PackSource::Old => old.and_then(|p| p.raw_of(task, &fp)),
+                _ => None,
+            };
+            let bytes = match (kept, source) {
+                (Some(b), _) => b,
+                (None, PackSource::Made { run, outputs }) => {
+                    part.clear();
+                    put_str(&mut part, task);
+                    put_str(&mut part, run);
+                    entry::put_outputs(&mut part, outputs);
+                    &part[..]
+                }
+                (None, _) => match self.cache.get(cache_key(task, &fp))? {
                     Some(b) => {
                         let e = entry::decode(&hex(&fp), &b)?;
                         part.clear();
@@ -730,14 +774,27 @@ impl Store {
             last = Some(fp);
             n += 1;
         }
-        self.packs.insert(pipeline.as_bytes(), blob)?;
+        // Whole or not at all (a hint needs no sync).
+        let path = self.pack_path(pipeline);
+        let tmp = path.with_extension("new");
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&tmp, &blob))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        written.map_err(|e| StoreError::Pack(path.display().to_string(), e))?;
         Ok(n)
     }
 
     /// Forgets every pack (after entries are dropped from the cache).
     pub fn clear_packs(&self) -> Result<(), StoreError> {
-        self.packs.clear()?;
-        Ok(())
+        let dir = self.path.join("packs");
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(StoreError::Pack(dir.display().to_string(), e))
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn cache_put(&self, e: &CacheEntry) -> Result<(), StoreError> {
@@ -1236,6 +1293,14 @@ mod entry {
         b
     }
 
+    /// What [`put_outputs`] writes, in bytes.
+    pub fn outputs_len(outputs: &[OutputRecord]) -> usize {
+        4 + outputs
+            .iter()
+            .map(|o| 12 + o.name.len() + o.path.len() + 8 + 16 + o.hash.len())
+            .sum::<usize>()
+    }
+
     pub fn put_outputs(b: &mut Vec<u8>, outputs: &[OutputRecord]) {
         b.extend_from_slice(&(outputs.len() as u32).to_le_bytes());
         for o in outputs {
@@ -1465,7 +1530,7 @@ mod tests {
             .put_pack(
                 "night",
                 None,
-                keys.iter().map(|&(n, t)| (t, [n; 32], false)),
+                keys.iter().map(|&(n, t)| (t, [n; 32], PackSource::Cache)),
             )
             .unwrap();
         assert_eq!(n, 3);
@@ -1481,15 +1546,37 @@ mod tests {
         // A newer entry in the cache: a key the run took from the old pack keeps the pack's
         // copy (one read, no tree lookup); a key it found in the cache takes the cache's.
         s.cache_put(&entry("fan", 1, "r2")).unwrap();
-        let one = |from_old| [("fan", [1; 32], from_old)].into_iter();
-        s.put_pack("night", Some(&pack), one(true)).unwrap();
+        let one = |source| [("fan", [1; 32], source)].into_iter();
+        s.put_pack("night", Some(&pack), one(PackSource::Old))
+            .unwrap();
         let kept = s.pack("night").unwrap().unwrap();
         assert_eq!(kept.get("fan", &hex(&[1; 32])).unwrap().run, "r1");
-        s.put_pack("night", Some(&kept), one(false)).unwrap();
+        s.put_pack("night", Some(&kept), one(PackSource::Cache))
+            .unwrap();
         let fresh = s.pack("night").unwrap().unwrap();
         assert_eq!(fresh.get("fan", &hex(&[1; 32])).unwrap().run, "r2");
+        // An entry the run made itself is packed as given.
+        let outputs = [OutputRecord {
+            name: "o".into(),
+            path: "/w/out/o".into(),
+            size: 3,
+            mtime_ns: 7,
+            hash: "ab".repeat(32),
+        }];
+        let made = PackSource::Made {
+            run: "r3",
+            outputs: &outputs,
+        };
+        s.put_pack("night", None, one(made)).unwrap();
+        let got = s
+            .pack("night")
+            .unwrap()
+            .unwrap()
+            .get("fan", &hex(&[1; 32]))
+            .unwrap();
+        assert_eq!((got.run.as_str(), &got.outputs[..]), ("r3", &outputs[..]));
         // A damaged pack is no pack.
-        s.packs.insert("night", &[PACK_VERSION, 1, 2][..]).unwrap();
+        std::fs::write(s.pack_path("night"), [PACK_VERSION, 1, 2]).unwrap();
         assert!(s.pack("night").unwrap().is_none());
         s.clear_packs().unwrap();
         assert!(s.pack("second").unwrap().is_none());
