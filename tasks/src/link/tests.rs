@@ -217,6 +217,40 @@ fn trails_cut_at_both_ends_of_the_sequence_do_not_make_the_whole_ones_too_bright
 }
 
 #[test]
+fn one_whole_trail_among_trails_cut_at_the_edge_is_linked() {
+    // Issue 5 (seed 11, SIM0014, 56.5"/min, the linker's input on A5382-1-7): the trail of e0
+    // is off the image; e1's is cut to its last 4" and e3's (two pieces, assembled) to 12.5";
+    // only e2's (three pieces, assembled) is whole. No two whole trails make a pair.
+    let exps: Vec<Exposure> = (0..4)
+        .map(|e| Exposure {
+            t_min: 5.0 / 3.0 * e as f64,
+            exptime_min: 1.0,
+        })
+        .collect();
+    let trail = |e, xi, eta, sigma, mag, len, pa, truncated| Detection {
+        magerr: 0.03,
+        trail_arcsec: len,
+        axis_pa_deg: pa,
+        truncated,
+        ..Detection::point(e, xi, eta, sigma, mag)
+    };
+    let dets = vec![
+        trail(1, 35.274, 146.550, 0.107, -9.29, 4.264, 156.53, true),
+        trail(2, 57.507, 81.286, 0.994, -12.21, 56.138, 160.52, false),
+        trail(3, 80.570, 12.724, 0.993, -10.42, 12.535, 163.43, true),
+    ];
+    let cfg = LinkConfig {
+        seeing_fwhm_arcsec: 2.214,
+        ..LinkConfig::default()
+    };
+    let t = link(&exps, &dets, &cfg);
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0].detections, vec![0, 1, 2], "{t:?}");
+    // The truth: 56.52"/min.
+    assert!((t[0].rate_arcsec_per_min - 56.5).abs() < 2.0, "{t:?}");
+}
+
+#[test]
 fn a_trail_broken_in_two_makes_one_tracklet_at_its_middle() {
     // Issue 5 (seeds 4 and 6): 40"/min east, every 40" trail broken into two overlapping 24"
     // pieces 8" either side of its middle. The first pieces alone are on a line at the right

@@ -243,6 +243,63 @@ pub fn link_pieces(
             }
         }
     }
+    // A whole trail among trails cut at the edge makes no pair with them: its length gives
+    // the rate and its axis the direction (up to its sign), which predict where the cut ones
+    // are.
+    for (a, da) in dets.iter().enumerate() {
+        let Some((ax, ay)) = shapes[a].axis else {
+            continue;
+        };
+        let ta = exposures[da.exposure].t_min;
+        let rate = da.trail_arcsec / exposures[da.exposure].exptime_min.max(1e-6);
+        if da.truncated || rate < cfg.min_rate_arcsec_per_min || rate > cfg.max_rate_arcsec_per_min
+        {
+            continue;
+        }
+        // The trail's length is known to about a seeing FWHM at each end.
+        let sigma_v = 2.0 * cfg.seeing_fwhm_arcsec / exposures[da.exposure].exptime_min.max(1e-6);
+        for sign in [1.0, -1.0] {
+            let (vx, vy) = (sign * rate * ax, sign * rate * ay);
+            members.clear();
+            members.push(a);
+            for &ek in &order {
+                if ek == da.exposure {
+                    continue;
+                }
+                let dt = exposures[ek].t_min - ta;
+                let (px, py) = (da.xi + vx * dt, da.eta + vy * dt);
+                let tol = cfg.max_residual_arcsec + sigma_v * dt.abs();
+                let exptime = exposures[ek].exptime_min;
+                let cut = 0.5 * rate * exptime;
+                let mut best: Option<(u32, f64)> = None;
+                grids[ek].within(px, py, tol + cut, |k, _| {
+                    let dk = &dets[k as usize];
+                    if !dk.truncated || shapes[k as usize].axis.is_none() {
+                        return;
+                    }
+                    let (x, y) = placed(dk, exptime, px, py, vx, vy);
+                    let d2 = (x - px).powi(2) + (y - py).powi(2);
+                    if d2 <= tol * tol
+                        && best.is_none_or(|b| d2 < b.1)
+                        && shapes[k as usize].allows(vx, vy)
+                    {
+                        best = Some((k, d2));
+                    }
+                });
+                if let Some((k, _)) = best {
+                    members.push(k as usize);
+                }
+            }
+            if members.len() < cfg.min_detections {
+                continue;
+            }
+            if let Some(t) = fit_and_check(exposures, dets, &members, cfg) {
+                if seen.insert(t.detections.clone()) {
+                    candidates.push(t);
+                }
+            }
+        }
+    }
     accept(candidates, pieces, n_pieces)
 }
 
@@ -309,7 +366,7 @@ fn fit_and_check(
             m.remove(worst_mag.0);
             continue;
         }
-        let (fit, positions) = fit_placed(exposures, dets, &m)?;
+        let (fit, positions) = fit_placed(exposures, dets, &m, cfg)?;
         let res: Vec<f64> = m
             .iter()
             .zip(&positions)
@@ -413,9 +470,22 @@ fn fit_placed(
     exposures: &[Exposure],
     dets: &[Detection],
     m: &[usize],
+    cfg: &LinkConfig,
 ) -> Option<(LineFit, Vec<(f64, f64)>)> {
     let t = |i: usize| exposures[dets[i].exposure].t_min;
     let mut positions: Vec<(f64, f64)> = m.iter().map(|&i| (dets[i].xi, dets[i].eta)).collect();
+    let whole: Vec<usize> = m.iter().copied().filter(|&i| !dets[i].truncated).collect();
+    if let [w] = whole[..] {
+        if dets[w].trail_arcsec >= TRAIL_FWHM * cfg.seeing_fwhm_arcsec {
+            let fit = one_trail_fit(exposures, dets, m, w, cfg)?;
+            for (k, &i) in m.iter().enumerate() {
+                let (px, py) = fit.at(t(i));
+                let exptime = exposures[dets[i].exposure].exptime_min;
+                positions[k] = placed(&dets[i], exptime, px, py, fit.v_xi, fit.v_eta);
+            }
+            return Some((fit, positions));
+        }
+    }
     let whole = m
         .iter()
         .filter(|&&i| !dets[i].truncated)
@@ -437,6 +507,98 @@ fn fit_placed(
         fit = LineFit::fit(m.iter().zip(&positions).map(|(&i, p)| (t(i), p.0, p.1)))?;
     }
     Some((fit, positions))
+}
+
+/// The motion of a tracklet whose only whole detection is the trail `w`, the others trails cut
+/// at the edge (which only bound where the object was): through `w`'s middle along its axis,
+/// in the direction in which the cut trails lie, at the rate its length gives, but within the
+/// rates at which every cut trail's visible part lies inside the object's trail in its
+/// exposure (give or take a seeing FWHM at each end).
+fn one_trail_fit(
+    exposures: &[Exposure],
+    dets: &[Detection],
+    m: &[usize],
+    w: usize,
+    cfg: &LinkConfig,
+) -> Option<LineFit> {
+    let dw = &dets[w];
+    let tw = exposures[dw.exposure].t_min;
+    let pa = dw.axis_pa_deg.to_radians();
+    let (mut ux, mut uy) = (pa.sin(), pa.cos());
+    let along = |i: usize| (dets[i].xi - dw.xi) * ux + (dets[i].eta - dw.eta) * uy;
+    let dt = |i: usize| exposures[dets[i].exposure].t_min - tw;
+    let others: Vec<usize> = m.iter().copied().filter(|&i| i != w).collect();
+    if others.iter().map(|&i| along(i) * dt(i)).sum::<f64>() < 0.0 {
+        (ux, uy) = (-ux, -uy);
+    }
+    // The line across: through the points (along, across) of the trail's middle and the cut
+    // trails' centroids, weighted by their errors, with the trail's axis as a prior on its
+    // slope (known to its position error over half its length).
+    let sigma_slope = dw.sigma_arcsec / (0.5 * dw.trail_arcsec).max(cfg.seeing_fwhm_arcsec);
+    let (mut s, mut su, mut suu, mut sv, mut suv) = (0.0, 0.0, sigma_slope.powi(-2), 0.0, 0.0);
+    for &i in m {
+        let (dx, dy) = (dets[i].xi - dw.xi, dets[i].eta - dw.eta);
+        let (u, v) = (dx * ux + dy * uy, -dx * uy + dy * ux);
+        let wt = dets[i].sigma_arcsec.max(1e-3).powi(-2);
+        s += wt;
+        su += wt * u;
+        suu += wt * u * u;
+        sv += wt * v;
+        suv += wt * u * v;
+    }
+    let det = s * suu - su * su;
+    if det <= 0.0 {
+        return None;
+    }
+    let (c, slope) = ((suu * sv - su * suv) / det, (s * suv - su * sv) / det);
+    let (x0, y0) = (dw.xi - c * uy, dw.eta + c * ux);
+    let n = slope.hypot(1.0);
+    (ux, uy) = ((ux - slope * uy) / n, (uy + slope * ux) / n);
+    let along = |i: usize| (dets[i].xi - x0) * ux + (dets[i].eta - y0) * uy;
+    let slack = cfg.seeing_fwhm_arcsec;
+    let (mut lo, mut hi) = (0.0f64, f64::INFINITY);
+    for &i in &others {
+        let (u, d) = (along(i), dt(i));
+        let half_exp = 0.5 * exposures[dets[i].exposure].exptime_min;
+        let half_len = 0.5 * dets[i].trail_arcsec;
+        // The visible part's far end is not beyond the trail's end: r (d + E/2) >= its far end;
+        // its near end not before the trail's start: r (d - E/2) <= its near end.
+        for (c, b, at_least) in [
+            (d + half_exp, u + half_len - slack, true),
+            (d - half_exp, u - half_len + slack, false),
+        ] {
+            if c == 0.0 {
+                if (at_least && b > 0.0) || (!at_least && b < 0.0) {
+                    return None;
+                }
+            } else if (c > 0.0) == at_least {
+                lo = lo.max(b / c);
+            } else {
+                hi = hi.min(b / c);
+            }
+        }
+    }
+    if lo > hi {
+        return None;
+    }
+    let rate = (dw.trail_arcsec / exposures[dw.exposure].exptime_min.max(1e-6)).clamp(lo, hi);
+    let t_mean = m
+        .iter()
+        .map(|&i| exposures[dets[i].exposure].t_min)
+        .sum::<f64>()
+        / m.len() as f64;
+    let stt = m
+        .iter()
+        .map(|&i| (exposures[dets[i].exposure].t_min - t_mean).powi(2))
+        .sum();
+    Some(LineFit {
+        t0: tw,
+        xi0: x0 + along(w) * ux,
+        eta0: y0 + along(w) * uy,
+        v_xi: rate * ux,
+        v_eta: rate * uy,
+        stt,
+    })
 }
 
 /// Best first: more detections, then more pieces, then smaller RMS; a piece goes to one
