@@ -504,17 +504,12 @@ impl Scheduler {
             *summary.counts.entry(i.state).or_default() += 1;
         }
         if self.pack_stale && !dry {
-            // Only the instances' outputs are wanted now: the rest of their memory goes to the
-            // new pack instead of adding to the run's peak.
-            for inst in &mut self.insts {
-                inst.deps = Vec::new();
-                inst.dependents = Vec::new();
-                inst.id = Box::default();
-                inst.key = None;
-                inst.item = None;
-            }
-            self.tpls = Vec::new();
             self.write_pack();
+            // A run that did work frees its instances here, not beside the caller: the CLI
+            // reopens the store next (`Store::settle`), and sled's recovery then reuses this
+            // memory instead of adding to the run's peak.
+            self.insts = Vec::new();
+            self.tpls = Vec::new();
         }
         summary.state = if self.cancelled {
             "cancelled"

@@ -136,6 +136,23 @@ pub struct CacheEntry {
     pub key: serde_json::Value,
 }
 
+impl CacheEntry {
+    /// What a cache hit needs of an entry: the run that recorded it and its outputs (the other
+    /// names left empty).
+    fn hit(fingerprint: &str, task: String, run: String, outputs: Vec<OutputRecord>) -> Self {
+        CacheEntry {
+            fingerprint: fingerprint.to_owned(),
+            task,
+            kind: String::new(),
+            created_at: String::new(),
+            run,
+            instance: String::new(),
+            outputs,
+            key: serde_json::Value::Null,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
     pub id: String,
@@ -395,16 +412,7 @@ impl Pack {
         }
         let run = r.str()?;
         let outputs = entry::read_outputs(&mut r, fingerprint).ok()?;
-        Some(CacheEntry {
-            fingerprint: fingerprint.to_owned(),
-            task: task.to_owned(),
-            kind: String::new(),
-            created_at: String::new(),
-            run,
-            instance: String::new(),
-            outputs,
-            key: serde_json::Value::Null,
-        })
+        Some(CacheEntry::hit(fingerprint, task.to_owned(), run, outputs))
     }
 
     /// The entry as the pack holds it, if it is `task`'s.
@@ -720,22 +728,20 @@ impl Store {
         &self,
         pipeline: &str,
         old: Option<&Pack>,
-        sorted: impl Iterator<Item = (&'a str, [u8; 32], PackSource<'a>)> + Clone,
+        sorted: impl Iterator<Item = (&'a str, [u8; 32], PackSource<'a>)>,
     ) -> Result<usize, StoreError> {
-        // Each entry goes straight into the file's bytes, sized first (a growing Vec copies
-        // itself): a 100,000-instance run holds its pack once, at the end of the run.
-        let size: usize = sorted
-            .clone()
-            .map(|(task, _, source)| {
-                let rest = match source {
-                    PackSource::Made { run, outputs } => run.len() + entry::outputs_len(outputs),
-                    _ => 64,
-                };
-                44 + task.len() + rest
-            })
-            .sum();
-        let mut blob = Vec::with_capacity(1 + size);
-        blob.push(PACK_VERSION);
+        use std::io::Write;
+        // Streamed to the file: a 100,000-instance pack never sits whole in memory at the end
+        // of the run that writes it. Whole or not at all (renamed into place); a hint needs no
+        // sync.
+        let path = self.pack_path(pipeline);
+        let tmp = path.with_extension("new");
+        let failed = |e: std::io::Error| StoreError::Pack(path.display().to_string(), e);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(failed)?;
+        }
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(failed)?);
+        out.write_all(&[PACK_VERSION]).map_err(failed)?;
         let mut last: Option<[u8; 32]> = None;
         let mut n = 0;
         let mut part = Vec::new();
@@ -768,21 +774,16 @@ impl Store {
                     None => continue,
                 },
             };
-            blob.extend_from_slice(&fp);
-            blob.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            blob.extend_from_slice(bytes);
+            out.write_all(&fp).map_err(failed)?;
+            out.write_all(&(bytes.len() as u32).to_le_bytes())
+                .map_err(failed)?;
+            out.write_all(bytes).map_err(failed)?;
             last = Some(fp);
             n += 1;
         }
-        // Whole or not at all (a hint needs no sync).
-        let path = self.pack_path(pipeline);
-        let tmp = path.with_extension("new");
-        let written = path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&tmp, &blob))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        written.map_err(|e| StoreError::Pack(path.display().to_string(), e))?;
+        out.flush().map_err(failed)?;
+        drop(out);
+        std::fs::rename(&tmp, &path).map_err(failed)?;
         Ok(n)
     }
 
@@ -1293,14 +1294,6 @@ mod entry {
         b
     }
 
-    /// What [`put_outputs`] writes, in bytes.
-    pub fn outputs_len(outputs: &[OutputRecord]) -> usize {
-        4 + outputs
-            .iter()
-            .map(|o| 12 + o.name.len() + o.path.len() + 8 + 16 + o.hash.len())
-            .sum::<usize>()
-    }
-
     pub fn put_outputs(b: &mut Vec<u8>, outputs: &[OutputRecord]) {
         b.extend_from_slice(&(outputs.len() as u32).to_le_bytes());
         for o in outputs {
@@ -1356,16 +1349,7 @@ mod entry {
         let run = r.str().ok_or_else(bad)?;
         r.skip_str().ok_or_else(bad)?;
         let outputs = read_outputs(&mut r, fingerprint)?;
-        Ok(CacheEntry {
-            fingerprint: fingerprint.to_owned(),
-            task: String::new(),
-            kind: String::new(),
-            created_at: String::new(),
-            run,
-            instance: String::new(),
-            outputs,
-            key: serde_json::Value::Null,
-        })
+        Ok(CacheEntry::hit(fingerprint, String::new(), run, outputs))
     }
 
     pub fn read_outputs(
