@@ -74,13 +74,13 @@ impl CacheKey {
     /// most of them escaping strings that need no escape.
     fn write_json(&self, buf: &mut Vec<u8>) {
         buf.extend_from_slice(b"{\"schema\":");
-        json_u32(buf, self.schema);
+        json_u64(buf, self.schema.into());
         buf.extend_from_slice(b",\"task\":");
         json_str(buf, &self.task);
         buf.extend_from_slice(b",\"kind\":");
         json_str(buf, &self.kind);
         buf.extend_from_slice(b",\"version\":");
-        json_u32(buf, self.version);
+        json_u64(buf, self.version.into());
         buf.extend_from_slice(b",\"params\":");
         // Params are any JSON: serde_json's own writer (it cannot fail on a Value).
         let _ = serde_json::to_writer(&mut *buf, &self.params);
@@ -171,11 +171,6 @@ impl CacheKey {
         }
         out
     }
-}
-
-/// A number in decimal, as JSON (and serde_json) writes it.
-fn json_u32(buf: &mut Vec<u8>, v: u32) {
-    json_u64(buf, u64::from(v));
 }
 
 /// A number in decimal, as JSON (and serde_json) writes it.

@@ -121,6 +121,41 @@ fn placed(d: &Detection, exptime_min: f64, px: f64, py: f64, vx: f64, vy: f64) -
     (px + along * ux - across * uy, py + along * uy + across * ux)
 }
 
+/// The detection of one exposure nearest to where an object moving at `v` ("/min) is predicted
+/// at `p`, within `tol` (a trail cut at the edge measured where [`placed`] puts it, up to `cut`
+/// farther), whose shape allows that motion. `cut_trails_only`: only trails cut at the edge.
+#[allow(clippy::too_many_arguments)]
+fn nearest_member(
+    grid: &Grid,
+    dets: &[Detection],
+    shapes: &[Shape],
+    p: (f64, f64),
+    v: (f64, f64),
+    tol: f64,
+    cut: f64,
+    exptime: f64,
+    cut_trails_only: bool,
+) -> Option<usize> {
+    let ((px, py), (vx, vy)) = (p, v);
+    let mut best: Option<(u32, f64)> = None;
+    grid.within(px, py, tol + cut, |k, d2| {
+        let dk = &dets[k as usize];
+        if cut_trails_only && (!dk.truncated || shapes[k as usize].axis.is_none()) {
+            return;
+        }
+        let d2 = if dk.truncated {
+            let (x, y) = placed(dk, exptime, px, py, vx, vy);
+            (x - px).powi(2) + (y - py).powi(2)
+        } else {
+            d2
+        };
+        if d2 <= tol * tol && best.is_none_or(|b| d2 < b.1) && shapes[k as usize].allows(vx, vy) {
+            best = Some((k, d2));
+        }
+    });
+    best.map(|(k, _)| k as usize)
+}
+
 /// Links `dets` into tracklets.
 pub fn link(exposures: &[Exposure], dets: &[Detection], cfg: &LinkConfig) -> Vec<Tracklet> {
     let single: Vec<Vec<usize>> = (0..dets.len()).map(|i| vec![i]).collect();
@@ -211,25 +246,18 @@ pub fn link_pieces(
                         // exposure from the predicted position.
                         let exptime = exposures[ek].exptime_min;
                         let cut = 0.5 * vx.hypot(vy) * exptime;
-                        let mut best: Option<(u32, f64)> = None;
-                        grids[ek].within(px, py, tol + cut, |k, d2| {
-                            let dk = &dets[k as usize];
-                            let d2 = if dk.truncated {
-                                let (x, y) = placed(dk, exptime, px, py, vx, vy);
-                                (x - px).powi(2) + (y - py).powi(2)
-                            } else {
-                                d2
-                            };
-                            if d2 <= tol * tol
-                                && best.is_none_or(|x| d2 < x.1)
-                                && shapes[k as usize].allows(vx, vy)
-                            {
-                                best = Some((k, d2));
-                            }
-                        });
-                        if let Some((k, _)) = best {
-                            members.push(k as usize);
-                        }
+                        let near = nearest_member(
+                            &grids[ek],
+                            dets,
+                            &shapes,
+                            (px, py),
+                            (vx, vy),
+                            tol,
+                            cut,
+                            exptime,
+                            false,
+                        );
+                        members.extend(near);
                     }
                     if members.len() < cfg.min_detections {
                         return;
@@ -271,24 +299,19 @@ pub fn link_pieces(
                 let tol = cfg.max_residual_arcsec + sigma_v * dt.abs();
                 let exptime = exposures[ek].exptime_min;
                 let cut = 0.5 * rate * exptime;
-                let mut best: Option<(u32, f64)> = None;
-                grids[ek].within(px, py, tol + cut, |k, _| {
-                    let dk = &dets[k as usize];
-                    if !dk.truncated || shapes[k as usize].axis.is_none() {
-                        return;
-                    }
-                    let (x, y) = placed(dk, exptime, px, py, vx, vy);
-                    let d2 = (x - px).powi(2) + (y - py).powi(2);
-                    if d2 <= tol * tol
-                        && best.is_none_or(|b| d2 < b.1)
-                        && shapes[k as usize].allows(vx, vy)
-                    {
-                        best = Some((k, d2));
-                    }
-                });
-                if let Some((k, _)) = best {
-                    members.push(k as usize);
-                }
+                // Only trails cut at the edge: a whole one would have made a pair.
+                let near = nearest_member(
+                    &grids[ek],
+                    dets,
+                    &shapes,
+                    (px, py),
+                    (vx, vy),
+                    tol,
+                    cut,
+                    exptime,
+                    true,
+                );
+                members.extend(near);
             }
             if members.len() < cfg.min_detections {
                 continue;
