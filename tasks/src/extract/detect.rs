@@ -8,6 +8,60 @@ use rayon::prelude::*;
 
 const ROWS_PER_TASK: usize = 16;
 
+/// The variance a filtered pixel's threshold is compared with: the variance map averaged with
+/// the filter's weights, as SExtractor filters its detection weight map with the detection
+/// filter. The weights are the kernel's absolute values normalised to unit sum over the pixels
+/// inside the image, so a constant variance stays what it is (as with one global sigma) and a
+/// kernel with negative lobes cannot make a variance negative.
+///
+/// Why it matters: the calibrated weights include the source's own photon noise, so the
+/// unfiltered variance peaks on a faint source exactly where its filtered signal peaks, and a
+/// per-pixel test against it loses sources near the threshold that SExtractor keeps.
+pub(crate) fn detection_variance(var: &[f32], w: usize, h: usize, kernel: &Kernel) -> Vec<f32> {
+    let total: f32 = kernel.data.iter().map(|k| k.abs()).sum();
+    if total <= 0.0 || !total.is_finite() {
+        return var.to_vec();
+    }
+    let weights = Kernel {
+        width: kernel.width,
+        height: kernel.height,
+        data: kernel.data.iter().map(|k| k.abs() / total).collect(),
+    };
+    let mut out = convolve(var, w, h, &weights);
+    // Within half a kernel of an edge part of the weights fall outside: divide by the part inside.
+    let (cx, cy) = (weights.width / 2, weights.height / 2);
+    let inside = |x: usize, y: usize| -> f32 {
+        let mut s = 0.0;
+        for ky in 0..weights.height {
+            let sy = y as i64 + ky as i64 - cy as i64;
+            if sy < 0 || sy >= h as i64 {
+                continue;
+            }
+            for kx in 0..weights.width {
+                let sx = x as i64 + kx as i64 - cx as i64;
+                if sx >= 0 && sx < w as i64 {
+                    s += weights.data[ky * weights.width + kx];
+                }
+            }
+        }
+        s
+    };
+    let mut fix = |x: usize, y: usize| {
+        let s = inside(x, y);
+        if s > 0.0 {
+            out[y * w + x] /= s;
+        }
+    };
+    for y in 0..h {
+        if y < cy || y + cy >= h || w <= 2 * cx {
+            (0..w).for_each(|x| fix(x, y));
+        } else {
+            (0..cx).chain(w - cx..w).for_each(|x| fix(x, y));
+        }
+    }
+    out
+}
+
 /// Correlate `src` with `kernel` (zero outside the image), rows in parallel.
 pub(crate) fn convolve(src: &[f32], w: usize, h: usize, kernel: &Kernel) -> Vec<f32> {
     let mut out = vec![0.0f32; w * h];
@@ -238,6 +292,31 @@ mod tests {
         let c = lab(&["#.#", "#.#", "###"], 1);
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].len(), 7);
+    }
+
+    #[test]
+    fn detection_variance_keeps_a_constant_and_spreads_a_peak_with_the_filter() {
+        let (w, h) = (7, 6);
+        let k = Kernel::default_3x3();
+        // Constant stays constant, at the edges and corners too.
+        let flat = detection_variance(&vec![4.0; w * h], w, h, &k);
+        assert!(flat.iter().all(|v| (v - 4.0).abs() < 1e-6), "{flat:?}");
+        // A bump of 16 on one pixel is shared out with the kernel's weights (4, 2, 1 of 16).
+        let mut var = vec![1.0; w * h];
+        var[3 * w + 3] = 17.0;
+        let d = detection_variance(&var, w, h, &k);
+        assert!((d[3 * w + 3] - 5.0).abs() < 1e-5, "{}", d[3 * w + 3]);
+        assert!((d[3 * w + 4] - 3.0).abs() < 1e-5, "{}", d[3 * w + 4]);
+        assert!((d[2 * w + 2] - 2.0).abs() < 1e-5, "{}", d[2 * w + 2]);
+        assert!((d[w + 1] - 1.0).abs() < 1e-6, "{}", d[w + 1]);
+        // Negative lobes weigh by their size: no variance turns negative.
+        let hat = Kernel {
+            width: 3,
+            height: 1,
+            data: vec![-1.0, 3.0, -1.0],
+        };
+        let d = detection_variance(&var, w, h, &hat);
+        assert!(d.iter().all(|v| *v > 0.0), "{d:?}");
     }
 
     #[test]

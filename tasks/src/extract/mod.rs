@@ -378,6 +378,13 @@ pub fn extract(img: &Image, cfg: &ExtractConfig) -> Catalog {
             });
     }
 
+    // With a variance map and a filter, thresholds compare the filtered image with the filtered
+    // variance (measurements keep the per-pixel variance).
+    let det_var = match (&noise, &cfg.filter) {
+        (Noise::Map { var }, Some(k)) => Some(detect::detection_variance(var, w, h, k)),
+        _ => None,
+    };
+
     // Threshold and label.
     let ts = cfg.thresh_sigma;
     let (comps, thresh) = match &noise {
@@ -389,6 +396,7 @@ pub fn extract(img: &Image, cfg: &ExtractConfig) -> Catalog {
             )
         }
         Noise::Map { var } => {
+            let var = det_var.as_deref().unwrap_or(var);
             let ts2 = ts * ts;
             let comps = detect::label(w, h, cfg.min_area_px.max(1), |p| {
                 let f = filt[p];
@@ -407,7 +415,7 @@ pub fn extract(img: &Image, cfg: &ExtractConfig) -> Catalog {
                 Noise::Map { var } => c
                     .pixels(w)
                     .iter()
-                    .map(|p| ts * var[*p as usize].sqrt())
+                    .map(|p| ts * det_var.as_deref().unwrap_or(var)[*p as usize].sqrt())
                     .fold(f32::INFINITY, f32::min),
             };
             deblend::deblend(c, &filt, w, t, cfg.deblend_nthresh, cfg.deblend_mincont)
@@ -415,6 +423,7 @@ pub fn extract(img: &Image, cfg: &ExtractConfig) -> Catalog {
                 .filter(|p| p.pixels.len() >= cfg.min_area_px.max(1))
         })
         .collect();
+    drop(det_var);
 
     // Order as a scan completes them: by last row, then first column.
     let mut order: Vec<(u32, u32, usize)> = pieces
