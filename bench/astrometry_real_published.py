@@ -3,6 +3,8 @@
 
     bench/astrometry_real_published.py --nearby PATH [--fixtures DIR] [--work DIR]
 
+The frames are read from tests/data (provenance in tests/data/PROVENANCE.md).
+
 The narrow real frames have too few Tycho-2 stars (0-8) for a solve against a real catalogue
 (bench/RESULTS-astrometry.md). What they do have is a published mapping from pixels to sky:
 
@@ -260,8 +262,7 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--nearby", required=True)
-    p.add_argument("--fixtures", default=os.path.join(here, "..", "..", "shared", "fixtures",
-                                                       "images"))
+    p.add_argument("--fixtures", default=os.path.join(here, "..", "tests", "data"))
     p.add_argument("--work", default="/tmp/nearby-astrometry-real-published")
     p.add_argument("--orders", default="1,2,3")
     p.add_argument("--offset-arcmin", type=float, default=4.0)

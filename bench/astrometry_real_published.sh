@@ -9,13 +9,13 @@
 #   NEARBY=target/release/nearby bench/astrometry_real_published.sh
 #   ORDERS=3 OFFSET_ARCMIN=5 KEEP=/tmp/published bench/astrometry_real_published.sh
 #
-# Needs /usr/bin/python3 with numpy and astropy, and the frames in ../shared/fixtures/images
-# (FIXTURES=DIR to point elsewhere; provenance in ../shared/fixtures/PROVENANCE.md).
+# Needs /usr/bin/python3 with numpy and astropy. The frames are those in tests/data
+# (FIXTURES=DIR to point elsewhere; provenance in tests/data/PROVENANCE.md).
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 python="${PYTHON:-/usr/bin/python3}"
-fixtures="${FIXTURES:-$root/../shared/fixtures/images}"
+fixtures="${FIXTURES:-$root/tests/data}"
 if [ -z "${NEARBY:-}" ]; then
   profile="${PROFILE:-dev}"
   (cd "$root" && cargo build -q --profile "$profile" --bin nearby)
