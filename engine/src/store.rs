@@ -542,8 +542,10 @@ impl Store {
             .path(&path)
             .flush_every_ms(Some(200))
             // sled's page cache defaults to 1 GB and keeps what was written: a night's records
-            // need far less, and the rest is only memory taken from the tasks.
-            .cache_capacity(64 << 20)
+            // need far less, and the rest is only memory taken from the tasks. 16 MB: a first
+            // run of a 100k-instance gather peaked at 216-223 MB instead of 253-273 MB (64 MB),
+            // and 10k-instance runs took the same time (bench/RESULTS-engine.md, session 7).
+            .cache_capacity(16 << 20)
             .open()
             .map_err(|source| StoreError::Open {
                 path: path.clone(),
