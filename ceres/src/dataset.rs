@@ -57,6 +57,10 @@ pub struct Manifest {
     #[serde(default)]
     pub context_px: usize,
     pub seed: u64,
+    /// Nights put in the training split whatever the shuffle says (extra training nights, e.g.
+    /// simulated with more of a hard artifact); empty in manifests written before they existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub train_only_nights: Vec<String>,
     pub splits: BTreeMap<String, Split>,
 }
 
@@ -126,10 +130,13 @@ pub struct BuildConfig {
 }
 
 /// Builds the dataset from labelled stacks (`files[i]` is stack i's cube file, or empty) and
-/// writes it to `dir`. Unlabelled stacks and stacks smaller than asked are counted and skipped.
+/// writes it to `dir`. The nights in `train_only` go to the training split; the others are
+/// split by [`split_nights`]. Unlabelled stacks and stacks smaller than asked are counted and
+/// skipped.
 pub fn build(
     stacks: &[Stack],
     files: &[String],
+    train_only: &BTreeSet<String>,
     cfg: BuildConfig,
     dir: &Path,
 ) -> Result<(Manifest, usize), String> {
@@ -159,8 +166,14 @@ pub fn build(
         })
         .collect();
     let skipped = stacks.len() - usable.len();
-    let nights: BTreeSet<String> = usable.iter().map(|&i| stacks[i].night.clone()).collect();
-    let assign = split_nights(&nights, validation_fraction, test_fraction, seed)?;
+    let (forced, nights): (BTreeSet<String>, BTreeSet<String>) = usable
+        .iter()
+        .map(|&i| stacks[i].night.clone())
+        .partition(|n| train_only.contains(n));
+    let mut assign = split_nights(&nights, validation_fraction, test_fraction, seed)?;
+    for n in &forced {
+        assign.insert(n.clone(), "train");
+    }
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
     let mut splits = BTreeMap::new();
     for split in SPLITS {
@@ -227,6 +240,7 @@ pub fn build(
         cutout_px,
         context_px,
         seed,
+        train_only_nights: forced.into_iter().collect(),
         splits,
     };
     let path = dir.join("manifest.json");

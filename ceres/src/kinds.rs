@@ -3,7 +3,7 @@
 //! `ceres_train`, `ceres_evaluate` (held-out nights) and `ceres_classify` (a night's
 //! detections, scores into the catalogs).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -317,6 +317,7 @@ const DATASET_PARAMS: &[ParamSpec] = &[
 
 const DATASET_INPUTS: &[PortSpec] = &[
     PortSpec { name: "cutouts", file: "", required: true, doc: "Directories (or files) of cutout cubes, gathered over nights." },
+    PortSpec { name: "train_only", file: "", required: false, doc: "More cutout cubes whose nights go to the training split only (never validation or test), e.g. nights simulated with more of an artifact the network sees too rarely; a night may not be in both inputs." },
     PortSpec { name: "labels", file: "", required: false, doc: "CSV files `id,label[,kind[,source]]` (label asteroid/artifact) that label or relabel stacks, e.g. from astronomer-validated MPC reports or SkyBoT matches." },
 ];
 
@@ -397,10 +398,14 @@ impl TaskKind for Dataset {
             }
         }
         let files = fits_files(inputs(inv, "cutouts"))?;
+        let extra = fits_files(inputs(inv, "train_only"))?;
         let mut stacks = Vec::new();
         let mut names = Vec::new();
         let mut unreadable = 0;
-        for f in &files {
+        // Nights of each input, and the first file of each (to name it if a night is in both).
+        let mut split_nights: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut train_only: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for (idx, f) in files.iter().chain(&extra).enumerate() {
             match Stack::read(f) {
                 Ok(mut s) => {
                     if let Some((l, k, src)) = relabel.get(&s.id) {
@@ -410,6 +415,12 @@ impl TaskKind for Dataset {
                         }
                         s.label_source = src.clone();
                     }
+                    let nights = if idx < files.len() {
+                        &mut split_nights
+                    } else {
+                        &mut train_only
+                    };
+                    nights.entry(s.night.clone()).or_insert_with(|| f.clone());
                     stacks.push(s);
                     names.push(f.display().to_string());
                 }
@@ -420,10 +431,22 @@ impl TaskKind for Dataset {
                 }
             }
         }
+        if let Some((night, f)) = train_only
+            .iter()
+            .find(|(n, _)| split_nights.contains_key(*n))
+        {
+            return Err(bad(format!(
+                "night {night} is in both `cutouts` ({}) and `train_only` ({}): a night's \
+                 stacks must all go to one split",
+                split_nights[night].display(),
+                f.display()
+            )));
+        }
         let dir = inv.output("dataset")?;
         let (m, skipped) = dataset::build(
             &stacks,
             &names,
+            &train_only.into_keys().collect(),
             dataset::BuildConfig {
                 exposures,
                 cutout_px,
@@ -446,7 +469,15 @@ impl TaskKind for Dataset {
                 s.balance.kinds
             )?;
         }
-        writeln!(log, "ceres_dataset: {} cubes read, {unreadable} unreadable, {skipped} unlabelled or too small", files.len())?;
+        if !m.train_only_nights.is_empty() {
+            writeln!(
+                log,
+                "ceres_dataset: train only: {} nights ({})",
+                m.train_only_nights.len(),
+                m.train_only_nights.join(", ")
+            )?;
+        }
+        writeln!(log, "ceres_dataset: {} cubes read, {unreadable} unreadable, {skipped} unlabelled or too small", files.len() + extra.len())?;
         Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! Tests of the CERES crate. Run them in release (`cargo test --release -p nearby-ceres`):
 //! candle is ~25x slower unoptimised. Each test keeps its network and data small.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -431,7 +431,8 @@ fn dataset_splits_by_night_and_reports_the_balance() {
     let mut stacks = toy_stacks(120, 6, 16);
     stacks.push(stack("unlabelled", "2014-07-10", 4, 16, None));
     stacks.push(stack("thin", "2014-07-10", 2, 16, Some(Label::Artifact)));
-    let (m, skipped) = dataset::build(&stacks, &[], toy_build(), dir.path()).unwrap();
+    let (m, skipped) =
+        dataset::build(&stacks, &[], &BTreeSet::new(), toy_build(), dir.path()).unwrap();
     assert_eq!(skipped, 2, "the unlabelled stack and the 2-exposure one");
     let mut seen: HashMap<String, String> = HashMap::new();
     let mut total = 0;
@@ -453,8 +454,42 @@ fn dataset_splits_by_night_and_reports_the_balance() {
         );
     }
     assert_eq!(total, 120);
-    let e = dataset::build(&toy_stacks(10, 2, 16), &[], toy_build(), dir.path()).unwrap_err();
+    let e = dataset::build(
+        &toy_stacks(10, 2, 16),
+        &[],
+        &BTreeSet::new(),
+        toy_build(),
+        dir.path(),
+    )
+    .unwrap_err();
     assert!(e.contains("at least 3"), "{e}");
+}
+
+#[test]
+fn train_only_nights_go_to_training_and_leave_the_split_of_the_others() {
+    let (plain, extra) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let stacks = toy_stacks(120, 6, 16);
+    let (m0, _) =
+        dataset::build(&stacks, &[], &BTreeSet::new(), toy_build(), plain.path()).unwrap();
+    let mut more = stacks.clone();
+    for i in 0..8 {
+        let label = if i % 2 == 0 {
+            Label::Asteroid
+        } else {
+            Label::Artifact
+        };
+        more.push(stack(&format!("sat{i}"), "2014-09-01", 4, 16, Some(label)));
+    }
+    let only = BTreeSet::from(["2014-09-01".to_owned()]);
+    let (m, skipped) = dataset::build(&more, &[], &only, toy_build(), extra.path()).unwrap();
+    assert_eq!(skipped, 0);
+    assert_eq!(m.train_only_nights, ["2014-09-01"]);
+    let train = &m.splits["train"];
+    assert!(train.nights.contains(&"2014-09-01".to_owned()));
+    assert_eq!(train.examples.len(), m0.splits["train"].examples.len() + 8);
+    for split in ["validation", "test"] {
+        assert_eq!(m.splits[split], m0.splits[split], "{split} changed");
+    }
 }
 
 fn data_of(stacks: &[Stack], size: usize) -> Data {

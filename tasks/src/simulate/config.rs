@@ -86,6 +86,17 @@ pub struct SimConfig {
     pub cosmic_rays_per_cm2_per_min: f64,
     /// Chance that a satellite crosses a science exposure.
     pub satellite_probability: f64,
+    /// Satellite trails are log-uniform in electrons per pixel of trail, from
+    /// [`SATELLITE_E_PER_PX_MIN`] (faint: cut by extraction into many S/N ~3 pieces) to this.
+    #[serde(default = "satellite_e_per_px_max_default")]
+    pub satellite_e_per_px_max: f64,
+}
+
+/// The faintest satellite trail, electrons per pixel of trail.
+pub const SATELLITE_E_PER_PX_MIN: f64 = 300.0;
+
+fn satellite_e_per_px_max_default() -> f64 {
+    8000.0
 }
 
 impl SimConfig {
@@ -148,6 +159,7 @@ impl SimConfig {
             dust_rings_per_ccd: 4,
             cosmic_rays_per_cm2_per_min: 2.0,
             satellite_probability: 0.15,
+            satellite_e_per_px_max: satellite_e_per_px_max_default(),
         }
     }
 
@@ -260,6 +272,22 @@ impl SimConfig {
             self.star_mag_max > self.star_mag_min,
             "star_mag_max",
             "expected star_mag_min < star_mag_max".into(),
+        );
+        need(
+            (0.0..=1.0).contains(&self.satellite_probability),
+            "satellite_probability",
+            format!(
+                "{}: expected a probability, 0 to 1",
+                self.satellite_probability
+            ),
+        );
+        need(
+            self.satellite_e_per_px_max >= SATELLITE_E_PER_PX_MIN,
+            "satellite_e_per_px_max",
+            format!(
+                "{}: expected at least the faintest trail's {SATELLITE_E_PER_PX_MIN} e/px",
+                self.satellite_e_per_px_max
+            ),
         );
         need(
             super::time::parse_date(&self.night).is_some(),

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::config::SimConfig;
+use super::config::{SimConfig, SATELLITE_E_PER_PX_MIN};
 use super::psf::{effective_pixels, Moffat};
 use super::sky::{self, Camera, HeaderWcs};
 use super::time;
@@ -632,7 +632,7 @@ fn plan_satellites(
         let b = fr
             .camera
             .focal_to_sky(pu + half * dir.cos(), pv + half * dir.sin());
-        let e_per_px = log_uniform(&mut r, 300.0, 8000.0);
+        let e_per_px = log_uniform(&mut r, SATELLITE_E_PER_PX_MIN, cfg.satellite_e_per_px_max);
         let pts = great_circle_focal(&fr.camera, a, b, 1.0);
         let mut segments = Vec::new();
         for (k, c) in ccds.iter().enumerate() {

@@ -91,6 +91,30 @@ const PARAMS: &[ParamSpec] = &[
         doc: "UTC date of the evening, YYYY-MM-DD (default 2014-07-10).",
     },
     ParamSpec {
+        name: "night_offset_days",
+        ty: PType::Int,
+        required: false,
+        default: None,
+        doc: "Days added to `night` (default 0): a fan-out over `range` with `${item}` here \
+              simulates consecutive nights across the end of a month.",
+    },
+    ParamSpec {
+        name: "satellite_probability",
+        ty: PType::Float,
+        required: false,
+        default: None,
+        doc: "Chance that a satellite crosses a science exposure (default: the preset's, 0.25 \
+              for small, 0.15 for int_wfc).",
+    },
+    ParamSpec {
+        name: "satellite_e_per_px_max",
+        ty: PType::Float,
+        required: false,
+        default: None,
+        doc: "Brightest satellite trail, electrons per pixel of trail (default 8000); trails are \
+              log-uniform from 300 to this, so a low value gives only faint trails.",
+    },
+    ParamSpec {
         name: "ra_deg",
         ty: PType::Float,
         required: false,
@@ -228,6 +252,8 @@ fn config(params: &Map<String, J>) -> Result<SimConfig, Vec<(&'static str, Strin
     real("ra_deg", &mut cfg.field_ra_deg);
     real("dec_deg", &mut cfg.field_dec_deg);
     real("refcat_mag_max", &mut cfg.refcat_mag_max);
+    real("satellite_probability", &mut cfg.satellite_probability);
+    real("satellite_e_per_px_max", &mut cfg.satellite_e_per_px_max);
     if let Some(v) = params.get("seed").filter(|v| !is_template(v)) {
         match v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()) {
             Some(n) if n >= 0 => cfg.seed = n as u64,
@@ -237,6 +263,18 @@ fn config(params: &Map<String, J>) -> Result<SimConfig, Vec<(&'static str, Strin
     if let Some(s) = params.get("night").and_then(J::as_str) {
         if !s.contains("${") {
             cfg.night = s.to_owned();
+        }
+    }
+    if let Some(v) = params.get("night_offset_days").filter(|v| !is_template(v)) {
+        let days = v.as_i64().or_else(|| v.as_str()?.trim().parse().ok());
+        match days.and_then(|d| super::time::add_days(&cfg.night, d)) {
+            Some(night) => cfg.night = night,
+            None if days.is_none() => problems.push((
+                "night_offset_days",
+                format!("{v}: expected a whole number of days"),
+            )),
+            // A bad `night` is reported below by the config's own check.
+            None => {}
         }
     }
     // A longer exposure needs a longer cadence: keep the readout gap of the preset.
@@ -259,7 +297,13 @@ fn config(params: &Map<String, J>) -> Result<SimConfig, Vec<(&'static str, Strin
 fn param_of(field: &'static str) -> &'static str {
     match field {
         "field_dec_deg" => "dec_deg",
-        "n_ccds" | "n_fields" | "n_exposures" | "exptime_secs" | "night" => field,
+        "n_ccds"
+        | "n_fields"
+        | "n_exposures"
+        | "exptime_secs"
+        | "night"
+        | "satellite_probability"
+        | "satellite_e_per_px_max" => field,
         _ => "preset",
     }
 }

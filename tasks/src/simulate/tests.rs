@@ -495,6 +495,26 @@ fn the_task_writes_frames_refcat_truth_and_the_frame_list() {
 }
 
 #[test]
+fn satellite_trails_stay_within_the_brightness_asked_for() {
+    let mut cfg = tiny();
+    cfg.satellite_probability = 1.0;
+    cfg.satellite_e_per_px_max = 600.0;
+    let night = plan(&cfg).unwrap();
+    let science = night
+        .frames
+        .iter()
+        .filter(|f| f.kind == FrameKind::Science)
+        .count();
+    assert_eq!(night.satellites.len(), science);
+    for s in &night.satellites {
+        let Artifact::Satellite { e_per_px, .. } = s else {
+            panic!("not a satellite: {s:?}");
+        };
+        assert!((300.0..=600.0).contains(e_per_px), "{e_per_px} e/px");
+    }
+}
+
+#[test]
 fn the_task_rejects_bad_params_before_running() {
     let kind = task::Simulate;
     let p = |v: J| kind.validate(v.as_object().unwrap());
@@ -518,6 +538,28 @@ fn the_task_rejects_bad_params_before_running() {
         "templates are checked at run time"
     );
     assert!(p(json!({"preset": "int_wfc", "n_exposures": 6, "exptime_secs": 300.0})).is_empty());
+    assert_eq!(
+        p(json!({"night_offset_days": "two"})),
+        vec![(
+            "night_offset_days",
+            "\"two\": expected a whole number of days".to_owned()
+        )]
+    );
+    assert!(p(json!({"night": "2014-06-30", "night_offset_days": 40})).is_empty());
+    assert_eq!(
+        p(json!({"satellite_probability": 1.5})),
+        vec![(
+            "satellite_probability",
+            "1.5: expected a probability, 0 to 1".to_owned()
+        )]
+    );
+    assert_eq!(
+        p(json!({"satellite_e_per_px_max": 100})),
+        vec![(
+            "satellite_e_per_px_max",
+            "100: expected at least the faintest trail's 300 e/px".to_owned()
+        )]
+    );
 }
 
 /// The demo's orbit file and SPK excerpt (pipelines/demo-data): real elements, 2017-07-19..23.

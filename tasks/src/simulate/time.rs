@@ -38,6 +38,14 @@ pub fn parse_date(s: &str) -> Option<f64> {
     (civil_from_days(days) == (y, m, d)).then_some(days as f64 + 40587.0)
 }
 
+/// The `YYYY-MM-DD` date `days` after the date `s` (before it when negative); `None` when `s`
+/// is not a date.
+pub fn add_days(s: &str, days: i64) -> Option<String> {
+    let mjd = parse_date(s)?;
+    let (y, m, d) = civil_from_days(mjd as i64 - 40587 + days);
+    Some(format!("{y:04}-{m:02}-{d:02}"))
+}
+
 /// ISO 8601 UTC with milliseconds, as DATE-OBS: `2014-07-10T22:30:00.000`.
 pub fn iso(mjd: f64) -> String {
     let ms_total = ((mjd - 40587.0) * 86_400_000.0).round() as i64;
@@ -99,6 +107,10 @@ mod tests {
         assert_eq!(parse_date("2014-07-10"), Some(56848.0));
         assert_eq!(parse_date("2014-02-31"), None);
         assert_eq!(parse_date("July 10"), None);
+        assert_eq!(add_days("2014-06-30", 1).as_deref(), Some("2014-07-01"));
+        assert_eq!(add_days("2014-06-30", 40).as_deref(), Some("2014-08-09"));
+        assert_eq!(add_days("2014-03-01", -1).as_deref(), Some("2014-02-28"));
+        assert_eq!(add_days("2014-02-31", 1), None);
         assert_eq!(iso(56848.0 + 22.5 / 24.0), "2014-07-10T22:30:00.000");
         assert_eq!(iso(56848.0 + 25.0 / 24.0), "2014-07-11T01:00:00.000");
         // J2000.0 is 2000-01-01T12:00 TT; GMST then is 280.46 deg.
