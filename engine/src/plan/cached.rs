@@ -167,7 +167,8 @@ fn put_task(b: &mut Vec<u8>, t: &TaskTemplate) -> Option<()> {
 /// A task kind and its params' defaults, parsed once per kind rather than once per task.
 struct Kind<'a> {
     kind: &'a Arc<dyn TaskKind>,
-    defaults: Map<String, J>,
+    /// Shared by every task of this kind that sets no param of its own.
+    defaults: Arc<Map<String, J>>,
 }
 
 /// Reads what [`put_task`] wrote; `None` on anything unexpected (the caller compiles instead).
@@ -176,16 +177,17 @@ fn read_task(r: &mut Reader, kinds: &HashMap<&str, Kind>) -> Option<TaskTemplate
     let Kind { kind, defaults } = kinds.get(r.str_ref()?)?;
     let kind = Arc::clone(kind);
     let with_json = r.str_ref()?;
-    let mut with: Map<String, J> = if with_json.is_empty() {
-        Map::new()
+    let with = if with_json.is_empty() {
+        Arc::clone(defaults)
     } else {
-        serde_json::from_str(with_json).ok()?
-    };
-    for (k, v) in defaults {
-        if !with.contains_key(k) {
-            with.insert(k.clone(), v.clone());
+        let mut with: Map<String, J> = serde_json::from_str(with_json).ok()?;
+        for (k, v) in defaults.iter() {
+            if !with.contains_key(k) {
+                with.insert(k.clone(), v.clone());
+            }
         }
-    }
+        Arc::new(with)
+    };
     let n = r.u32()?;
     let mut inputs = Vec::with_capacity(n.min(64) as usize);
     for _ in 0..n {
@@ -297,7 +299,7 @@ pub fn load(store: &Store, inputs: &Inputs, registry: &Registry) -> Option<Plan>
         .kinds()
         .iter()
         .map(|kind| {
-            let defaults = with_defaults(kind.as_ref(), Map::new());
+            let defaults = Arc::new(with_defaults(kind.as_ref(), Map::new()));
             (kind.name(), Kind { kind, defaults })
         })
         .collect();

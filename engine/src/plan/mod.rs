@@ -9,7 +9,7 @@
 pub mod cached;
 pub mod graph;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -63,8 +63,10 @@ pub enum Foreach {
 pub struct TaskTemplate {
     pub name: String,
     pub kind: Arc<dyn TaskKind>,
-    /// Params with defaults filled and `${params.*}` resolved; other templates remain.
-    pub with: Map<String, J>,
+    /// Params with defaults filled and `${params.*}` resolved; other templates remain. Shared
+    /// between the templates whose params are all their kind's defaults (a pipeline of 100k
+    /// tasks held 100k copies of the same map: 78 of a nothing-to-do run's 297 MB).
+    pub with: Arc<Map<String, J>>,
     pub inputs: Vec<(String, InputSource)>,
     /// Output name -> path relative to the instance's output directory (may use `${item}`).
     pub outputs: Vec<(String, String)>,
@@ -140,6 +142,7 @@ pub fn compile(
         registry,
         diags: Diagnostics::default(),
         base_dir,
+        defaults: HashMap::new(),
     };
     let params = cx.params(overrides);
     let plan = cx.tasks(&params);
@@ -155,6 +158,8 @@ struct Compiler<'a> {
     registry: &'a Registry,
     diags: Diagnostics,
     base_dir: &'a Path,
+    /// Per task kind, its params with nothing but the defaults, shared by the tasks that set none.
+    defaults: HashMap<&'static str, Arc<Map<String, J>>>,
 }
 
 /// Converts a YAML node to a param value of the declared type.
@@ -904,6 +909,15 @@ impl<'a> Compiler<'a> {
                 (n, src)
             })
             .collect();
+        let defaults = self
+            .defaults
+            .entry(kind.name())
+            .or_insert_with(|| Arc::new(with_defaults(kind.as_ref(), Map::new())));
+        let with = if with == **defaults {
+            Arc::clone(defaults)
+        } else {
+            Arc::new(with)
+        };
         Some(TaskTemplate {
             name: t.name.value.clone(),
             kind,
