@@ -607,3 +607,50 @@ fn a_slow_bright_asteroid_does_not_pull_the_alignment_of_few_faint_stars() {
     );
     assert_eq!(al.n_stars, 12);
 }
+
+#[test]
+fn a_short_blob_left_at_the_edge_joins_whatever_its_axis() {
+    // Issue 5 (seed 3, SIM0025, 52.9"/min, the linker's input on A5382-1-7): e1 and e2 hold
+    // whole 51-52" trails (extract's faint trail search); in e3 only the trail's last 3.7" is
+    // left at the image's edge, a blended blob (elongation 1.6) whose axis lies 51 degrees off
+    // the motion. Two neighbours of e3 are pieces of another trail.
+    let exps: Vec<Exposure> = (0..4)
+        .map(|e| Exposure {
+            t_min: 5.0 / 3.0 * e as f64,
+            exptime_min: 1.0,
+        })
+        .collect();
+    let det = |e, xi, eta, sigma, mag, magerr, len, pa, truncated| Detection {
+        magerr,
+        trail_arcsec: len,
+        axis_pa_deg: pa,
+        truncated,
+        ..Detection::point(e, xi, eta, sigma, mag)
+    };
+    let dets = vec![
+        det(
+            1, -16.575, 99.919, 0.844, -10.149, 0.042, 51.15, 25.50, false,
+        ),
+        det(
+            2, -53.030, 19.624, 1.031, -10.001, 0.045, 52.47, 24.75, false,
+        ),
+        det(
+            3, -88.717, -59.796, 0.482, -8.835, 0.066, 3.736, 75.85, true,
+        ),
+        det(
+            3, -83.843, -60.133, 0.482, -8.442, 0.081, 2.859, 93.12, false,
+        ),
+        det(
+            3, -80.259, -60.461, 0.482, -8.697, 0.085, 3.642, 103.60, false,
+        ),
+    ];
+    let cfg = LinkConfig {
+        seeing_fwhm_arcsec: 1.382,
+        ..LinkConfig::default()
+    };
+    let t = link(&exps, &dets, &cfg);
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0].detections, vec![0, 1, 2], "{t:?}");
+    // The truth: 52.87"/min.
+    assert!((t[0].rate_arcsec_per_min - 52.9).abs() < 2.0, "{t:?}");
+}

@@ -45,6 +45,9 @@ pub struct Tracklet {
 const TRAIL_FWHM: f64 = 1.0;
 /// A round detection may hide a trail up to its measured length plus this many FWHM.
 const HIDDEN_TRAIL_FWHM: f64 = 1.5;
+/// A trail cut at the image's edge shorter than this many FWHM shows no direction: what is left
+/// is a blob at the edge (often blended), whose axis the cut and the neighbour set.
+const CUT_AXIS_FWHM: f64 = 3.0;
 
 /// What a detection's shape says about the motion.
 #[derive(Clone, Copy)]
@@ -56,11 +59,25 @@ struct Shape {
     axis: Option<(f64, f64)>,
     /// Allowed angle between the motion and the axis, radians.
     axis_tol: f64,
+    /// A trail cut at the image's edge: it does not say where the object was, so it joins
+    /// hypotheses and does not make them.
+    cut_trail: bool,
 }
 
 fn shape(d: &Detection, exp: &Exposure, cfg: &LinkConfig) -> Shape {
     let fwhm = cfg.seeing_fwhm_arcsec;
     let exptime = exp.exptime_min.max(1e-6);
+    let cut_trail = d.truncated && d.trail_arcsec >= TRAIL_FWHM * fwhm;
+    if cut_trail && d.trail_arcsec < CUT_AXIS_FWHM * fwhm {
+        // Any rate and direction: the rest of the trail lies beyond the edge.
+        return Shape {
+            min_rate: 0.0,
+            max_rate: cfg.max_rate_arcsec_per_min,
+            axis: None,
+            axis_tol: 0.0,
+            cut_trail,
+        };
+    }
     if d.trail_arcsec >= TRAIL_FWHM * fwhm {
         let pa = d.axis_pa_deg.to_radians();
         Shape {
@@ -70,6 +87,7 @@ fn shape(d: &Detection, exp: &Exposure, cfg: &LinkConfig) -> Shape {
             max_rate: cfg.max_rate_arcsec_per_min,
             axis: Some((pa.sin(), pa.cos())),
             axis_tol: 10f64.to_radians() + (fwhm / d.trail_arcsec).atan(),
+            cut_trail,
         }
     } else {
         Shape {
@@ -78,6 +96,7 @@ fn shape(d: &Detection, exp: &Exposure, cfg: &LinkConfig) -> Shape {
                 .min(cfg.max_rate_arcsec_per_min),
             axis: None,
             axis_tol: 0.0,
+            cut_trail,
         }
     }
 }
@@ -140,7 +159,7 @@ fn nearest_member(
     let mut best: Option<(u32, f64)> = None;
     grid.within(px, py, tol + cut, |k, d2| {
         let dk = &dets[k as usize];
-        if cut_trails_only && (!dk.truncated || shapes[k as usize].axis.is_none()) {
+        if cut_trails_only && !shapes[k as usize].cut_trail {
             return;
         }
         let d2 = if dk.truncated {
@@ -216,14 +235,14 @@ pub fn link_pieces(
                 let sa = shapes[a];
                 // A trail cut at the edge does not say where the object was: it joins
                 // hypotheses, it does not make them.
-                if da.truncated && sa.axis.is_some() {
+                if sa.cut_trail {
                     continue;
                 }
                 let reach = sa.max_rate * dt + cfg.max_residual_arcsec;
                 grids[ej].within(da.xi, da.eta, reach, |b, _| {
                     let b = b as usize;
                     let db = &dets[b];
-                    if db.truncated && shapes[b].axis.is_some() {
+                    if shapes[b].cut_trail {
                         return;
                     }
                     let (vx, vy) = ((db.xi - da.xi) / dt, (db.eta - da.eta) / dt);

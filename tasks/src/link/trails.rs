@@ -31,7 +31,9 @@ const MAX_GAP_FWHM: f64 = 3.0;
 const MAX_OFFSET_FWHM: f64 = 0.5;
 /// Pieces at least this many FWHM long are elongated: their axis must follow the line.
 const ELONGATED_FWHM: f64 = 1.0;
-/// Allowed angle between an elongated piece's axis and the line, degrees.
+/// Allowed angle between an elongated piece's axis and the line, degrees, plus the angle
+/// whose tangent is a seeing FWHM over the piece's length (a short piece's axis is known to
+/// tens of degrees: a piece 1.5 FWHM long, elongation 1.5, is 34 degrees more).
 const AXIS_TOL_DEG: f64 = 15.0;
 /// Chains longer than this many pieces are not grown further (a bad column, a galaxy's arm).
 const MAX_PIECES: usize = 40;
@@ -103,7 +105,8 @@ fn grow(
         across(i) <= MAX_OFFSET_FWHM * fwhm
             && (!elongated(i) || {
                 let pa = dets[i].axis_pa_deg.to_radians();
-                (pa.sin() * dir.0 + pa.cos() * dir.1).abs() >= AXIS_TOL_DEG.to_radians().cos()
+                let tol = AXIS_TOL_DEG.to_radians() + (fwhm / dets[i].trail_arcsec).atan();
+                (pa.sin() * dir.0 + pa.cos() * dir.1).abs() >= tol.cos()
             })
     };
     let mut pieces = vec![seed];
@@ -216,6 +219,38 @@ mod tests {
         assert!(chains
             .iter()
             .all(|c| !c.pieces.contains(&3) && !c.pieces.contains(&4)));
+    }
+
+    #[test]
+    fn a_short_piece_with_a_poorly_measured_axis_joins_the_chain() {
+        // Issue 5 (seed 16, SIM0027, 10.2"/min, the linker's input on A5382-1-7, e1): a 10"
+        // trail in three pieces along PA 163; the shortest (2.0", elongation 1.5) has its axis
+        // at PA 145, 19 degrees off the line. Without it the chain is 7.4" long and its middle
+        // lies 1.6" off the trail's.
+        let exps = [Exposure {
+            t_min: 0.0,
+            exptime_min: 1.0,
+        }];
+        let det = |xi, eta, sigma, mag, len, pa| Detection {
+            trail_arcsec: len,
+            axis_pa_deg: pa,
+            ..Detection::point(0, xi, eta, sigma, mag)
+        };
+        let dets = vec![
+            det(32.843, 162.964, 0.456, -8.843, 1.970, 144.71),
+            det(32.099, 165.302, 0.456, -8.918, 2.497, 167.30),
+            det(30.570, 168.677, 0.456, -9.491, 4.949, 163.71),
+        ];
+        let cfg = LinkConfig {
+            seeing_fwhm_arcsec: 1.332,
+            ..LinkConfig::default()
+        };
+        let chains = assemble(&exps, &dets, &cfg);
+        let whole = chains
+            .iter()
+            .find(|c| c.pieces.len() == 3)
+            .expect("the three pieces chain");
+        assert!(whole.detection.trail_arcsec > 9.0, "{whole:?}");
     }
 
     #[test]
