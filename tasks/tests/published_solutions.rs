@@ -13,10 +13,12 @@
 //! bench/RESULTS-astrometry.md, "Narrow real frames against their own published solutions",
 //! and bench/astrometry_real_published.sh).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use nearby_engine::task::TaskKind;
+use common::run_task;
 use nearby_tasks::astrometry::task::{read_wcs_file, Astrometry};
 use nearby_tasks::extract::task::Extract;
 use nearby_tasks::fits::{read_image, read_table, write_image, Header, Pixel};
@@ -38,19 +40,6 @@ fn is_pointing_key(k: &str) -> bool {
         || ["WAT", "AMDX", "AMDY", "PPO", "OBJCTRA", "OBJCTDEC"]
             .iter()
             .any(|p| k.starts_with(p))
-}
-
-fn run(
-    kind: &dyn TaskKind,
-    params: Value,
-    inputs: BTreeMap<String, Vec<PathBuf>>,
-    dir: &Path,
-) -> String {
-    let params = params.as_object().unwrap().clone();
-    let run = nearby_engine::task::run_alone(kind, params, inputs, dir);
-    run.result
-        .unwrap_or_else(|e| panic!("{}: {e}\n{}", kind.name(), run.log));
-    run.log
 }
 
 /// A DSS plate solution read from a header: STScI's documented formulas. Plate pixel = image
@@ -152,7 +141,7 @@ fn solve_against_published(
     write_image(&stripped, &image, Pixel::F32).unwrap();
     let ext = dir.path().join("extract");
     std::fs::create_dir_all(&ext).unwrap();
-    run(
+    run_task(
         &Extract,
         json!({}),
         [("image".to_string(), vec![stripped.clone()])].into(),
@@ -184,7 +173,7 @@ fn solve_against_published(
         * 3600.0;
     let ast = dir.path().join("astrometry");
     std::fs::create_dir_all(&ast).unwrap();
-    let log = run(
+    let log = run_task(
         &Astrometry,
         json!({"ra_deg": ra0 + 3.2 / 60.0 / dec0.to_radians().cos(), "dec_deg": dec0 + 2.4 / 60.0,
                "pixel_scale_arcsec": scale * 1.01, "sip_order": sip_order}),
@@ -231,17 +220,18 @@ fn solve_against_published(
     a
 }
 
+/// The primary header of a frame in tests/data, published solution and all.
+fn published_header(frame: &str) -> Header {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data")
+        .join(frame);
+    read_image(&path, 0).unwrap().header
+}
+
 #[test]
 fn saao_frame_solved_against_its_published_wcs_reproduces_it_across_the_field() {
     let frame = "ystar_saao_streak_long.fits";
-    let header = read_image(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/data")
-            .join(frame),
-        0,
-    )
-    .unwrap()
-    .header;
+    let header = published_header(frame);
     let published = TanWcs::from_header(&header).expect("the frame's published WCS");
     let a = solve_against_published(frame, &|x, y| published.pix_to_sky(x, y), 2);
     // Measured: grid RMS 0.0005 mas, max 0.002 mas. About the frame's centre the published TAN
@@ -287,14 +277,7 @@ fn dss_plate_solution_reads_as_wcslib_and_the_header_object_say() {
 #[test]
 fn dss_plate_solved_against_its_plate_polynomial_reproduces_it_across_the_field() {
     let frame = "dss_poss1_m67_M6707HH.fits";
-    let header = read_image(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/data")
-            .join(frame),
-        0,
-    )
-    .unwrap()
-    .header;
+    let header = published_header(frame);
     let plate = DssPlate::from_header(&header);
     let a = solve_against_published(frame, &|x, y| plate.pix_to_sky(x, y), 3);
     // Measured: grid RMS 0.0002 mas, max 0.0013 mas: the plate's cubic polynomial about a centre

@@ -7,10 +7,12 @@
 //! published one to 0.5" over the field. Skipped, saying why, where the index files are not
 //! installed (.ci/run installs them).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use nearby_engine::task::TaskKind;
+use common::run_task;
 use nearby_tasks::astrometry::refcat::RefCatalog;
 use nearby_tasks::astrometry::task::{read_wcs_file, Astrometry};
 use nearby_tasks::extract::task::Extract;
@@ -38,19 +40,6 @@ fn tycho2_index_files() -> Result<Vec<PathBuf>, String> {
         return Err(format!("no index-tycho2-*.fits in {INDEX_DIR}"));
     }
     Ok(files)
-}
-
-fn run(
-    kind: &dyn TaskKind,
-    params: Value,
-    inputs: BTreeMap<String, Vec<PathBuf>>,
-    dir: &Path,
-) -> String {
-    let params = params.as_object().unwrap().clone();
-    let run = nearby_engine::task::run_alone(kind, params, inputs, dir);
-    run.result
-        .unwrap_or_else(|e| panic!("{}: {e}\n{}", kind.name(), run.log));
-    run.log
 }
 
 #[test]
@@ -82,7 +71,7 @@ fn panoptes_frame_solved_against_tycho2_agrees_with_published_wcs() {
     write_image(&stripped, &image, Pixel::F32).unwrap();
     let ext = dir.path().join("extract");
     std::fs::create_dir_all(&ext).unwrap();
-    run(
+    run_task(
         &Extract,
         json!({}),
         [("image".to_string(), vec![stripped.clone()])].into(),
@@ -98,7 +87,7 @@ fn panoptes_frame_solved_against_tycho2_agrees_with_published_wcs() {
     let scale = published.scale_deg() * 3600.0 * 1.01;
     let ast = dir.path().join("astrometry");
     std::fs::create_dir_all(&ast).unwrap();
-    let log = run(
+    let log = run_task(
         &Astrometry,
         json!({"ra_deg": ra, "dec_deg": dec, "pixel_scale_arcsec": scale,
                "search_radius_arcmin": 10.0, "sip_order": 2, "ref_sigma_arcsec": 0.3}),
@@ -151,7 +140,7 @@ fn panoptes_frame_solved_against_tycho2_agrees_with_published_wcs() {
     std::fs::write(&csv, text).unwrap();
     let half = dir.path().join("half");
     std::fs::create_dir_all(&half).unwrap();
-    run(
+    run_task(
         &Astrometry,
         json!({"ra_deg": ra, "dec_deg": dec, "pixel_scale_arcsec": scale,
                "search_radius_arcmin": 10.0, "sip_order": 2, "ref_sigma_arcsec": 0.3}),
