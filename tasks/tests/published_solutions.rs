@@ -15,8 +15,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::run_task;
 use nearby_tasks::astrometry::task::{read_wcs_file, Astrometry};
@@ -24,7 +23,7 @@ use nearby_tasks::extract::task::Extract;
 use nearby_tasks::fits::{read_image, read_table, write_image, Header, Pixel};
 use nearby_tasks::simulate::separation_deg;
 use nearby_tasks::wcs::{is_wcs_key, TanWcs};
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// Header keys besides the WCS proper that say where a frame points: the telescope's nominal
 /// centre, IRAF's physical-coordinate keys, and a DSS plate's solution and object position.

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::run_task;
@@ -19,7 +18,7 @@ use nearby_tasks::extract::task::Extract;
 use nearby_tasks::fits::{read_image, read_table, write_image, Pixel};
 use nearby_tasks::simulate::separation_deg;
 use nearby_tasks::wcs::{is_wcs_key, TanWcs};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const INDEX_DIR: &str = "/usr/share/astrometry";
 const FRAME: &str = "panoptes_kic8462852_20160909_solved.fits";
