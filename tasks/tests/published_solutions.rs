@@ -17,10 +17,9 @@ mod common;
 
 use std::path::Path;
 
-use common::run_task;
+use common::{extract_stripped, run_task};
 use nearby_tasks::astrometry::task::{read_wcs_file, Astrometry};
-use nearby_tasks::extract::task::Extract;
-use nearby_tasks::fits::{read_image, read_table, write_image, Header, Pixel};
+use nearby_tasks::fits::{read_image, read_table, Header};
 use nearby_tasks::simulate::separation_deg;
 use nearby_tasks::wcs::{is_wcs_key, TanWcs};
 use serde_json::json;
@@ -136,18 +135,9 @@ fn solve_against_published(
     let (w, h) = (image.width as f64, image.height as f64);
 
     let dir = tempfile::tempdir().unwrap();
-    let stripped = dir.path().join("stripped.fits");
-    write_image(&stripped, &image, Pixel::F32).unwrap();
-    let ext = dir.path().join("extract");
-    std::fs::create_dir_all(&ext).unwrap();
-    run_task(
-        &Extract,
-        json!({}),
-        [("image".to_string(), vec![stripped.clone()])].into(),
-        &ext,
-    );
+    let (stripped, catalog) = extract_stripped(&image, dir.path());
 
-    let t = read_table(&ext.join("catalog.fits"), 1).unwrap();
+    let t = read_table(&catalog.clone(), 1).unwrap();
     let (xs, ys) = (t.f64s("XWIN_IMAGE").unwrap(), t.f64s("YWIN_IMAGE").unwrap());
     let mags = t.f64s("MAG_AUTO").unwrap();
     let mut csv = String::from("RA,DEC,MAG\n");
@@ -177,7 +167,7 @@ fn solve_against_published(
         json!({"ra_deg": ra0 + 3.2 / 60.0 / dec0.to_radians().cos(), "dec_deg": dec0 + 2.4 / 60.0,
                "pixel_scale_arcsec": scale * 1.01, "sip_order": sip_order}),
         [
-            ("catalog".to_string(), vec![ext.join("catalog.fits")]),
+            ("catalog".to_string(), vec![catalog.clone()]),
             ("image".to_string(), vec![stripped]),
             ("refcat".to_string(), vec![refcat]),
         ]

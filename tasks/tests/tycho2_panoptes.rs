@@ -11,11 +11,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::run_task;
+use common::{extract_stripped, run_task};
 use nearby_tasks::astrometry::refcat::RefCatalog;
 use nearby_tasks::astrometry::task::{read_wcs_file, Astrometry};
-use nearby_tasks::extract::task::Extract;
-use nearby_tasks::fits::{read_image, read_table, write_image, Pixel};
+use nearby_tasks::fits::{read_image, read_table};
 use nearby_tasks::simulate::separation_deg;
 use nearby_tasks::wcs::{is_wcs_key, TanWcs};
 use serde_json::json;
@@ -66,16 +65,7 @@ fn panoptes_frame_solved_against_tycho2_agrees_with_published_wcs() {
     assert!(TanWcs::from_header(&image.header).is_none());
 
     let dir = tempfile::tempdir().unwrap();
-    let stripped = dir.path().join("stripped.fits");
-    write_image(&stripped, &image, Pixel::F32).unwrap();
-    let ext = dir.path().join("extract");
-    std::fs::create_dir_all(&ext).unwrap();
-    run_task(
-        &Extract,
-        json!({}),
-        [("image".to_string(), vec![stripped.clone()])].into(),
-        &ext,
-    );
+    let (_, catalog) = extract_stripped(&image, dir.path());
 
     // The published centre moved 4' east and 3' south; the scale 1% large; no rotation.
     let (ra0, dec0) = published.pix_to_sky(350.5, 350.5);
@@ -91,7 +81,7 @@ fn panoptes_frame_solved_against_tycho2_agrees_with_published_wcs() {
         json!({"ra_deg": ra, "dec_deg": dec, "pixel_scale_arcsec": scale,
                "search_radius_arcmin": 10.0, "sip_order": 2, "ref_sigma_arcsec": 0.3}),
         [
-            ("catalog".to_string(), vec![ext.join("catalog.fits")]),
+            ("catalog".to_string(), vec![catalog.clone()]),
             ("refcat".to_string(), index),
         ]
         .into(),
@@ -144,7 +134,7 @@ fn panoptes_frame_solved_against_tycho2_agrees_with_published_wcs() {
         json!({"ra_deg": ra, "dec_deg": dec, "pixel_scale_arcsec": scale,
                "search_radius_arcmin": 10.0, "sip_order": 2, "ref_sigma_arcsec": 0.3}),
         [
-            ("catalog".to_string(), vec![ext.join("catalog.fits")]),
+            ("catalog".to_string(), vec![catalog.clone()]),
             ("refcat".to_string(), vec![csv]),
         ]
         .into(),
@@ -154,7 +144,7 @@ fn panoptes_frame_solved_against_tycho2_agrees_with_published_wcs() {
         .1
         .clone()
         .expect("solved with half of the stars");
-    let t = read_table(&ext.join("catalog.fits"), 1).unwrap();
+    let t = read_table(&catalog.clone(), 1).unwrap();
     let (xs, ys) = (t.f64s("XWIN_IMAGE").unwrap(), t.f64s("YWIN_IMAGE").unwrap());
     // Distance (px) from where a WCS puts a star to the nearest extracted source.
     let miss = |w: &TanWcs, ra: f64, dec: f64| {
