@@ -90,29 +90,18 @@ impl CacheKey {
             None => buf.extend_from_slice(b"null"),
         }
         buf.extend_from_slice(b",\"inputs\":{");
-        for (n, (name, hashes)) in self.inputs.iter().enumerate() {
-            if n > 0 {
-                buf.push(b',');
-            }
+        json_join(buf, &self.inputs, |buf, (name, hashes)| {
             json_str(buf, name);
             buf.extend_from_slice(b":[");
-            for (m, h) in hashes.iter().enumerate() {
-                if m > 0 {
-                    buf.push(b',');
-                }
-                json_str(buf, h);
-            }
+            json_join(buf, hashes, |buf, h| json_str(buf, h));
             buf.push(b']');
-        }
+        });
         buf.extend_from_slice(b"},\"outputs\":{");
-        for (n, (name, path)) in self.outputs.iter().enumerate() {
-            if n > 0 {
-                buf.push(b',');
-            }
+        json_join(buf, &self.outputs, |buf, (name, path)| {
             json_str(buf, name);
             buf.push(b':');
             json_str(buf, path);
-        }
+        });
         buf.extend_from_slice(b"}}");
     }
 
@@ -187,6 +176,20 @@ pub(crate) fn json_u64(buf: &mut Vec<u8>, v: u64) {
         }
     }
     buf.extend_from_slice(&digits[at..]);
+}
+
+/// Writes `items` with `each`, separated by commas (the inside of a JSON array or object).
+fn json_join<I: IntoIterator>(
+    buf: &mut Vec<u8>,
+    items: I,
+    mut each: impl FnMut(&mut Vec<u8>, I::Item),
+) {
+    for (n, item) in items.into_iter().enumerate() {
+        if n > 0 {
+            buf.push(b',');
+        }
+        each(buf, item);
+    }
 }
 
 /// A JSON string as serde_json writes it: as it is when nothing in it needs escaping, else by

@@ -1054,13 +1054,7 @@ impl Scheduler {
         if !forced {
             if let Some(entry) = self.pack.as_ref().and_then(|p| p.get(&tpl.name, &fp)) {
                 if cache::check_outputs_in(&entry.outputs, self.out_dir.as_ref()).is_ok() {
-                    return Ok(Prepared::Reuse {
-                        state: State::Cached,
-                        outputs: entry.outputs,
-                        fingerprint: fp,
-                        cache: format!("hit: recorded by run {}", entry.run),
-                        from_pack: true,
-                    });
+                    return Ok(Prepared::hit(entry.outputs, &entry.run, fp, true));
                 }
             }
         }
@@ -1074,15 +1068,7 @@ impl Scheduler {
             match entry {
                 Ok(Some(entry)) => {
                     match cache::check_outputs_in(&entry.outputs, self.out_dir.as_ref()) {
-                        Ok(()) => {
-                            return Ok(Prepared::Reuse {
-                                state: State::Cached,
-                                outputs: entry.outputs,
-                                fingerprint: fp,
-                                cache: format!("hit: recorded by run {}", entry.run),
-                                from_pack: false,
-                            })
-                        }
+                        Ok(()) => return Ok(Prepared::hit(entry.outputs, &entry.run, fp, false)),
                         Err(why) => format!("miss: {why}"),
                     }
                 }
@@ -1505,6 +1491,19 @@ enum Prepared {
     Run(Box<Job>),
     /// Resume: finished earlier in this run; its record stays as it was.
     Kept(Box<InstanceRecord>),
+}
+
+impl Prepared {
+    /// A cache hit whose outputs checked: an entry recorded by `run`.
+    fn hit(outputs: Vec<OutputRecord>, run: &str, fingerprint: String, from_pack: bool) -> Self {
+        Prepared::Reuse {
+            state: State::Cached,
+            outputs,
+            fingerprint,
+            cache: format!("hit: recorded by run {run}"),
+            from_pack,
+        }
+    }
 }
 
 /// Resolves `${item}` only.

@@ -187,6 +187,30 @@ pub struct RunRecord {
     pub log_path: String,
 }
 
+impl RunRecord {
+    /// A copy with an empty pipeline text: the text of a generated pipeline can be megabytes, and
+    /// a stored record names it by hash (`Clone` would copy it only for it to be dropped).
+    fn without_text(&self) -> RunRecord {
+        RunRecord {
+            id: self.id.clone(),
+            pipeline_name: self.pipeline_name.clone(),
+            pipeline_path: self.pipeline_path.clone(),
+            pipeline_text: String::new(),
+            pipeline_text_hash: self.pipeline_text_hash.clone(),
+            overrides: self.overrides.clone(),
+            params: self.params.clone(),
+            state: self.state.clone(),
+            started_at: self.started_at.clone(),
+            finished_at: self.finished_at.clone(),
+            parent: self.parent.clone(),
+            mode: self.mode.clone(),
+            force_from: self.force_from.clone(),
+            counts: self.counts.clone(),
+            log_path: self.log_path.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InstanceRecord {
     pub id: String,
@@ -838,9 +862,8 @@ impl Store {
                 .insert(hash.as_bytes(), r.pipeline_text.as_bytes())?;
         }
         let stored = RunRecord {
-            pipeline_text: String::new(),
             pipeline_text_hash: Some(hash),
-            ..r.clone()
+            ..r.without_text()
         };
         self.runs.insert(r.id.as_bytes(), encode(&stored))?;
         Ok(())

@@ -278,14 +278,7 @@ pub fn link_pieces(
                         );
                         members.extend(near);
                     }
-                    if members.len() < cfg.min_detections {
-                        return;
-                    }
-                    if let Some(t) = fit_and_check(exposures, dets, &members, cfg) {
-                        if seen.insert(t.detections.clone()) {
-                            candidates.push(t);
-                        }
-                    }
+                    offer(exposures, dets, &members, cfg, &mut seen, &mut candidates);
                 });
             }
         }
@@ -332,17 +325,30 @@ pub fn link_pieces(
                 );
                 members.extend(near);
             }
-            if members.len() < cfg.min_detections {
-                continue;
-            }
-            if let Some(t) = fit_and_check(exposures, dets, &members, cfg) {
-                if seen.insert(t.detections.clone()) {
-                    candidates.push(t);
-                }
-            }
+            offer(exposures, dets, &members, cfg, &mut seen, &mut candidates);
         }
     }
     accept(candidates, pieces, n_pieces)
+}
+
+/// A candidate tracklet from `members`, if there are enough of them, its fit passes and no
+/// hypothesis has proposed the same detections before.
+fn offer(
+    exposures: &[Exposure],
+    dets: &[Detection],
+    members: &[usize],
+    cfg: &LinkConfig,
+    seen: &mut HashSet<Vec<usize>>,
+    candidates: &mut Vec<Tracklet>,
+) {
+    if members.len() < cfg.min_detections {
+        return;
+    }
+    if let Some(t) = fit_and_check(exposures, dets, members, cfg) {
+        if seen.insert(t.detections.clone()) {
+            candidates.push(t);
+        }
+    }
 }
 
 /// Fits a line to `members`, drops the worst detections while any lies farther than the limit
