@@ -33,8 +33,11 @@ pub struct CacheKey {
     pub outputs: BTreeMap<String, String>,
 }
 
+/// Keys longer than this (a gather's) are not kept in the per-thread JSON buffer.
+const BIG_KEY: usize = 64 << 10;
+
 /// A cache key as it is stored: its canonical JSON, and the fingerprint of that JSON.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SealedKey {
     pub json: String,
     pub fingerprint: String,
@@ -50,13 +53,22 @@ impl CacheKey {
     /// The key's JSON and fingerprint, serialized once (a record keeps the one, the cache the
     /// other).
     pub fn seal(&self) -> SealedKey {
-        self.with_json(|json| SealedKey {
-            json: String::from_utf8_lossy(json).into_owned(),
-            fingerprint: blake3::hash(json).to_hex().to_string(),
+        self.with_json(|buf| {
+            let fingerprint = blake3::hash(buf).to_hex().to_string();
+            // A large key (a gather's: one hash per input) leaves with the buffer rather than
+            // being copied, and the thread keeps no megabytes of capacity behind it.
+            let bytes = if buf.len() > BIG_KEY {
+                std::mem::take(buf)
+            } else {
+                buf.clone()
+            };
+            let json = String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            SealedKey { json, fingerprint }
         })
     }
 
-    fn with_json<T>(&self, f: impl FnOnce(&[u8]) -> T) -> T {
+    fn with_json<T>(&self, f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
         use std::cell::RefCell;
         thread_local! {
             static JSON: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -65,7 +77,11 @@ impl CacheKey {
             let mut buf = buf.borrow_mut();
             buf.clear();
             self.write_json(&mut buf);
-            f(&buf)
+            let out = f(&mut buf);
+            if buf.capacity() > BIG_KEY {
+                *buf = Vec::new();
+            }
+            out
         })
     }
 

@@ -1564,13 +1564,14 @@ impl Job {
     }
 
     async fn execute(
-        self,
+        mut self,
         inst: u32,
         flag: Arc<AtomicBool>,
         cancel: watch::Receiver<bool>,
     ) -> JobDone {
-        let store_key = self.key.clone();
-        let cache = self.cache.clone();
+        // Taken, not cloned: a gather's key holds every input's hash (megabytes at 100k inputs).
+        let store_key = std::mem::take(&mut self.key);
+        let cache = std::mem::take(&mut self.cache);
         let log = log_path(&self.workdir, &self.run, &self.id);
         let (outcome, outputs, sync) = self.attempt(&flag, cancel).await;
         let log = log.exists().then(|| log.display().to_string());
@@ -1613,7 +1614,7 @@ impl Job {
     }
 
     async fn attempt(
-        self,
+        mut self,
         flag: &Arc<AtomicBool>,
         cancel: watch::Receiver<bool>,
     ) -> (Outcome, Vec<OutputRecord>, Vec<PathBuf>) {
@@ -1684,7 +1685,8 @@ impl Job {
             Action::InProcess => {
                 let kind = self.kind.clone();
                 let id = self.id.clone();
-                let inputs = self.inputs.clone();
+                // Moved, not cloned: a gather's inputs are one path per upstream instance.
+                let inputs = std::mem::take(&mut self.inputs);
                 let outputs = outputs.clone();
                 let staging = staging.clone();
                 let item = self.item.clone();
@@ -1855,7 +1857,7 @@ fn commit(
     }
     std::fs::rename(staging, final_dir)
         .map_err(|e| format!("cannot move outputs into {}: {e}", final_dir.display()))?;
-    let mut records = Vec::new();
+    let mut records = Vec::with_capacity(outputs_rel.len());
     for (name, rel) in outputs_rel {
         let rec = cache::record_output(name, &final_dir.join(rel))
             .map_err(|e| format!("cannot hash output `{name}`: {e}"))?;

@@ -715,7 +715,8 @@ impl Store {
     /// long history of other keys is then looked up key by key, see [`TaskCache::get`]).
     pub fn task_cache(&self, task: &str, wanted: usize) -> Result<TaskCache, StoreError> {
         let limit = wanted.saturating_mul(4).max(1024);
-        let mut entries = Vec::with_capacity(wanted.min(limit));
+        // Grown as found: a first run finds nothing, and 100k wanted keys reserved 7 MB for it.
+        let mut entries = Vec::new();
         let mut complete = true;
         for kv in self.cache.scan_prefix(task_tag(task)) {
             if entries.len() == limit {
@@ -931,6 +932,8 @@ impl Store {
             if group.is_empty() {
                 group.push(record::GROUP);
             }
+            // One allocation for a record larger than a group (a gather's key), not doublings.
+            group.reserve(r.key.as_deref().map_or(0, |k| k.get().len()) + 1024);
             record::encode(&mut group, r);
             if group.len() >= GROUP_BYTES || n + 1 == records.len() {
                 let seq = self.db.generate_id()?;

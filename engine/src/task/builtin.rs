@@ -193,16 +193,19 @@ impl TaskKind for Noop {
             writeln!(log, "{message}")?;
         }
         for path in inv.outputs.values() {
-            let mut body = format!("{}\n", inv.id);
-            if !message.is_empty() {
-                body = format!("{message}\n");
+            // Streamed: a gather's body lists every input (megabytes at 100k inputs).
+            let mut body = std::io::BufWriter::new(std::fs::File::create(path)?);
+            if message.is_empty() {
+                writeln!(body, "{}", inv.id)?;
+            } else {
+                writeln!(body, "{message}")?;
             }
             for (name, paths) in inv.inputs {
                 for p in paths {
-                    body.push_str(&format!("{name} {}\n", p.display()));
+                    writeln!(body, "{name} {}", p.display())?;
                 }
             }
-            std::fs::write(path, body)?;
+            body.into_inner().map_err(|e| e.into_error())?;
         }
         Ok(())
     }
