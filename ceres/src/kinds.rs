@@ -687,9 +687,8 @@ impl TaskKind for Train {
             .count();
         writeln!(
             log,
-            "ceres_train: the satellite-line veto (>= {} transients in a run >= {} px) calls {} validation stacks artifacts, by kind {vetoed:?}{}",
-            veto.min_members,
-            veto.min_length_px,
+            "ceres_train: {}: calls {} validation stacks artifacts, by kind {vetoed:?}{}",
+            veto_description(veto),
             val.veto.iter().filter(|v| **v).count(),
             if without > 0 {
                 format!("; {without} validation stacks have no satellite-line count (a dataset built before ceres_cutouts 2): left to the network")
@@ -1013,7 +1012,7 @@ impl TaskKind for Evaluate {
         };
         writeln!(
             log,
-            "ceres_evaluate: {split} ({} nights, {} stacks): asteroid P {:.3} R {:.3} F1 {:.3}, artifact P {:.3} R {:.3} at threshold {:.4}, with the satellite-line veto (>= {} transients in a run >= {} px along a line; without it P {:.3} R {:.3}); best recall {:.3} at precision >= {floor} (threshold tuned on this split); at the validation's threshold for that floor {}; confusion {:?}; false positives by kind {:?}; vetoed by kind (stacks, of them called asteroid by the network) {:?}",
+            "ceres_evaluate: {split} ({} nights, {} stacks): asteroid P {:.3} R {:.3} F1 {:.3}, artifact P {:.3} R {:.3} at threshold {:.4}, {} (without it P {:.3} R {:.3}); best recall {:.3} at precision >= {floor} (threshold tuned on this split); at the validation's threshold for that floor {}; confusion {:?}; false positives by kind {:?}; vetoed by kind (stacks, of them called asteroid by the network) {:?}",
             nights.len(),
             data.n,
             r.asteroid.precision,
@@ -1022,8 +1021,7 @@ impl TaskKind for Evaluate {
             r.artifact.precision,
             r.artifact.recall,
             threshold,
-            veto.min_members,
-            veto.min_length_px,
+            veto_description(veto),
             before.asteroid.precision,
             before.asteroid.recall,
             r.recall_at_floor,
@@ -1164,6 +1162,18 @@ const SATELLITE_LINE_PARAMS: [ParamSpec; 2] = [
         doc: "Shortest run (LINELEN, px) the veto takes for a satellite: longer than any asteroid's trail in one exposure (the small preset's fastest, 100\"/min for 60 s at 0.33\"/px, trails 300 px).",
     },
 ];
+
+/// How the logs name the veto in force.
+fn veto_description(v: Veto) -> String {
+    if v.min_members == 0 {
+        "the satellite-line veto off (satellite_line_min 0)".into()
+    } else {
+        format!(
+            "with the satellite-line veto (>= {} transients in a run >= {} px along a line)",
+            v.min_members, v.min_length_px
+        )
+    }
+}
 
 fn veto_params(p: &Map<String, J>) -> Result<Veto, Vec<(&'static str, String)>> {
     let n = num(p, "satellite_line_min", SATELLITE_LINE_MIN, 0.0, 1e6);
@@ -1319,9 +1329,8 @@ impl TaskKind for Classify {
             .count();
         writeln!(
             log,
-            "ceres_classify: the satellite-line veto (>= {} transients in a run >= {} px along a line) called {n_veto} stacks artifacts, {n_veto_called} of them scored asteroid by the network",
-            line_veto.min_members,
-            line_veto.min_length_px
+            "ceres_classify: {}: called {n_veto} stacks artifacts, {n_veto_called} of them scored asteroid by the network",
+            veto_description(line_veto)
         )?;
         // Where the stacks carry labels (the demo's come from the simulator's truth), say how
         // the calls compare with them.

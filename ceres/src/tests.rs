@@ -857,7 +857,9 @@ fn satellite_line_veto_in_evaluate_and_classify() {
     .unwrap();
     let text = String::from_utf8_lossy(&log).to_string();
     assert!(
-        text.contains("the satellite-line veto (>= 10 transients in a run >= 400 px) calls"),
+        text.contains(
+            "with the satellite-line veto (>= 10 transients in a run >= 400 px along a line): calls"
+        ),
         "{text}"
     );
     let (_, card) = crate::model::load_model(&tr["model"], &Device::Cpu).unwrap();
