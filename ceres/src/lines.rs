@@ -5,7 +5,10 @@
 //! tens to hundreds of S/N ~3 detections; each piece, seen in a 32 or 64 px stack, is the same
 //! picture as a fast faint asteroid (a straight line through the cutout in one plane only). The
 //! catalog tells them apart: the trail's other pieces lie on the same line, in the same
-//! exposure, across the frame; an asteroid has at most a few pieces of its own trail there.
+//! exposure, across the frame. A fast faint asteroid is cut into pieces too, but its trail in
+//! one exposure is no longer than its rate times the exposure time (300 px at most in the
+//! simulator's small preset), so what the veto reads is the number of pieces *and* the length
+//! of their run along the line.
 //!
 //! Only *transients* are counted: detections with no detection at the same sky position (after
 //! registration) in any of the other exposures, so that stars lying on a line by chance do not
@@ -16,8 +19,9 @@
 //!
 //! The line may be any line through the detection, so a detection a few px beside a trail sees
 //! part of it on a line crossing the trail at a small angle: with pieces every s px along a
-//! trail of length L, at most about 4 L w / (d s) of them from a distance d (w the half
-//! width): 2000 px of pieces 40 px apart give 10 or more to detections within ~20 px of it.
+//! trail of length L, up to about 2 L w / (d s) of them from a distance d (w the half width),
+//! but far along the line, where it crosses the trail. Only the members in one unbroken run
+//! with the detection (no gap wider than `max_gap`) are its line.
 
 use std::collections::HashMap;
 use std::f64::consts::PI;
