@@ -43,6 +43,10 @@ fn cap_kinds(d: &Data, kinds: &[&str], cap: usize) -> Data {
         labels: keep.iter().map(|&i| d.labels[i]).collect(),
         n: keep.len(),
         example_len: len,
+        veto: keep
+            .iter()
+            .filter_map(|&i| d.veto.get(i).copied())
+            .collect(),
     }
 }
 

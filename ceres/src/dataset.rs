@@ -30,6 +30,13 @@ pub struct Example {
     pub label_source: String,
     /// The cube file it came from, when it came from one.
     pub file: String,
+    /// The satellite line (`Stack::line`): transients on it and the length of their run, px;
+    /// absent from manifests written before it existed and for cubes without it: no veto
+    /// information.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line_count: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line_length_px: Option<f64>,
 }
 
 /// Count per class and per kind.
@@ -81,6 +88,26 @@ pub struct Data {
     pub labels: Vec<u8>,
     pub n: usize,
     pub example_len: usize,
+    /// Examples the satellite-line veto calls artifacts whatever the network says (empty:
+    /// none); set by the task that knows the veto's params.
+    pub veto: Vec<bool>,
+}
+
+impl Data {
+    /// `scores` with this split's veto applied ([`with_veto`]).
+    pub fn vetoed(&self, scores: &[f32]) -> Vec<f32> {
+        with_veto(scores, &self.veto)
+    }
+}
+
+/// Scores with the satellite-line veto applied: a vetoed example gets -1, below every
+/// threshold (scores are in [0, 1]); examples past the end of `veto` are not vetoed.
+pub fn with_veto(scores: &[f32], veto: &[bool]) -> Vec<f32> {
+    scores
+        .iter()
+        .enumerate()
+        .map(|(i, s)| if veto.get(i) == Some(&true) { -1.0 } else { *s })
+        .collect()
 }
 
 /// Assigns nights to splits: nights shuffled with `seed`, then `test` and `validation` nights
@@ -207,6 +234,8 @@ pub fn build(
                 kind: kind.to_owned(),
                 label_source: s.label_source.clone(),
                 file: files.get(i).cloned().unwrap_or_default(),
+                line_count: s.line.map(|l| l.members),
+                line_length_px: s.line.map(|l| l.length_px),
             });
         }
         let n = labels.len();
@@ -306,5 +335,6 @@ pub fn load_split(dir: &Path, m: &Manifest, split: &str) -> Result<Data, String>
         labels,
         n,
         example_len: want.iter().product(),
+        veto: Vec::new(),
     })
 }

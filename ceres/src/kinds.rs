@@ -103,6 +103,9 @@ pub struct Cutouts;
 const CUTOUT_PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "cutout_px", ty: PType::Int, required: false, default: Some("64"), doc: "Side of each cutout, pixels (the network reads the central `cutout_px` of its own, and with context the central `context_px`)." },
     ParamSpec { name: "exposures", ty: PType::Int, required: false, default: Some("4"), doc: "Planes per stack: the detection's exposure and the others of its field nearest in time." },
+    ParamSpec { name: "line_width_px", ty: PType::Float, required: false, default: Some("2"), doc: "Satellite-line count (LINEDETS): transients within this many px (perpendicular) of a straight line through the detection are on its line (a trail's pieces scatter well under 1 px about it; a FWHM is ~3 px)." },
+    ParamSpec { name: "line_gap_px", ty: PType::Float, required: false, default: Some("100"), doc: "The satellite line's members are those in one run with the detection along it, no gap wider than this (a faint trail's pieces are 5-20 px apart; lines of chance members far along it are not its)." },
+    ParamSpec { name: "static_radius_px", ty: PType::Float, required: false, default: Some("2"), doc: "A detection with a detection of another exposure of its stack within this many px of the same sky (registered) is static, not a transient, and is on no satellite line." },
 ];
 
 const CUTOUT_INPUTS: &[PortSpec] = &[
@@ -125,16 +128,36 @@ const CUTOUT_OUTPUTS: &[PortSpec] = &[
         name: "index",
         file: "cutouts.csv",
         required: true,
-        doc: "id,file,night,label,kind per stack.",
+        doc: "id,file,night,label,kind,line_count,line_length_px per stack.",
     },
 ];
 
-fn cutout_config(p: &Map<String, J>) -> Result<(usize, usize), Vec<(&'static str, String)>> {
+/// Problems with params: (param, what is wrong).
+type ParamProblems = Vec<(&'static str, String)>;
+
+/// `ceres_cutouts`'s params: cutout side, exposures per stack, and the satellite-line search.
+fn cutout_config(p: &Map<String, J>) -> Result<(usize, usize, night::LineConfig), ParamProblems> {
     let size = num(p, "cutout_px", 64.0, 4.0, 512.0);
     let depth = num(p, "exposures", 4.0, 1.0, 16.0);
-    match (size, depth) {
-        (Ok(s), Ok(d)) => Ok((s as usize, d as usize)),
-        (a, b) => Err([a.err(), b.err()].into_iter().flatten().collect()),
+    let width = num(p, "line_width_px", 2.0, 0.01, 100.0);
+    let radius = num(p, "static_radius_px", 2.0, 0.01, 100.0);
+    let gap = num(p, "line_gap_px", 100.0, 0.0, 1e5);
+    match (size, depth, width, radius, gap) {
+        (Ok(s), Ok(d), Ok(w), Ok(r), Ok(g)) => Ok((
+            s as usize,
+            d as usize,
+            night::LineConfig {
+                static_radius_px: r,
+                search: crate::lines::LineSearch {
+                    half_width: w,
+                    max_gap: g,
+                },
+            },
+        )),
+        (a, b, c, d, e) => Err([a.err(), b.err(), c.err(), d.err(), e.err()]
+            .into_iter()
+            .flatten()
+            .collect()),
     }
 }
 
@@ -143,7 +166,9 @@ impl TaskKind for Cutouts {
         "ceres_cutouts"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: the satellite line (LINEDETS and LINELEN; the index's line_count and
+        // line_length_px columns).
+        2
     }
     fn summary(&self) -> &'static str {
         "Cutout stacks of every detection (all exposures of its field, registered), labelled by the simulator's truth when given."
@@ -161,7 +186,7 @@ impl TaskKind for Cutouts {
         cutout_config(params).err().unwrap_or_default()
     }
     fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
-        let (size, depth) = cutout_config(inv.params).map_err(params_error)?;
+        let (size, depth, lines) = cutout_config(inv.params).map_err(params_error)?;
         let work = inv.out_dir.join("work");
         let (images, catalogs) = if !inputs(inv, "raw").is_empty() {
             let raw = fits_files(inputs(inv, "raw"))?;
@@ -179,7 +204,7 @@ impl TaskKind for Cutouts {
             )
         };
         let frames = night::load_frames(&images, &catalogs)?;
-        let (mut stacks, skipped) = night::make_stacks(&frames, size, depth);
+        let (mut stacks, skipped) = night::make_stacks(&frames, size, depth, lines);
         if let Some(t) = inputs(inv, "truth").first() {
             let truth = Truth::load(t).map_err(bad)?;
             let ltv: HashMap<(i64, String), (f64, f64)> = frames
@@ -205,7 +230,7 @@ impl TaskKind for Cutouts {
             .iter()
             .map(|f| ((f.ccd.clone(), (f.mjd_mid * 1e6).round() as i64), f))
             .collect();
-        let mut index = String::from("id,file,night,label,kind\n");
+        let mut index = String::from("id,file,night,label,kind,line_count,line_length_px\n");
         let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
         for s in &stacks {
             if inv.cancel.load(Ordering::Relaxed) {
@@ -229,8 +254,15 @@ impl TaskKind for Cutouts {
             s.write(&dir.join(&file), &wcs)?;
             let label = s.label.map_or("", Label::name);
             index.push_str(&format!(
-                "{},{},{},{},{}\n",
-                s.id, file, s.night, label, s.kind
+                "{},{},{},{},{},{},{}\n",
+                s.id,
+                file,
+                s.night,
+                label,
+                s.kind,
+                s.line.map_or(String::new(), |l| l.members.to_string()),
+                s.line
+                    .map_or(String::new(), |l| format!("{:.1}", l.length_px))
             ));
             *kinds
                 .entry(if s.kind.is_empty() {
@@ -326,7 +358,8 @@ impl TaskKind for Dataset {
         "ceres_dataset"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: examples carry the satellite line (line_count, line_length_px).
+        2
     }
     fn summary(&self) -> &'static str {
         "A CERES dataset: labelled cutout stacks split by night into train, validation and test, with a manifest and the class balance."
@@ -502,6 +535,8 @@ const TRAIN_PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "augment", ty: PType::Bool, required: false, default: Some("true"), doc: "Random flips, 90 degree rotations and noise." },
     ParamSpec { name: "noise_sigma", ty: PType::Float, required: false, default: Some("0.05"), doc: "Augmentation noise, normalised units." },
     ParamSpec { name: "asteroid_weight", ty: PType::Float, required: false, default: None, doc: "Loss weight of asteroids (default: artifacts / asteroids in the training split)." },
+    SATELLITE_LINE_PARAMS[0],
+    SATELLITE_LINE_PARAMS[1],
     ParamSpec { name: "checkpoint_dir", ty: PType::Str, required: false, default: None, doc: "Where epoch checkpoints go (default: `cache/ceres/KEY` in the working directory); a killed training resumes from them." },
 ];
 
@@ -587,7 +622,8 @@ impl TaskKind for Train {
         "ceres_train"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: validation metrics, early stopping and thresholds with the satellite-line veto.
+        2
     }
     fn summary(&self) -> &'static str {
         "Train the CERES residual CNN on a dataset; checkpoints every epoch, early stopping on validation recall at a precision floor."
@@ -607,6 +643,7 @@ impl TaskKind for Train {
     fn validate(&self, p: &Map<String, J>) -> Vec<(&'static str, String)> {
         let mut v = model_config(p, 4, 32, 0).err().unwrap_or_default();
         v.extend(train_config(p).err().unwrap_or_default());
+        v.extend(veto_params(p).err().unwrap_or_default());
         v
     }
     fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
@@ -615,6 +652,7 @@ impl TaskKind for Train {
         let mcfg = model_config(inv.params, m.exposures, m.cutout_px, m.context_px)
             .map_err(params_error)?;
         let tcfg = train_config(inv.params).map_err(params_error)?;
+        let veto = veto_params(inv.params).map_err(params_error)?;
         let dev = Device::Cpu;
         let net = Ceres::new(&mcfg, &dev, tcfg.seed).map_err(failed)?;
         if let Some(pre) = inputs(inv, "pretrained").first() {
@@ -628,10 +666,43 @@ impl TaskKind for Train {
             )?;
         }
         let train_data = dataset::load_split(dir, &m, "train").map_err(bad)?;
-        let val = dataset::load_split(dir, &m, "validation").map_err(bad)?;
+        let mut val = dataset::load_split(dir, &m, "validation").map_err(bad)?;
+        let val_examples = m
+            .splits
+            .get("validation")
+            .map_or(&[][..], |s| s.examples.as_slice());
+        val.veto = val_examples
+            .iter()
+            .map(|e| veto.vetoes(e.line_count, e.line_length_px))
+            .collect();
+        let mut vetoed: BTreeMap<&str, usize> = BTreeMap::new();
+        for (e, v) in val_examples.iter().zip(&val.veto) {
+            if *v {
+                *vetoed.entry(e.kind.as_str()).or_default() += 1;
+            }
+        }
+        let without = val_examples
+            .iter()
+            .filter(|e| e.line_count.is_none() || e.line_length_px.is_none())
+            .count();
+        writeln!(
+            log,
+            "ceres_train: {}: calls {} validation stacks artifacts, by kind {vetoed:?}{}",
+            veto_description(veto),
+            val.veto.iter().filter(|v| **v).count(),
+            if without > 0 {
+                format!("; {without} validation stacks have no satellite-line count (a dataset built before ceres_cutouts 2): left to the network")
+            } else {
+                String::new()
+            }
+        )?;
         let manifest_text = std::fs::read(dir.join("manifest.json"))?;
         let mut key_src = manifest_text.clone();
         key_src.extend(serde_json::to_vec(&(&mcfg, &tcfg)).map_err(failed)?);
+        if veto.min_members > 0 {
+            // Keys of trainings without the veto are as before.
+            key_src.extend(format!("veto {} {}", veto.min_members, veto.min_length_px).bytes());
+        }
         if let Some(pre) = inputs(inv, "pretrained").first() {
             key_src.extend(std::fs::read(pre)?);
         }
@@ -662,8 +733,9 @@ impl TaskKind for Train {
                     failed(e)
                 }
             })?;
-        let scores = train::score_all(&net, &val, &dev).map_err(failed)?;
-        let threshold = metrics::threshold_for_recall(&scores, &val.labels, tcfg.recall_target);
+        let scores = val.vetoed(&train::score_all(&net, &val, &dev).map_err(failed)?);
+        let threshold =
+            metrics::threshold_for_recall(&scores, &val.labels, tcfg.recall_target).max(0.0);
         let (_, threshold_at_floor) =
             metrics::recall_at_precision(&scores, &val.labels, tcfg.precision_floor);
         let out = inv.output("model")?;
@@ -683,6 +755,8 @@ impl TaskKind for Train {
             precision_floor: Some(tcfg.precision_floor),
             threshold_at_floor: Some(threshold_at_floor),
             trained_epochs: done.state.epochs_done,
+            satellite_line: (veto.min_members > 0)
+                .then_some((veto.min_members, veto.min_length_px)),
         };
         std::fs::write(
             out.join("model.json"),
@@ -724,7 +798,8 @@ impl TaskKind for Evaluate {
         "ceres_evaluate"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: the satellite-line veto.
+        2
     }
     fn summary(&self) -> &'static str {
         "Score a dataset split (the held-out test nights by default) with a model: precision, recall, F1 per class, confusion matrix, false positives by kind."
@@ -752,6 +827,8 @@ impl TaskKind for Evaluate {
                 default: None,
                 doc: "Scores at or above are asteroids (default: the model's).",
             },
+            SATELLITE_LINE_PARAMS[0],
+            SATELLITE_LINE_PARAMS[1],
         ]
     }
     fn inputs(&self) -> Ports {
@@ -786,6 +863,7 @@ impl TaskKind for Evaluate {
         .into_iter()
         .flatten()
         .collect();
+        v.extend(veto_params(p).err().unwrap_or_default());
         if let Some(s) = p.get("split").and_then(J::as_str) {
             if !s.contains("${") && !dataset::SPLITS.contains(&s) {
                 v.push((
@@ -822,16 +900,36 @@ impl TaskKind for Evaluate {
         }
         let split = inv.str("split").unwrap_or("test");
         let floor = inv.float("precision_floor").unwrap_or(0.9);
-        let data = dataset::load_split(dir, &m, split).map_err(bad)?;
-        let t0 = Instant::now();
-        let scores = train::score_all(&net, &data, &dev).map_err(failed)?;
-        let secs = t0.elapsed().as_secs_f64();
+        let veto = veto_params(inv.params).map_err(params_error)?;
         let threshold = inv.float("threshold").unwrap_or(card.threshold);
-        let r = metrics::report(&scores, &data.labels, threshold, floor);
+        let scored = score_split(&net, dir, &m, split, veto, &dev)?;
+        let Scored {
+            data,
+            raw,
+            scores,
+            examples,
+            seconds,
+        } = &scored;
+        let vetoed_rows = &data.veto;
+        let r = metrics::report(scores, &data.labels, threshold, floor);
+        let before = metrics::report(raw, &data.labels, threshold, floor);
+        let with_line_counts = examples
+            .iter()
+            .filter(|e| e.line_count.is_some() && e.line_length_px.is_some())
+            .count();
+        if with_line_counts < examples.len() {
+            writeln!(
+                log,
+                "ceres_evaluate: {} of {} {split} stacks have no satellite-line count in {} (a dataset built before ceres_cutouts 2, or cubes without LINEDETS): the veto leaves them to the network",
+                examples.len() - with_line_counts,
+                examples.len(),
+                dir.join("manifest.json").display()
+            )?;
+        }
         // At the threshold chosen on the validation nights for the model's precision floor:
         // what the held-out nights honestly get (r.recall_at_floor is tuned on them).
         let at_validation_floor = card.threshold_at_floor.map(|t| {
-            let c = metrics::report(&scores, &data.labels, t, floor);
+            let c = metrics::report(scores, &data.labels, t, floor);
             json!({
                 "precision_floor": card.precision_floor,
                 "threshold": t,
@@ -839,21 +937,43 @@ impl TaskKind for Evaluate {
                 "recall": c.asteroid.recall,
             })
         });
-        // What the errors are: false positives by kind, missed asteroids.
-        let mut fp: std::collections::BTreeMap<String, usize> = Default::default();
-        let mut by_kind: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
-        let examples = m
-            .splits
-            .get(split)
-            .map(|s| s.examples.as_slice())
-            .unwrap_or(&[]);
-        for (i, ex) in examples.iter().enumerate().take(scores.len()) {
+        // The thresholds the veto's validation nights give (the model's were set without it):
+        // for the model's recall target and for the precision floor, and the split at each.
+        let with_veto_thresholds = if split != "validation" && veto.min_members > 0 {
+            let v = score_split(&net, dir, &m, "validation", veto, &dev)?;
+            let t_recall =
+                metrics::threshold_for_recall(&v.scores, &v.data.labels, card.recall_target)
+                    .max(0.0);
+            let (_, t_floor) = metrics::recall_at_precision(&v.scores, &v.data.labels, floor);
+            let at = |t: f64| {
+                let c = metrics::report(scores, &data.labels, t, floor);
+                json!({"threshold": t, "precision": c.asteroid.precision, "recall": c.asteroid.recall, "confusion": c.confusion})
+            };
+            Some(json!({
+                "recall_target": card.recall_target,
+                "at_recall_target": at(t_recall),
+                "precision_floor": floor,
+                "at_precision_floor": at(t_floor),
+            }))
+        } else {
+            None
+        };
+        // What the errors are: false positives by kind, and what the veto took, by kind.
+        let mut fp: BTreeMap<String, usize> = Default::default();
+        let mut by_kind: BTreeMap<String, (usize, usize)> = Default::default();
+        let mut vetoed: BTreeMap<String, (usize, usize)> = Default::default();
+        for (i, ex) in examples.iter().enumerate() {
             let called = scores[i] as f64 >= threshold;
             let e = by_kind.entry(ex.kind.clone()).or_default();
             e.0 += 1;
             e.1 += called as usize;
             if called && data.labels[i] == 0 {
                 *fp.entry(ex.kind.clone()).or_default() += 1;
+            }
+            if vetoed_rows[i] {
+                let e = vetoed.entry(ex.kind.clone()).or_default();
+                e.0 += 1;
+                e.1 += (raw[i] as f64 >= threshold) as usize;
             }
         }
         let nights = m
@@ -866,19 +986,33 @@ impl TaskKind for Evaluate {
             "nights": nights,
             "stacks": data.n,
             "threshold": threshold,
+            "satellite_line_min": veto.min_members,
+            "satellite_line_px": veto.min_length_px,
+            "stacks_with_line_count": with_line_counts,
             "metrics": r,
+            "without_veto": before,
             "at_validation_floor_threshold": at_validation_floor,
+            "with_veto_validation_thresholds": with_veto_thresholds,
             "false_positives_by_kind": fp,
             "called_asteroid_by_kind": by_kind.iter().map(|(k, (n, c))| (k.clone(), json!({"stacks": n, "called_asteroid": c}))).collect::<Map<String, J>>(),
-            "stacks_per_second": data.n as f64 / secs.max(1e-9),
+            "vetoed_by_kind": vetoed.iter().map(|(k, (n, c))| (k.clone(), json!({"stacks": n, "network_called_asteroid": c}))).collect::<Map<String, J>>(),
+            "stacks_per_second": data.n as f64 / seconds.max(1e-9),
         });
         std::fs::write(
             inv.output("report")?,
             serde_json::to_string_pretty(&out).map_err(failed)?,
         )?;
+        let pr = |v: &J| {
+            format!(
+                "{:.4}: P {:.3} R {:.3}",
+                v["threshold"].as_f64().unwrap_or(f64::NAN),
+                v["precision"].as_f64().unwrap_or(f64::NAN),
+                v["recall"].as_f64().unwrap_or(f64::NAN)
+            )
+        };
         writeln!(
             log,
-            "ceres_evaluate: {split} ({} nights, {} stacks): asteroid P {:.3} R {:.3} F1 {:.3}, artifact P {:.3} R {:.3} at threshold {:.4}; best recall {:.3} at precision >= {floor} (threshold tuned on this split); at the validation's threshold for that floor {}; confusion {:?}; false positives by kind {:?}",
+            "ceres_evaluate: {split} ({} nights, {} stacks): asteroid P {:.3} R {:.3} F1 {:.3}, artifact P {:.3} R {:.3} at threshold {:.4}, {} (without it P {:.3} R {:.3}); best recall {:.3} at precision >= {floor} (threshold tuned on this split); at the validation's threshold for that floor {}; confusion {:?}; false positives by kind {:?}; vetoed by kind (stacks, of them called asteroid by the network) {:?}",
             nights.len(),
             data.n,
             r.asteroid.precision,
@@ -887,18 +1021,76 @@ impl TaskKind for Evaluate {
             r.artifact.precision,
             r.artifact.recall,
             threshold,
+            veto_description(veto),
+            before.asteroid.precision,
+            before.asteroid.recall,
             r.recall_at_floor,
-            at_validation_floor.map_or("(not in the model card)".to_string(), |v| format!(
-                "{:.4}: P {:.3} R {:.3}",
-                v["threshold"].as_f64().unwrap_or(f64::NAN),
-                v["precision"].as_f64().unwrap_or(f64::NAN),
-                v["recall"].as_f64().unwrap_or(f64::NAN)
-            )),
+            at_validation_floor.as_ref().map_or("(not in the model card)".to_string(), pr),
             r.confusion,
-            fp
+            fp,
+            vetoed
         )?;
+        if let Some(w) = &with_veto_thresholds {
+            writeln!(
+                log,
+                "ceres_evaluate: thresholds set on the validation nights with the veto: for recall {} {}; for precision {floor} {}",
+                card.recall_target,
+                pr(&w["at_recall_target"]),
+                pr(&w["at_precision_floor"])
+            )?;
+        }
         Ok(())
     }
+}
+
+/// One split scored: the network's scores (`raw`), the same with the satellite-line veto
+/// (`scores`; `data.veto` says which stacks it took), and the manifest's examples in the same
+/// order.
+struct Scored {
+    data: dataset::Data,
+    raw: Vec<f32>,
+    scores: Vec<f32>,
+    examples: Vec<dataset::Example>,
+    seconds: f64,
+}
+
+fn score_split(
+    net: &Ceres,
+    dir: &Path,
+    m: &dataset::Manifest,
+    split: &str,
+    veto: Veto,
+    dev: &Device,
+) -> Result<Scored, TaskError> {
+    let mut data = dataset::load_split(dir, m, split).map_err(bad)?;
+    let examples = m
+        .splits
+        .get(split)
+        .map(|s| s.examples.clone())
+        .unwrap_or_default();
+    if examples.len() != data.n {
+        return Err(bad(format!(
+            "{}: the manifest lists {} {split} examples, {split}.safetensors holds {}: the dataset is inconsistent, build it again (ceres_dataset)",
+            dir.join("manifest.json").display(),
+            examples.len(),
+            data.n
+        )));
+    }
+    let t0 = Instant::now();
+    let raw = train::score_all(net, &data, dev).map_err(failed)?;
+    let seconds = t0.elapsed().as_secs_f64();
+    data.veto = examples
+        .iter()
+        .map(|e| veto.vetoes(e.line_count, e.line_length_px))
+        .collect();
+    let scores = data.vetoed(&raw);
+    Ok(Scored {
+        data,
+        raw,
+        scores,
+        examples,
+        seconds,
+    })
 }
 
 fn check_shapes(
@@ -931,6 +1123,70 @@ fn check_shapes(
     Ok(())
 }
 
+/// The satellite-line veto: a stack whose detection has at least `min_members` transients of
+/// its exposure in one run along a straight line through it, the run at least `min_length_px`
+/// long, is an artifact (a satellite trail's piece) whatever the network says. The defaults are
+/// measured on training and validation nights only (docs/ceres.md, "The satellite-line veto").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Veto {
+    pub min_members: usize,
+    pub min_length_px: f64,
+}
+
+impl Veto {
+    /// Whether a stack with this line (members, run length) is called an artifact; `None`
+    /// (no line information) never is.
+    pub fn vetoes(&self, members: Option<usize>, length_px: Option<f64>) -> bool {
+        self.min_members > 0
+            && members.is_some_and(|n| n >= self.min_members)
+            && length_px.is_some_and(|l| l >= self.min_length_px)
+    }
+}
+
+const SATELLITE_LINE_MIN: f64 = 10.0;
+const SATELLITE_LINE_PX: f64 = 400.0;
+
+const SATELLITE_LINE_PARAMS: [ParamSpec; 2] = [
+    ParamSpec {
+        name: "satellite_line_min",
+        ty: PType::Int,
+        required: false,
+        default: Some("10"),
+        doc: "The satellite-line veto: a stack whose detection has at least this many transients of its exposure in one run along a straight line through it (LINEDETS, `ceres_cutouts`), the run at least `satellite_line_px` long, is an artifact whatever the network's score; 0 turns the veto off. Stacks without the count are left to the network.",
+    },
+    ParamSpec {
+        name: "satellite_line_px",
+        ty: PType::Float,
+        required: false,
+        default: Some("400"),
+        doc: "Shortest run (LINELEN, px) the veto takes for a satellite: longer than any asteroid's trail in one exposure (the small preset's fastest, 100\"/min for 60 s at 0.33\"/px, trails 300 px).",
+    },
+];
+
+/// How the logs name the veto in force.
+fn veto_description(v: Veto) -> String {
+    if v.min_members == 0 {
+        "the satellite-line veto off (satellite_line_min 0)".into()
+    } else {
+        format!(
+            "with the satellite-line veto (>= {} transients in a run >= {} px along a line)",
+            v.min_members, v.min_length_px
+        )
+    }
+}
+
+fn veto_params(p: &Map<String, J>) -> Result<Veto, Vec<(&'static str, String)>> {
+    let n = num(p, "satellite_line_min", SATELLITE_LINE_MIN, 0.0, 1e6);
+    let l = num(p, "satellite_line_px", SATELLITE_LINE_PX, 0.0, 1e6);
+    match (n, l) {
+        (Ok(n), Ok(l)) => Ok(Veto {
+            min_members: n as usize,
+            min_length_px: l,
+        }),
+        (a, b) => Err([a.err(), b.err()].into_iter().flatten().collect()),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 pub struct Classify;
@@ -940,7 +1196,8 @@ impl TaskKind for Classify {
         "ceres_classify"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: the satellite-line veto; line_count, line_length_px and reason columns.
+        2
     }
     fn summary(&self) -> &'static str {
         "Score a night's cutout stacks with a CERES model; scores and labels into a CSV and into copies of the catalogs (CERES_SCORE, CERES_ASTEROID)."
@@ -949,6 +1206,8 @@ impl TaskKind for Classify {
         &[
             ParamSpec { name: "threshold", ty: PType::Float, required: false, default: None, doc: "Scores at or above are asteroids (default: the model's, set for its recall target)." },
             ParamSpec { name: "batch_size", ty: PType::Int, required: false, default: Some("256"), doc: "Stacks per forward pass." },
+            SATELLITE_LINE_PARAMS[0],
+            SATELLITE_LINE_PARAMS[1],
         ]
     }
     fn inputs(&self) -> Ports {
@@ -960,8 +1219,8 @@ impl TaskKind for Classify {
     }
     fn outputs(&self) -> Ports {
         Ports::Fixed(&[
-            PortSpec { name: "scores", file: "scores.csv", required: true, doc: "id,run,ccd,number,x,y,score,asteroid per stack." },
-            PortSpec { name: "catalogs", file: "catalogs", required: true, doc: "The catalogs with CERES_SCORE (-1 where no stack) and CERES_ASTEROID (1/0) columns." },
+            PortSpec { name: "scores", file: "scores.csv", required: true, doc: "id,run,ccd,number,x,y,score,line_count,line_length_px,reason,asteroid per stack (reason: `network`, or `satellite_line` where the veto called it an artifact)." },
+            PortSpec { name: "catalogs", file: "catalogs", required: true, doc: "The catalogs with CERES_SCORE (-1 where no stack), CERES_ASTEROID (1/0) and CERES_LINE (the satellite-line count, -1 where unknown) columns." },
         ])
     }
     fn validate(&self, p: &Map<String, J>) -> Vec<(&'static str, String)> {
@@ -971,6 +1230,7 @@ impl TaskKind for Classify {
         ]
         .into_iter()
         .flatten()
+        .chain(veto_params(p).err().unwrap_or_default())
         .collect()
     }
     fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
@@ -979,6 +1239,7 @@ impl TaskKind for Classify {
         let (net, card) = model::load_model(mdir, &dev).map_err(bad)?;
         let threshold = inv.float("threshold").unwrap_or(card.threshold);
         let bs = inv.int("batch_size").unwrap_or(256).max(1) as usize;
+        let line_veto = veto_params(inv.params).map_err(params_error)?;
         let c = &card.config;
         let files = fits_files(inputs(inv, "cutouts"))?;
         let mut stacks = Vec::new();
@@ -1007,11 +1268,21 @@ impl TaskKind for Classify {
             scores.extend(net.scores(&x, chunk.len(), &dev).map_err(failed)?);
         }
         let secs = t0.elapsed().as_secs_f64();
-        let mut csv = String::from("id,run,ccd,number,x,y,score,asteroid\n");
-        let mut by_det: HashMap<(String, i64, i64), f32> = HashMap::new();
-        for (s, p) in stacks.iter().zip(&scores) {
+        let veto: Vec<bool> = stacks
+            .iter()
+            .map(|s| line_veto.vetoes(s.line.map(|l| l.members), s.line.map(|l| l.length_px)))
+            .collect();
+        let called: Vec<bool> = scores
+            .iter()
+            .zip(&veto)
+            .map(|(p, v)| !v && *p as f64 >= threshold)
+            .collect();
+        let mut csv =
+            String::from("id,run,ccd,number,x,y,score,line_count,line_length_px,reason,asteroid\n");
+        let mut by_det: HashMap<(String, i64, i64), Call> = HashMap::new();
+        for (i, (s, p)) in stacks.iter().zip(&scores).enumerate() {
             csv.push_str(&format!(
-                "{},{},{},{},{:.3},{:.3},{:.6},{}\n",
+                "{},{},{},{},{:.3},{:.3},{:.6},{},{},{},{}\n",
                 s.id,
                 s.run,
                 s.ccd,
@@ -1019,29 +1290,54 @@ impl TaskKind for Classify {
                 s.x,
                 s.y,
                 p,
-                (*p as f64 >= threshold) as u8
+                s.line.map_or(String::new(), |l| l.members.to_string()),
+                s.line
+                    .map_or(String::new(), |l| format!("{:.1}", l.length_px)),
+                if veto[i] { "satellite_line" } else { "network" },
+                called[i] as u8
             ));
             by_det.insert(
                 (s.ccd.clone(), (s.mjd_obs * 1e6).round() as i64, s.number),
-                *p,
+                Call {
+                    score: *p,
+                    asteroid: called[i],
+                    line_count: s
+                        .line
+                        .map_or(-1, |l| l.members.min(i32::MAX as usize) as i32),
+                },
             );
         }
         std::fs::write(inv.output("scores")?, csv)?;
         let out_cats = inv.output("catalogs")?;
         std::fs::create_dir_all(out_cats)?;
         for (k, cat) in inputs(inv, "catalogs").iter().enumerate() {
-            annotate(
-                cat,
-                &out_cats.join(format!("{k:04}_catalog.fits")),
-                &by_det,
-                threshold,
+            annotate(cat, &out_cats.join(format!("{k:04}_catalog.fits")), &by_det)?;
+        }
+        let without_count = stacks.iter().filter(|s| s.line.is_none()).count();
+        if without_count > 0 {
+            writeln!(
+                log,
+                "ceres_classify: {without_count} of {} stacks have no satellite-line count (cubes cut before ceres_cutouts 2, no LINEDETS): the veto leaves them to the network",
+                stacks.len()
             )?;
         }
-        // Where the stacks carry labels (the demo's come from the simulator's truth), say how
-        // the calls compare with them.
-        let labelled: Vec<(f32, u8)> = stacks
+        let n_veto = veto.iter().filter(|v| **v).count();
+        let n_veto_called = veto
             .iter()
             .zip(&scores)
+            .filter(|(v, p)| **v && **p as f64 >= threshold)
+            .count();
+        writeln!(
+            log,
+            "ceres_classify: {}: called {n_veto} stacks artifacts, {n_veto_called} of them scored asteroid by the network",
+            veto_description(line_veto)
+        )?;
+        // Where the stacks carry labels (the demo's come from the simulator's truth), say how
+        // the calls compare with them.
+        let vetoed = dataset::with_veto(&scores, &veto);
+        let labelled: Vec<(f32, u8)> = stacks
+            .iter()
+            .zip(&vetoed)
             .filter_map(|(s, p)| s.label.map(|l| (*p, l as u8)))
             .collect();
         if !labelled.is_empty() {
@@ -1057,7 +1353,7 @@ impl TaskKind for Classify {
                 r.confusion
             )?;
         }
-        let n_ast = scores.iter().filter(|p| **p as f64 >= threshold).count();
+        let n_ast = called.iter().filter(|c| **c).count();
         writeln!(
             log,
             "ceres_classify: {} stacks in {:.3} s ({:.0} stacks/s); {n_ast} asteroids at threshold {threshold:.4}",
@@ -1073,13 +1369,20 @@ impl TaskKind for Classify {
     }
 }
 
-/// Copies a catalog adding CERES_SCORE (-1 where no stack was scored) and CERES_ASTEROID,
-/// rows matched to stacks by (CCDNAME, MJD-OBS of the table, NUMBER).
+/// What `ceres_classify` said of one detection.
+struct Call {
+    score: f32,
+    asteroid: bool,
+    line_count: i32,
+}
+
+/// Copies a catalog adding CERES_SCORE (-1 where no stack was scored), CERES_ASTEROID and
+/// CERES_LINE (-1 where unknown), rows matched to stacks by (CCDNAME, MJD-OBS of the table,
+/// NUMBER).
 fn annotate(
     path: &Path,
     out: &Path,
-    by_det: &HashMap<(String, i64, i64), f32>,
-    threshold: f64,
+    by_det: &HashMap<(String, i64, i64), Call>,
 ) -> Result<(), TaskError> {
     let n = nearby_tasks::fits::hdu_count(path)?;
     let mut primary: Header = nearby_tasks::fits::read_header(path, 0)?;
@@ -1089,26 +1392,25 @@ fn annotate(
         let mut t: Table = read_table(path, hdu)?;
         let ccd = t.header.str("CCDNAME").unwrap_or_else(|_| t.name.clone());
         let mjd = (t.header.f64("MJD-OBS")? * 1e6).round() as i64;
-        let score: Vec<f32> = t
+        let calls: Vec<Option<&Call>> = t
             .f64s("NUMBER")?
             .iter()
-            .map(|num| {
-                by_det
-                    .get(&(ccd.trim().to_owned(), mjd, *num as i64))
-                    .copied()
-                    .unwrap_or(-1.0)
-            })
+            .map(|num| by_det.get(&(ccd.trim().to_owned(), mjd, *num as i64)))
             .collect();
-        let flag: Vec<i16> = score
+        let score: Vec<f32> = calls.iter().map(|c| c.map_or(-1.0, |c| c.score)).collect();
+        let flag: Vec<i16> = calls
             .iter()
-            .map(|s| (*s as f64 >= threshold) as i16)
+            .map(|c| c.is_some_and(|c| c.asteroid) as i16)
+            .collect();
+        let line: Vec<i32> = calls
+            .iter()
+            .map(|c| c.map_or(-1, |c| c.line_count))
             .collect();
         t.header.set_origin(None);
-        t = t.with("CERES_SCORE", "", ColumnData::from(score)).with(
-            "CERES_ASTEROID",
-            "",
-            ColumnData::from(flag),
-        );
+        t = t
+            .with("CERES_SCORE", "", ColumnData::from(score))
+            .with("CERES_ASTEROID", "", ColumnData::from(flag))
+            .with("CERES_LINE", "", ColumnData::from(line));
         tables.push(t);
     }
     write_tables(out, &primary, &tables)?;

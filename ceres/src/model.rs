@@ -122,6 +122,10 @@ pub struct ModelCard {
     pub precision_floor: Option<f64>,
     #[serde(default)]
     pub threshold_at_floor: Option<f64>,
+    /// The satellite-line veto (`satellite_line_min`, `satellite_line_px`) the validation
+    /// metrics and both thresholds were measured with; absent when trained without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub satellite_line: Option<(usize, f64)>,
 }
 
 pub const CARD_FORMAT: &str = "nearby-ceres-model/1";

@@ -241,11 +241,28 @@ pub fn cut_registered(
     out
 }
 
+/// How the satellite-line count of each detection is made ([`crate::lines`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LineConfig {
+    /// A detection with a detection of another exposure of its stack within this many px of
+    /// the same sky is static (a star), not a transient that can be on a satellite line.
+    pub static_radius_px: f64,
+    /// Transients within this many px (perpendicular) of a line through the detection are on
+    /// it, in one run with it while no gap along the line is wider than `max_gap`.
+    pub search: crate::lines::LineSearch,
+}
+
 /// Every detection's stack: for each field and CCD with at least `depth` exposures, each
 /// detection gets its own exposure as plane 0 and the `depth - 1` other exposures nearest in
 /// time, in time order, each resampled onto plane 0's pixels at the registered (sub-pixel)
-/// position of the same sky.
-pub fn make_stacks(frames: &[CcdFrame], size: usize, depth: usize) -> (Vec<Stack>, Skipped) {
+/// position of the same sky; and its satellite-line count: the transients of its exposure on
+/// one line through it, transients being detections absent from those other exposures.
+pub fn make_stacks(
+    frames: &[CcdFrame],
+    size: usize,
+    depth: usize,
+    lines: LineConfig,
+) -> (Vec<Stack>, Skipped) {
     let mut groups: BTreeMap<(String, String, String), Vec<&CcdFrame>> = BTreeMap::new();
     for f in frames {
         groups
@@ -283,7 +300,23 @@ pub fn make_stacks(frames: &[CcdFrame], size: usize, depth: usize) -> (Vec<Stack
                 skipped.unregistered += f.detections.len();
                 continue;
             }
-            for d in &f.detections {
+            let points = |f: &CcdFrame| -> Vec<crate::lines::Point> {
+                f.detections.iter().map(|d| (d.x, d.y)).collect()
+            };
+            let other_points: Vec<Vec<crate::lines::Point>> =
+                others.iter().map(|&j| points(group[j])).collect();
+            let other_views: Vec<(&[crate::lines::Point], (f64, f64))> = other_points
+                .iter()
+                .zip(&shifts)
+                .map(|(p, s)| (p.as_slice(), s.unwrap_or((0.0, 0.0))))
+                .collect();
+            let on_line = crate::lines::exposure_lines(
+                &points(f),
+                &other_views,
+                lines.static_radius_px,
+                lines.search,
+            );
+            for (d, &line) in f.detections.iter().zip(&on_line) {
                 let origin = cutout_origin(d.x, d.y, size);
                 let mut pixels = cut_registered(&planes[k], origin, (0.0, 0.0), size);
                 let mut mjd = vec![f.mjd_mid];
@@ -308,6 +341,7 @@ pub fn make_stacks(frames: &[CcdFrame], size: usize, depth: usize) -> (Vec<Stack
                     pixels,
                     mjd,
                     shift,
+                    line: Some(line),
                     label: None,
                     kind: String::new(),
                     label_source: String::new(),

@@ -6,13 +6,15 @@
 //! plane 0 is the detection's exposure, then the others in time order. Keys: DETID (detection
 //! id), NIGHT (evening date), RUN, CCDNAME, NUMBER (catalog row), MJD-OBS (start of the detection's exposure), XDET/YDET (FITS pixel of the
 //! detection in its frame), MJDn and DXn/DYn (plane n's mid-time and its shift from plane 0 in
-//! pixels), and when labelled LABEL (`asteroid` or `artifact`), KIND (what it is: asteroid,
+//! pixels), LINEDETS and LINELEN (the satellite line: transients of the detection's exposure on
+//! one line through it and the length of their run, `crate::lines`), and when labelled LABEL (`asteroid` or `artifact`), KIND (what it is: asteroid,
 //! star, cosmic_ray, hot_pixel, bad_column, bleed, satellite, dust_ring, noise) and LABELSRC
 //! (where the label came from). Optional header-only extensions WCS1..WCSn hold each plane's
 //! TAN WCS in cutout pixels.
 
 use std::path::Path;
 
+use crate::lines::Line;
 use nearby_tasks::fits::{read_cube, write_cube, Cube, FitsError, Header, Image};
 
 /// The two classes: what CERES is asked to separate.
@@ -58,6 +60,10 @@ pub struct Stack {
     pub mjd: Vec<f64>,
     /// Shift of each plane's centre from plane 0's (registration), pixels.
     pub shift: Vec<(f64, f64)>,
+    /// Transients of the detection's exposure and CCD on one straight line through it, and
+    /// the length of their run ([`crate::lines`]): tens to hundreds over the frame on a
+    /// satellite trail; `None` in cubes written before the count existed (no LINEDETS key).
+    pub line: Option<Line>,
     pub label: Option<Label>,
     /// What the detection is (`asteroid`, `star`, `cosmic_ray`, ...), when known.
     pub kind: String,
@@ -92,6 +98,18 @@ impl Stack {
         for (k, (dx, dy)) in self.shift.iter().enumerate() {
             h.set(&format!("DX{}", k + 1), *dx, "[px] plane centre shift in X");
             h.set(&format!("DY{}", k + 1), *dy, "[px] plane centre shift in Y");
+        }
+        if let Some(l) = self.line {
+            h.set(
+                "LINEDETS",
+                l.members as i64,
+                "transients of this exposure on a line through it",
+            );
+            h.set(
+                "LINELEN",
+                l.length_px,
+                "[px] length of their run along the line",
+            );
         }
         if let Some(l) = self.label {
             h.set("LABEL", l.name(), "asteroid or artifact");
@@ -155,6 +173,26 @@ impl Stack {
                 ))
             })
             .collect::<Result<Vec<_>, FitsError>>()?;
+        let line = match (opt("LINEDETS")?, opt("LINELEN")?) {
+            (Some(n), Some(len))
+                if n >= 0.0 && n.fract() == 0.0 && n < 1e9 && len >= 0.0 && len.is_finite() =>
+            {
+                Some(Line {
+                    members: n as usize,
+                    length_px: len,
+                })
+            }
+            (None, None) => None,
+            (n, len) => {
+                return Err(FitsError::BadKey {
+                    at: h.loc(),
+                    key: "LINEDETS".into(),
+                    found: format!("LINEDETS {n:?}, LINELEN {len:?}"),
+                    expected:
+                        "both or neither: a whole number of detections >= 0 and a length in px >= 0",
+                })
+            }
+        };
         let label = match h.opt_str("LABEL")? {
             Some(s) => Some(Label::parse(&s).ok_or_else(|| FitsError::BadKey {
                 at: h.loc(),
@@ -178,6 +216,7 @@ impl Stack {
             pixels: c.data,
             mjd,
             shift,
+            line,
             label,
             kind: h.opt_str("KIND")?.unwrap_or_default(),
             label_source: h.opt_str("LABELSRC")?.unwrap_or_default(),

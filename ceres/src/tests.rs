@@ -51,6 +51,10 @@ fn stack(id: &str, night: &str, depth: usize, size: usize, label: Option<Label>)
             .collect(),
         mjd: (0..depth).map(|k| 56849.0 + k as f64 * 0.001).collect(),
         shift: (0..depth).map(|k| (k as f64 * 0.5, -(k as f64))).collect(),
+        line: Some(crate::lines::Line {
+            members: 3,
+            length_px: 41.5,
+        }),
         label,
         kind: label.map_or("", Label::name).into(),
         label_source: "test".into(),
@@ -504,6 +508,7 @@ fn data_of(stacks: &[Stack], size: usize) -> Data {
         labels,
         n: stacks.len(),
         example_len: 4 * size * size,
+        veto: Vec::new(),
     }
 }
 
@@ -796,6 +801,225 @@ fn kinds_dataset_train_evaluate_classify() {
     assert!(
         e.contains("model.safetensors") && e.contains("not a readable safetensors file"),
         "{e}"
+    );
+}
+
+/// Issue 6, the satellite-line veto: stacks whose detection is in a long run of transients on
+/// one line are artifacts whatever the network says. `ceres_evaluate` counts vetoed asteroids
+/// as missed and reports what the veto took by kind; `ceres_classify` writes the reason; a
+/// manifest without the line columns still loads (no veto, said in the log) and a garbled one
+/// is an error naming the file.
+#[test]
+fn satellite_line_veto_in_evaluate_and_classify() {
+    use crate::lines::Line;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let cut = root.join("cubes");
+    std::fs::create_dir_all(&cut).unwrap();
+    // A trail's piece: 60 transients over 800 px. An asteroid's own pieces: 60 over 100 px,
+    // too short for a satellite (the veto wants >= 400 px by default).
+    let trail = Line {
+        members: 60,
+        length_px: 800.0,
+    };
+    let own = Line {
+        members: 60,
+        length_px: 100.0,
+    };
+    for (i, mut s) in toy_stacks(120, 3, 32).into_iter().enumerate() {
+        // Every night has some of each (stack i is on night i % 3).
+        if i % 4 == 1 && (i / 4) % 2 == 0 {
+            s.kind = "satellite".into();
+            s.line = Some(trail);
+        }
+        if i % 4 == 0 {
+            // Asteroids: some on a trail's line by chance, the others trailed in pieces.
+            s.line = Some(if (i / 12) % 2 == 0 { trail } else { own });
+        }
+        s.write(&cut.join(format!("{}.fits", s.id)), &[]).unwrap();
+    }
+    let mut log = Vec::new();
+    let ds = run_kind(
+        &Dataset,
+        params(json!({"cutout_px": 16, "context_px": 0, "validation_fraction": 0.34, "test_fraction": 0.34})),
+        &[("cutouts", vec![cut.clone()])],
+        &root.join("dataset"),
+        &mut log,
+    )
+    .unwrap();
+    let tr = run_kind(
+        &Train,
+        params(json!({"width": 4, "stages": 2, "epochs": 1, "batch_size": 32, "checkpoint_dir": root.join("ck").display().to_string()})),
+        &[("dataset", vec![ds["dataset"].clone()])],
+        &root.join("train"),
+        &mut log,
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&log).to_string();
+    assert!(
+        text.contains(
+            "with the satellite-line veto (>= 10 transients in a run >= 400 px along a line): calls"
+        ),
+        "{text}"
+    );
+    let (_, card) = crate::model::load_model(&tr["model"], &Device::Cpu).unwrap();
+    assert_eq!(card.satellite_line, Some((10, 400.0)));
+    // What the test split holds: the veto's stacks by kind, asteroids and artifacts.
+    let m = dataset::read_manifest(&ds["dataset"]).unwrap();
+    let test = &m.splits["test"].examples;
+    let on_trail = |kind: &str| {
+        test.iter()
+            .filter(|e| e.kind == kind && e.line_length_px == Some(800.0))
+            .count()
+    };
+    let (sat, ast) = (on_trail("satellite"), on_trail("asteroid"));
+    assert!(
+        sat > 0 && ast > 0,
+        "{sat} satellites, {ast} asteroids on a trail"
+    );
+    let asteroids = test.iter().filter(|e| e.label == "asteroid").count();
+    let artifacts = test.len() - asteroids;
+    // Threshold 0: the network calls every stack an asteroid, so the veto alone decides.
+    let evaluate = |dataset: &Path, p: J, out: &str, log: &mut Vec<u8>| {
+        let ev = run_kind(
+            &Evaluate,
+            params(p),
+            &[
+                ("model", vec![tr["model"].clone()]),
+                ("dataset", vec![dataset.to_path_buf()]),
+            ],
+            &root.join(out),
+            log,
+        )?;
+        Ok::<J, nearby_engine::task::TaskError>(
+            serde_json::from_str(&std::fs::read_to_string(&ev["report"]).unwrap()).unwrap(),
+        )
+    };
+    let r = evaluate(&ds["dataset"], json!({"threshold": 0.0}), "e1", &mut log).unwrap();
+    assert_eq!(
+        r["metrics"]["confusion"],
+        json!([[sat, artifacts - sat], [ast, asteroids - ast]]),
+        "{r}"
+    );
+    assert_eq!(
+        r["without_veto"]["confusion"],
+        json!([[0, artifacts], [0, asteroids]])
+    );
+    // The vetoed asteroids are missed: the recall is over every asteroid.
+    assert_eq!(r["metrics"]["asteroid"]["support"], json!(asteroids));
+    let recall = r["metrics"]["asteroid"]["recall"].as_f64().unwrap();
+    assert!((recall - (asteroids - ast) as f64 / asteroids as f64).abs() < 1e-12);
+    assert_eq!(
+        r["vetoed_by_kind"],
+        json!({"asteroid": {"stacks": ast, "network_called_asteroid": ast},
+               "satellite": {"stacks": sat, "network_called_asteroid": sat}})
+    );
+    assert_eq!(r["stacks_with_line_count"], json!(test.len()));
+    // Turned off, or the run too short for a satellite: nothing vetoed.
+    for (p, name) in [
+        (json!({"threshold": 0.0, "satellite_line_min": 0}), "e2"),
+        (json!({"threshold": 0.0, "satellite_line_px": 900}), "e3"),
+    ] {
+        let r = evaluate(&ds["dataset"], p, name, &mut log).unwrap();
+        assert_eq!(r["vetoed_by_kind"], json!({}), "{name}");
+        assert_eq!(r["metrics"]["confusion"], r["without_veto"]["confusion"]);
+    }
+    // A dataset built before the line columns: loads, no veto, and the log says so.
+    let old = root.join("old-dataset");
+    std::fs::create_dir_all(&old).unwrap();
+    for f in ["train", "validation", "test"] {
+        let name = format!("{f}.safetensors");
+        std::fs::copy(ds["dataset"].join(&name), old.join(&name)).unwrap();
+    }
+    let mut manifest: J = serde_json::from_str(
+        &std::fs::read_to_string(ds["dataset"].join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    for split in manifest["splits"].as_object_mut().unwrap().values_mut() {
+        for e in split["examples"].as_array_mut().unwrap() {
+            let e = e.as_object_mut().unwrap();
+            e.remove("line_count");
+            e.remove("line_length_px");
+        }
+    }
+    std::fs::write(old.join("manifest.json"), manifest.to_string()).unwrap();
+    let mut old_log = Vec::new();
+    let r = evaluate(&old, json!({"threshold": 0.0}), "e4", &mut old_log).unwrap();
+    assert_eq!(r["vetoed_by_kind"], json!({}));
+    assert_eq!(r["stacks_with_line_count"], json!(0));
+    let text = String::from_utf8_lossy(&old_log).to_string();
+    assert!(
+        text.contains(&format!(
+            "{} of {} test stacks have no satellite-line count",
+            test.len(),
+            test.len()
+        )),
+        "{text}"
+    );
+    // A garbled line column: the error names the manifest and the place.
+    manifest["splits"]["test"]["examples"][0]["line_count"] = json!("many");
+    std::fs::write(old.join("manifest.json"), manifest.to_string()).unwrap();
+    let e = evaluate(&old, json!({}), "e5", &mut log)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("manifest.json")
+            && e.contains("not a CERES dataset manifest")
+            && e.contains("\"many\""),
+        "{e}"
+    );
+
+    // classify: the reason per stack, and the veto over the score.
+    let mut on = stack("on-trail", "2014-07-10", 4, 32, None);
+    on.line = Some(trail);
+    let mut off = stack("off-trail", "2014-07-10", 4, 32, None);
+    off.line = None;
+    // A cube with LINEDETS but no LINELEN is garbled: skipped, named in the log.
+    let mut garbled = on.to_cube();
+    garbled.header.remove("LINELEN");
+    let g = root.join("garbled.fits");
+    nearby_tasks::fits::write_cube(&g, &garbled.header, 32, 32, &garbled.data, &[]).unwrap();
+    let (a, b) = (root.join("on.fits"), root.join("off.fits"));
+    on.write(&a, &[]).unwrap();
+    off.write(&b, &[]).unwrap();
+    let mut cl_log = Vec::new();
+    let cl = run_kind(
+        &Classify,
+        params(json!({"threshold": 0.0})),
+        &[
+            ("model", vec![tr["model"].clone()]),
+            ("cutouts", vec![a, b, g]),
+        ],
+        &root.join("classify"),
+        &mut cl_log,
+    )
+    .unwrap();
+    let csv = std::fs::read_to_string(&cl["scores"]).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        rows[0],
+        "id,run,ccd,number,x,y,score,line_count,line_length_px,reason,asteroid"
+    );
+    assert!(
+        rows[1].starts_with("on-trail,") && rows[1].ends_with(",60,800.0,satellite_line,0"),
+        "{csv}"
+    );
+    assert!(
+        rows[2].starts_with("off-trail,") && rows[2].ends_with(",,,network,1"),
+        "{csv}"
+    );
+    assert_eq!(rows.len(), 3, "{csv}");
+    let text = String::from_utf8_lossy(&cl_log).to_string();
+    assert!(
+        text.contains("garbled.fits")
+            && text.contains("LINEDETS")
+            && text.contains("both or neither"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 of 2 stacks have no satellite-line count")
+            && text.contains("called 1 stacks artifacts, 1 of them scored asteroid"),
+        "{text}"
     );
 }
 

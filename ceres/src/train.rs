@@ -388,13 +388,15 @@ pub fn train(
             sum += l as f64 * bw;
             wsum += bw;
         }
-        let scores = score_all(net, validation, &dev).map_err(e)?;
+        // The metrics (and early stopping) with the satellite-line veto, the loss without.
+        let raw = score_all(net, validation, &dev).map_err(e)?;
+        let scores = validation.vetoed(&raw);
         let report = metrics::report(&scores, &validation.labels, 0.5, cfg.precision_floor);
         let m = EpochMetrics {
             epoch: epoch + 1,
             learning_rate: learning_rate(cfg, epoch, 0.0),
             train_loss: sum / wsum.max(1e-12),
-            validation_loss: bce(&scores, &validation.labels, w_pos),
+            validation_loss: bce(&raw, &validation.labels, w_pos),
             seconds: t0.elapsed().as_secs_f64(),
             validation: report,
         };
