@@ -254,6 +254,8 @@ fn best_segment(
 /// passes through its seed, which may be a faint source beyond a trail's end; and where samples
 /// off the image carry neither light nor noise, an end runs on past the image's edge at no cost
 /// (seen in the simulated nights: ends 20-90 px out, centres 15-45 px off the trail's middle).
+/// Also whether an end is hidden: only masked steps lie between it and the image's edge, so
+/// the trail may run on to the edge under a masked bright piece of it (flagged as cut there).
 fn trim_ends(
     f: &Frame,
     masked: &[bool],
@@ -261,7 +263,7 @@ fn trim_ends(
     half: f64,
     n: usize,
     min_len: f64,
-) -> Segment {
+) -> (Segment, bool) {
     let p = profile(f, masked, sg.x0, sg.y0, sg.theta, half, n);
     let len = p.flux.len();
     let seen_samples: f64 = p
@@ -270,7 +272,7 @@ fn trim_ends(
         .map(|&m| f64::from(p.samples_per_step - m))
         .sum();
     if seen_samples <= 0.0 {
-        return *sg;
+        return (*sg, false);
     }
     let sky_var = p.var.iter().sum::<f64>() / seen_samples;
     let mut cf = vec![0.0; len + 1];
@@ -297,14 +299,40 @@ fn trim_ends(
     }
     // A line that crossed a trail at an angle keeps only the crossing: that is no measurement
     // of the trail, and the line is left as it was (to the checks that follow).
-    match best {
-        Some((_, i0, i1)) if 2 * (i1 - i0) >= hi - lo => Segment {
+    let (i0, i1) = match best {
+        Some((_, i0, i1)) if 2 * (i1 - i0) >= hi - lo => (i0, i1),
+        _ => (lo, hi),
+    };
+    // An end is hidden when nothing is seen between it and the image's edge (a masked bright
+    // piece or star there) but the strip's width at the edge: the trail may run on to the edge.
+    let margin = half + 1.0;
+    let at_edge = |k: usize| {
+        let t = k as f64 - n as f64;
+        let (x, y) = (sg.x0 + t * sg.theta.cos(), sg.y0 + t * sg.theta.sin());
+        x < margin || y < margin || x > f.w as f64 - 1.0 - margin || y > f.h as f64 - 1.0 - margin
+    };
+    let hidden = |from: usize, step: i64| {
+        let mut i = from as i64 + step;
+        while (0..len as i64).contains(&i) {
+            let k = i as usize;
+            if at_edge(k) {
+                return true;
+            }
+            if seen(k) {
+                return false;
+            }
+            i += step;
+        }
+        false
+    };
+    (
+        Segment {
             a: i0 as f64 - n as f64,
             b: i1 as f64 - n as f64,
             ..*sg
         },
-        _ => *sg,
-    }
+        hidden(i0, -1) || hidden(i1, 1),
+    )
 }
 
 /// Sums over the pixels within `half` of a segment (perpendicular) and inside its ends, split
@@ -566,7 +594,7 @@ fn search(
         }
     }
     let (_, seg) = fine?;
-    let seg = trim_ends(f, masked, &seg, half, n, min_len);
+    let (seg, hidden_end) = trim_ends(f, masked, &seg, half, n, min_len);
     // Measure in pixels: S/N in the strip, chunks along it, strips beside it, the flux in a box.
     let len = seg.length();
     let chunks = ((len / fwhm).round() as usize).clamp(6, 24);
@@ -629,7 +657,8 @@ fn search(
     let touches_edge = [seg.a, seg.b].iter().any(|t| {
         let (x, y) = (seg.x0 + t * c, seg.y0 + t * s);
         x < margin || y < margin || x > f.w as f64 - 1.0 - margin || y > f.h as f64 - 1.0 - margin
-    }) || cx < 0.0
+    }) || hidden_end
+        || cx < 0.0
         || cy < 0.0;
     Some(Found {
         seg,
