@@ -3,7 +3,8 @@
 //! pixels, bad columns and dust are stationary on the detector, so the task asks twice.
 //!
 //! A detection with a neighbour within `radius_arcsec` in at least `min_others` other exposures
-//! (the nearest one in each; in all other exposures but one for a bright source, S/N above about
+//! (the nearest one of like shape in each: a trail matched by a round star is an asteroid
+//! crossing it; in all other exposures but one for a bright source, S/N above about
 //! 20, whose star would be found in each) is stationary unless a straight-line fit through it
 //! and those neighbours, weighted by their position errors, moves at least `min_motion_arcsec`
 //! over the whole sequence *and* by at least `min_motion_sigma` standard deviations: a slow asteroid whose steps are shorter than the
@@ -26,6 +27,20 @@ pub struct StationaryConfig {
     pub min_others: Option<usize>,
     pub min_motion_arcsec: f64,
     pub min_motion_sigma: f64,
+    /// Seeing FWHM, arcseconds: how long a source must be to be a trail ([`alike`]).
+    pub seeing_fwhm_arcsec: f64,
+}
+
+/// Whether two detections at one place may be one source seen twice: a star, a galaxy or a
+/// defect has the same shape in every exposure, so a trail (at least two seeings long) and a
+/// source less than half as long are two objects (an asteroid crossing a star), not one.
+fn alike(a: &Detection, b: &Detection, fwhm: f64) -> bool {
+    let (short, long) = if a.trail_arcsec < b.trail_arcsec {
+        (a.trail_arcsec, b.trail_arcsec)
+    } else {
+        (b.trail_arcsec, a.trail_arcsec)
+    };
+    long < 2.0 * fwhm || short >= 0.5 * long
 }
 
 /// Marks the stationary detections (same order as `dets`).
@@ -60,7 +75,9 @@ pub fn stationary(exposures: &[Exposure], dets: &[Detection], cfg: &StationaryCo
                 }
                 let mut best: Option<(u32, f64)> = None;
                 g.within(d.xi, d.eta, cfg.radius_arcsec, |j, d2| {
-                    if best.is_none_or(|b| d2 < b.1) {
+                    if best.is_none_or(|b| d2 < b.1)
+                        && alike(d, &dets[j as usize], cfg.seeing_fwhm_arcsec)
+                    {
                         best = Some((j, d2));
                     }
                 });
@@ -104,7 +121,9 @@ pub fn stationary(exposures: &[Exposure], dets: &[Detection], cfg: &StationaryCo
                     let (px, py) = fit.at(exposures[e].t_min);
                     let mut best: Option<(u32, f64)> = None;
                     g.within(px, py, cfg.radius_arcsec, |j, d2| {
-                        if best.is_none_or(|b| d2 < b.1) {
+                        if best.is_none_or(|b| d2 < b.1)
+                            && alike(d, &dets[j as usize], cfg.seeing_fwhm_arcsec)
+                        {
                             best = Some((j, d2));
                         }
                     });

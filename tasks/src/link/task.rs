@@ -699,6 +699,7 @@ fn link_visit(cats: &[CcdCatalog], p: &Params) -> VisitResult {
         min_others: Some(cats.len().saturating_sub(2).max(1)),
         min_motion_arcsec: p.min_motion_arcsec,
         min_motion_sigma: p.min_motion_sigma,
+        seeing_fwhm_arcsec: seeing,
     };
     let on_chip = stationary(&all_exposures, &on_detector, &defect_cfg);
     // Alignment onto the reference exposure, on the sources that are not defects (defects
@@ -787,6 +788,7 @@ fn link_visit(cats: &[CcdCatalog], p: &Params) -> VisitResult {
         min_others: None,
         min_motion_arcsec: p.min_motion_arcsec,
         min_motion_sigma: p.min_motion_sigma,
+        seeing_fwhm_arcsec: seeing,
     };
     let on_sky = stationary(&exposures, &aligned, &st_cfg);
     let keep: Vec<usize> = (0..aligned.len())

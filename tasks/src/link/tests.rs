@@ -396,6 +396,7 @@ fn stars_and_hot_pixels_are_stationary_slow_movers_are_not() {
         min_others: None,
         min_motion_arcsec: 1.0,
         min_motion_sigma: 4.0,
+        seeing_fwhm_arcsec: 1.5,
     };
     let st = stationary(&exps, &dets, &cfg);
     let leaked = st[..n_star].iter().filter(|s| !**s).count();
@@ -445,6 +446,7 @@ fn slow_mover_with_one_blended_detection_is_not_stationary() {
         min_others: None,
         min_motion_arcsec: 1.0,
         min_motion_sigma: 4.0,
+        seeing_fwhm_arcsec: 1.5,
     };
     assert_eq!(stationary(&exps, &dets, &cfg), vec![false; 4]);
 }
@@ -475,12 +477,73 @@ fn bright_source_matched_in_one_other_exposure_is_not_stationary() {
         min_others: None,
         min_motion_arcsec: 1.0,
         min_motion_sigma: 4.0,
+        seeing_fwhm_arcsec: 1.5,
     };
     let st = stationary(&exps, &dets, &cfg);
     assert_eq!(&st[..4], &[false; 4]);
     assert_eq!(&st[4..], &[true; 3]);
     let t = link(&exps, &dets[..4], &LinkConfig::default());
     assert_eq!(t.len(), 1, "{t:?}");
+}
+
+/// Issue 5, seed 11 SIM0014 (56.5"/min, S/N 136, the linker's input on A5382-1-7): the middle
+/// piece of e2's trail (8.4" long, S/N 40) lies 0.7" from a faint round star found at the
+/// same place in e0, e1 and e3; matched to it, the piece was taken as stationary and the trail
+/// fell apart into two pieces too far apart to chain. A star has one shape in every exposure.
+#[test]
+fn a_trail_piece_on_a_faint_star_is_not_stationary() {
+    let exps = exposures(4, 5.0 / 3.0, 1.0);
+    let det = |e, xi, eta, sigma, mag, magerr, len, pa| Detection {
+        magerr,
+        trail_arcsec: len,
+        axis_pa_deg: pa,
+        ..Detection::point(e, xi, eta, sigma, mag)
+    };
+    let dets = vec![
+        det(0, 53.885, 87.110, 0.121, -8.264, 0.088, 1.261, 121.90),
+        det(1, 54.055, 87.110, 0.124, -8.301, 0.097, 1.418, 117.12),
+        det(2, 54.678, 86.771, 0.739, -10.440, 0.028, 8.351, 157.17),
+        det(3, 54.069, 87.077, 0.111, -8.380, 0.091, 1.158, 127.72),
+    ];
+    let cfg = StationaryConfig {
+        radius_arcsec: 1.0,
+        min_others: None,
+        min_motion_arcsec: 1.0,
+        min_motion_sigma: 4.0,
+        seeing_fwhm_arcsec: 2.215,
+    };
+    assert_eq!(
+        stationary(&exps, &dets, &cfg),
+        vec![true, true, false, true]
+    );
+}
+
+/// Issue 5, seed 13 SIM0005 (0.44"/min, S/N 210, the linker's input on A5383-17-7): 2.2" of
+/// motion, found in all four exposures, but e2 and e3 are blended (errors 0.74"): the mean
+/// of the errors made the motion 3 sigma; weighted by them (e0 and e1 are good to 0.1"), it is
+/// 5 sigma.
+#[test]
+fn a_slow_bright_mover_with_two_blended_detections_is_linked() {
+    let exps = exposures(4, 5.0 / 3.0, 1.0);
+    let det = |e, xi, eta, sigma, mag| Detection {
+        magerr: 0.009,
+        ..Detection::point(e, xi, eta, sigma, mag)
+    };
+    let dets = vec![
+        det(0, 11.54, -30.79, 0.10, -11.22),
+        det(1, 10.69, -30.94, 0.14, -11.22),
+        det(2, 10.17, -30.90, 0.74, -11.26),
+        det(3, 9.36, -30.94, 0.75, -11.23),
+    ];
+    let cfg = LinkConfig {
+        seeing_fwhm_arcsec: 2.193,
+        ..LinkConfig::default()
+    };
+    let t = link(&exps, &dets, &cfg);
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0].detections, vec![0, 1, 2, 3]);
+    // The truth: 0.44"/min.
+    assert!((t[0].rate_arcsec_per_min - 0.44).abs() < 0.05, "{t:?}");
 }
 
 #[test]

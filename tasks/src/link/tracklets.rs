@@ -484,10 +484,17 @@ fn fit_and_check(
         }
         let t_first = point(&m[0]).0;
         let t_last = point(&m[m.len() - 1]).0;
-        let motion = rate * (t_last - t_first);
-        let sigma2 = m.iter().map(|&i| dets[i].sigma_arcsec.powi(2)).sum::<f64>() / m.len() as f64;
-        let sigma_motion = (sigma2 / fit.stt).sqrt() * (t_last - t_first);
-        if motion < cfg.min_motion_arcsec || motion < cfg.min_motion_sigma * sigma_motion {
+        let span = t_last - t_first;
+        let motion = rate * span;
+        // The motion's significance from a fit weighted by the position errors, as in the
+        // stationary test: one or two blended detections with large errors do not hide the
+        // motion that the others show.
+        let weighted =
+            LineFit::fit_weighted(m.iter().zip(&positions).map(|(&i, &(x, y))| {
+                (point(&i).0, x, y, dets[i].sigma_arcsec.max(1e-3).powi(-2))
+            }))?;
+        let significance = weighted.rate() * weighted.stt.sqrt();
+        if motion < cfg.min_motion_arcsec || significance < cfg.min_motion_sigma {
             return None;
         }
         let exptime = m
