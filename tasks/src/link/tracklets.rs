@@ -92,13 +92,29 @@ fn shape(d: &Detection, exp: &Exposure, cfg: &LinkConfig) -> Shape {
     } else {
         Shape {
             min_rate: 0.0,
-            max_rate: ((d.trail_arcsec + HIDDEN_TRAIL_FWHM * fwhm) / exptime)
+            max_rate: ((longest_trail_arcsec(d, fwhm) + HIDDEN_TRAIL_FWHM * fwhm) / exptime)
                 .min(cfg.max_rate_arcsec_per_min),
             axis: None,
             axis_tol: 0.0,
             cut_trail,
         }
     }
+}
+
+/// The longest trail a round detection's shape allows, arcseconds: its measured length, or
+/// longer by three sigma of the second moments' noise. The trail's length comes from the
+/// difference of the moments (L^2 = 12 (A^2 - B^2)); the noise on A^2 of a source at S/N s is
+/// about sqrt(2) A^2 / s, so L^2 may be short by 3 x 12 x sqrt(2) A^2 / s (s from the
+/// magnitude's error, 1.0857 / magerr: the flux's S/N, which a blend does not inflate as it
+/// does the position's error). A faint trail often looks round: at 1.2" seeing and S/N 6 it
+/// may be 1.5" long though none is measured.
+fn longest_trail_arcsec(d: &Detection, fwhm: f64) -> f64 {
+    let a2 = (fwhm / 2.3548).powi(2) + d.trail_arcsec.powi(2) / 12.0;
+    let snr = 1.0857 / d.magerr.max(1e-6);
+    if !snr.is_finite() {
+        return d.trail_arcsec;
+    }
+    (d.trail_arcsec.powi(2) + 36.0 * 2f64.sqrt() * a2 / snr).sqrt()
 }
 
 impl Shape {
