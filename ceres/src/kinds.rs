@@ -537,6 +537,7 @@ const TRAIN_PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "asteroid_weight", ty: PType::Float, required: false, default: None, doc: "Loss weight of asteroids (default: artifacts / asteroids in the training split)." },
     SATELLITE_LINE_PARAMS[0],
     SATELLITE_LINE_PARAMS[1],
+    DEVICE_PARAM,
     ParamSpec { name: "checkpoint_dir", ty: PType::Str, required: false, default: None, doc: "Where epoch checkpoints go (default: `cache/ceres/KEY` in the working directory); a killed training resumes from them." },
 ];
 
@@ -644,6 +645,7 @@ impl TaskKind for Train {
         let mut v = model_config(p, 4, 32, 0).err().unwrap_or_default();
         v.extend(train_config(p).err().unwrap_or_default());
         v.extend(veto_params(p).err().unwrap_or_default());
+        v.extend(device_problem(p));
         v
     }
     fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
@@ -653,7 +655,7 @@ impl TaskKind for Train {
             .map_err(params_error)?;
         let tcfg = train_config(inv.params).map_err(params_error)?;
         let veto = veto_params(inv.params).map_err(params_error)?;
-        let dev = Device::Cpu;
+        let dev = device_of(inv)?;
         let net = Ceres::new(&mcfg, &dev, tcfg.seed).map_err(failed)?;
         if let Some(pre) = inputs(inv, "pretrained").first() {
             let skipped = net.load_weights(pre, true).map_err(bad)?;
@@ -829,6 +831,7 @@ impl TaskKind for Evaluate {
             },
             SATELLITE_LINE_PARAMS[0],
             SATELLITE_LINE_PARAMS[1],
+            DEVICE_PARAM,
         ]
     }
     fn inputs(&self) -> Ports {
@@ -864,6 +867,7 @@ impl TaskKind for Evaluate {
         .flatten()
         .collect();
         v.extend(veto_params(p).err().unwrap_or_default());
+        v.extend(device_problem(p));
         if let Some(s) = p.get("split").and_then(J::as_str) {
             if !s.contains("${") && !dataset::SPLITS.contains(&s) {
                 v.push((
@@ -875,7 +879,7 @@ impl TaskKind for Evaluate {
         v
     }
     fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
-        let dev = Device::Cpu;
+        let dev = device_of(inv)?;
         let (net, card) = model::load_model(inv.input("model")?, &dev).map_err(bad)?;
         let dir = inv.input("dataset")?;
         let m = dataset::read_manifest(dir).map_err(bad)?;
@@ -1146,6 +1150,28 @@ impl Veto {
 const SATELLITE_LINE_MIN: f64 = 10.0;
 const SATELLITE_LINE_PX: f64 = 400.0;
 
+const DEVICE_PARAM: ParamSpec = ParamSpec {
+    name: "device",
+    ty: PType::Str,
+    required: false,
+    default: None,
+    doc: "Where the network runs: `cpu` (the default) or `cuda` / `cuda:N` (a GPU; needs nearby built with `--features cuda`).",
+};
+
+/// The `device` param's problem, if it names no device.
+fn device_problem(p: &Map<String, J>) -> Option<(&'static str, String)> {
+    let s = p.get("device")?.as_str()?;
+    if s.contains("${") {
+        return None;
+    }
+    crate::device::parse(s).err().map(|e| ("device", e))
+}
+
+/// The device the `device` param names (the CPU when it is absent).
+fn device_of(inv: &Invocation) -> Result<Device, TaskError> {
+    crate::device::open(inv.str("device").unwrap_or("cpu")).map_err(bad)
+}
+
 const SATELLITE_LINE_PARAMS: [ParamSpec; 2] = [
     ParamSpec {
         name: "satellite_line_min",
@@ -1208,6 +1234,7 @@ impl TaskKind for Classify {
             ParamSpec { name: "batch_size", ty: PType::Int, required: false, default: Some("256"), doc: "Stacks per forward pass." },
             SATELLITE_LINE_PARAMS[0],
             SATELLITE_LINE_PARAMS[1],
+            DEVICE_PARAM,
         ]
     }
     fn inputs(&self) -> Ports {
@@ -1231,10 +1258,11 @@ impl TaskKind for Classify {
         .into_iter()
         .flatten()
         .chain(veto_params(p).err().unwrap_or_default())
+        .chain(device_problem(p))
         .collect()
     }
     fn run(&self, inv: &Invocation, log: &mut dyn Write) -> Result<(), TaskError> {
-        let dev = Device::Cpu;
+        let dev = device_of(inv)?;
         let mdir = inv.input("model")?;
         let (net, card) = model::load_model(mdir, &dev).map_err(bad)?;
         let threshold = inv.float("threshold").unwrap_or(card.threshold);

@@ -12,6 +12,7 @@
 
 mod conv;
 pub mod dataset;
+pub mod device;
 pub mod kinds;
 pub mod lines;
 pub mod metrics;

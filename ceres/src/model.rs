@@ -291,6 +291,11 @@ impl Ceres {
         Ok(out)
     }
 
+    /// The device the network's weights are on.
+    pub fn device(&self) -> Device {
+        self.head.weight().device().clone()
+    }
+
     /// Named variables, sorted by name.
     pub fn vars(&self) -> Vec<(String, Var)> {
         let data = self.varmap.data().lock().unwrap_or_else(|e| e.into_inner());
@@ -313,8 +318,10 @@ impl Ceres {
             let want = var.as_tensor().dims().to_vec();
             match tensors.get(&name) {
                 Some(t) if t.dims() == want.as_slice() => {
+                    // Files are read onto the CPU; the network may be on a GPU.
                     let t = t
                         .to_dtype(DType::F32)
+                        .and_then(|t| t.to_device(var.device()))
                         .map_err(|e| format!("{}: tensor {name}: {e}", origin.display()))?;
                     var.set(&t)
                         .map_err(|e| format!("{}: tensor {name}: {e}", origin.display()))?;

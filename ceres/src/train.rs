@@ -281,7 +281,7 @@ pub fn train(
     cancel: &AtomicBool,
     log: &mut dyn Write,
 ) -> Result<Trained, String> {
-    let dev = Device::Cpu;
+    let dev = net.device();
     let e = |e: candle_core::Error| e.to_string();
     std::fs::create_dir_all(ckpt)
         .map_err(|err| format!("{}: cannot create: {err}", ckpt.display()))?;
@@ -303,10 +303,13 @@ pub fn train(
             Ok(s) if s.key == key && s.epochs_done > 0 => {
                 let t = crate::model::read_safetensors(&epoch_file(ckpt, s.epochs_done))?;
                 for (k, (name, var)) in vars.iter().enumerate() {
+                    // Checkpoints are read onto the CPU; the network may be on a GPU.
                     let get = |p: &str| {
-                        t.get(&format!("{p}.{name}")).cloned().ok_or_else(|| {
-                            format!("checkpoint of epoch {} lacks {p}.{name}", s.epochs_done)
-                        })
+                        t.get(&format!("{p}.{name}"))
+                            .ok_or_else(|| {
+                                format!("checkpoint of epoch {} lacks {p}.{name}", s.epochs_done)
+                            })
+                            .and_then(|t| t.to_device(&dev).map_err(e))
                     };
                     var.set(&get("w")?).map_err(e)?;
                     adam.m[k] = get("m")?;
@@ -456,7 +459,7 @@ pub fn train(
         let t = best
             .get(&format!("w.{name}"))
             .ok_or_else(|| format!("best checkpoint lacks w.{name}"))?;
-        var.set(t).map_err(e)?;
+        var.set(&t.to_device(&dev).map_err(e)?).map_err(e)?;
     }
     Ok(Trained {
         state,
