@@ -673,20 +673,14 @@ impl TaskKind for Train {
             .splits
             .get("validation")
             .map_or(&[][..], |s| s.examples.as_slice());
-        val.veto = val_examples
-            .iter()
-            .map(|e| veto.vetoes(e.line_count, e.line_length_px))
-            .collect();
+        val.veto = veto.rows(val_examples);
         let mut vetoed: BTreeMap<&str, usize> = BTreeMap::new();
         for (e, v) in val_examples.iter().zip(&val.veto) {
             if *v {
                 *vetoed.entry(e.kind.as_str()).or_default() += 1;
             }
         }
-        let without = val_examples
-            .iter()
-            .filter(|e| e.line_count.is_none() || e.line_length_px.is_none())
-            .count();
+        let without = val_examples.len() - with_line_count(val_examples);
         writeln!(
             log,
             "ceres_train: {}: calls {} validation stacks artifacts, by kind {vetoed:?}{}",
@@ -917,10 +911,7 @@ impl TaskKind for Evaluate {
         let vetoed_rows = &data.veto;
         let r = metrics::report(scores, &data.labels, threshold, floor);
         let before = metrics::report(raw, &data.labels, threshold, floor);
-        let with_line_counts = examples
-            .iter()
-            .filter(|e| e.line_count.is_some() && e.line_length_px.is_some())
-            .count();
+        let with_line_counts = with_line_count(examples);
         if with_line_counts < examples.len() {
             writeln!(
                 log,
@@ -1083,10 +1074,7 @@ fn score_split(
     let t0 = Instant::now();
     let raw = train::score_all(net, &data, dev).map_err(failed)?;
     let seconds = t0.elapsed().as_secs_f64();
-    data.veto = examples
-        .iter()
-        .map(|e| veto.vetoes(e.line_count, e.line_length_px))
-        .collect();
+    data.veto = veto.rows(&examples);
     let scores = data.vetoed(&raw);
     Ok(Scored {
         data,
@@ -1145,6 +1133,23 @@ impl Veto {
             && members.is_some_and(|n| n >= self.min_members)
             && length_px.is_some_and(|l| l >= self.min_length_px)
     }
+
+    /// Which of a split's examples the veto calls artifacts, in the manifest's order.
+    fn rows(&self, examples: &[dataset::Example]) -> Vec<bool> {
+        examples
+            .iter()
+            .map(|e| self.vetoes(e.line_count, e.line_length_px))
+            .collect()
+    }
+}
+
+/// How many of a split's examples carry a satellite line (datasets built before
+/// `ceres_cutouts` 2 have none: the veto leaves those to the network).
+fn with_line_count(examples: &[dataset::Example]) -> usize {
+    examples
+        .iter()
+        .filter(|e| e.line_count.is_some() && e.line_length_px.is_some())
+        .count()
 }
 
 const SATELLITE_LINE_MIN: f64 = 10.0;
