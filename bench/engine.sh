@@ -3,7 +3,8 @@
 #
 # What it measures, for each shape (see bench/gen.py for the exact pipelines) and each N:
 #   - `nearby plan` time (dry run on an empty workdir),
-#   - `nearby run -q` time (first run: everything runs) and its peak RSS,
+#   - `nearby run -q` time (first run on an empty workdir: the YAML is parsed and compiled, and
+#     everything runs) and its peak RSS,
 #   - the second, identical `nearby run -q` ("nothing to do": all cache hits) and its peak RSS,
 #   - per-task overhead: run time / N, and the marginal (run(N) - run(1)) / (N - 1),
 #   - memory per task instance: (peak RSS at N - peak RSS of a 1-task run) / (N - 1),
@@ -154,14 +155,17 @@ measure() {
   [ "$status" = ok ]
 }
 
-# nearby: plan on an empty workdir, first run, second run (must be all cached).
+# nearby: plan on an empty workdir, first run (on another empty workdir, so that it parses and
+# compiles the YAML itself rather than reuse the plan `nearby plan` kept), second run (must be
+# all cached).
 bench_nearby() {
   local shape=$1 n=$2 dir=$3 rep wd
   for rep in $(seq "$REPS"); do
     wd="$dir/nearby-work"
-    rm -rf "$wd"
+    rm -rf "$wd" "$wd-plan"
     measure nearby "$shape" "$n" plan "$rep" "" -- \
-      "$NEARBY" plan "$dir/pipeline.yaml" --workdir "$wd" || return 0
+      "$NEARBY" plan "$dir/pipeline.yaml" --workdir "$wd-plan" || return 0
+    rm -rf "$wd-plan"
     measure nearby "$shape" "$n" run "$rep" "succeeded" -- \
       "$NEARBY" run "$dir/pipeline.yaml" --workdir "$wd" -q -j "$JOBS" || return 0
     measure nearby "$shape" "$n" ntd "$rep" " 0 ran, [0-9]+ cached, 0 failed" -- \

@@ -177,7 +177,7 @@ def table(raw: str, out_md: str) -> None:
                   key=lambda r: (SHAPES.index(r[0]) if r[0] in SHAPES else 99, r[1]))
     head = ["shape", "N", "plan s", "run s", "nothing-to-do s", "us/task (run/N)",
             "us/task (marginal)", "peak RSS MB", "B/task (RSS)", "nothing-to-do RSS MB",
-            "Snakemake run s", "Snakemake nothing-to-do s", "ratio run SM/nb", "ratio ntd SM/nb"]
+            "B/task (ntd RSS)", "Snakemake run s", "Snakemake nothing-to-do s", "ratio run SM/nb", "ratio ntd SM/nb"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for shape, n in rows:
         plan = med("nearby", shape, n, "plan")
@@ -187,9 +187,12 @@ def table(raw: str, out_md: str) -> None:
         ntd_rss = med("nearby", shape, n, "ntd", 1)
         base = med("nearby", shape, 1, "run")
         base_rss = med("nearby", shape, 1, "run", 1)
+        base_ntd_rss = med("nearby", shape, 1, "ntd", 1)
         per = run / n * 1e6 if run is not None else None
         marg = (run - base) / (n - 1) * 1e6 if run is not None and base is not None else None
         per_b = (rss - base_rss) * 1024 / (n - 1) if rss is not None and base_rss is not None else None
+        per_b_ntd = ((ntd_rss - base_ntd_rss) * 1024 / (n - 1)
+                     if ntd_rss is not None and base_ntd_rss is not None else None)
         sm_run = med("snakemake", shape, n, "run")
         sm_ntd = med("snakemake", shape, n, "ntd")
         sm_note = note("snakemake", shape, n, "run")
@@ -206,7 +209,7 @@ def table(raw: str, out_md: str) -> None:
             fmt_s(ntd) if ntd is not None else (note("nearby", shape, n, "ntd") or "-"),
             fmt(per, ".1f"), fmt(marg, ".1f"),
             fmt(rss / 1024 if rss is not None else None, ".1f"), fmt(per_b, ".0f"),
-            fmt(ntd_rss / 1024 if ntd_rss is not None else None, ".1f"),
+            fmt(ntd_rss / 1024 if ntd_rss is not None else None, ".1f"), fmt(per_b_ntd, ".0f"),
             fmt_s(sm_run) if sm_run is not None else (sm_note or "not run"),
             fmt_s(sm_ntd) if sm_ntd is not None else (note("snakemake", shape, n, "ntd") or "not run"),
             r_run, r_ntd,
@@ -214,10 +217,10 @@ def table(raw: str, out_md: str) -> None:
         lines.append("| " + " | ".join(cells) + " |")
     legend = """
 Medians of the repetitions. plan = `nearby plan` on an empty workdir (stdout discarded); run = first
-`nearby run -q`; nothing-to-do = the second, identical run (all cache hits); each is a whole process,
+`nearby run -q`, on another empty workdir (it parses and compiles the YAML); nothing-to-do = the second, identical run (all cache hits); each is a whole process,
 start-up included. us/task (run/N) = run s / N; us/task (marginal) = (run(N) - run(1)) / (N - 1),
 i.e. without process start-up. B/task (RSS) = (peak RSS of the N run - peak RSS of a 1-task run of
-the same shape) / (N - 1). Snakemake: first `snakemake --cores J` and the second, "Nothing to be
+the same shape) / (N - 1); B/task (ntd RSS) the same for the nothing-to-do runs. Snakemake: first `snakemake --cores J` and the second, "Nothing to be
 done" run; ratio = Snakemake s / nearby s (> 1: nearby is faster; "> x" where Snakemake hit the
 per-command time limit). `fanout` and `command` have no
 per-instance output in nearby; Snakemake needs one (a `touch()` flag file) in every shape.

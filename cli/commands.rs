@@ -124,7 +124,7 @@ fn compile_raw(
     base: &Path,
     overrides: &BTreeMap<String, String>,
     registry: &Registry,
-) -> Result<(model::RawPipeline, Plan), u8> {
+) -> Result<(Imports, Plan), u8> {
     let raw = model::load_str(name, text, Some(base)).map_err(|d| {
         eprintln!("{d}");
         INVALID
@@ -133,8 +133,12 @@ fn compile_raw(
         eprintln!("{d}");
         INVALID
     })?;
-    Ok((raw, plan))
+    // The loaded pipeline goes before the plan is kept: 100 MB for 100,000 tasks.
+    Ok((plan::cached::imports(&raw), plan))
 }
+
+/// The files a pipeline imports and their text's hash (what a kept plan is checked against).
+type Imports = Vec<(PathBuf, String)>;
 
 /// What a run needs: the plan, the pipeline's text and absolute path, the workdir and its store.
 type Prepared = (Plan, String, PathBuf, PathBuf, Store);
@@ -171,19 +175,19 @@ fn compile_for_workdir(
                 plan
             }
             None => {
-                let (raw, plan) = compile_raw(&name, &text, &base, overrides, &registry)?;
+                let (imports, plan) = compile_raw(&name, &text, &base, overrides, &registry)?;
                 if let Some(i) = &inputs {
-                    plan::cached::save(&store, i, &raw, &plan);
+                    plan::cached::save(&store, i, imports, &plan);
                 }
                 plan
             }
         };
         (plan, dir, store)
     } else {
-        let (raw, plan) = compile_raw(&name, &text, &base, overrides, &registry)?;
+        let (imports, plan) = compile_raw(&name, &text, &base, overrides, &registry)?;
         let (dir, store) = open_workdir(w)?;
         if let Some(i) = &inputs {
-            plan::cached::save(&store, i, &raw, &plan);
+            plan::cached::save(&store, i, imports, &plan);
         }
         (plan, dir, store)
     };
@@ -315,7 +319,7 @@ pub fn plan(p: &PipelineArgs, w: &Workdir) -> u8 {
         Ok(x) => x,
         Err(c) => return c,
     };
-    let record = new_record(&plan, &abs, &text, &overrides, "plan", None);
+    let record = new_record(&plan, &abs, text, &overrides, "plan", None);
     let opts = RunOptions {
         dry_run: true,
         ..RunOptions::default()
@@ -374,7 +378,7 @@ pub fn plan(p: &PipelineArgs, w: &Workdir) -> u8 {
 fn new_record(
     plan: &Plan,
     path: &Path,
-    text: &str,
+    text: String,
     overrides: &BTreeMap<String, String>,
     mode: &str,
     parent: Option<String>,
@@ -383,7 +387,7 @@ fn new_record(
         id: sched::new_run_id(),
         pipeline_name: plan.name.clone(),
         pipeline_path: path.display().to_string(),
-        pipeline_text: text.to_owned(),
+        pipeline_text: text,
         pipeline_text_hash: None,
         overrides: overrides.clone(),
         params: plan
@@ -506,7 +510,7 @@ pub fn run(p: &PipelineArgs, w: &Workdir, x: &ExecArgs) -> u8 {
         Ok(x) => x,
         Err(c) => return c,
     };
-    let record = new_record(&plan, &abs, &text, &overrides, "run", None);
+    let record = new_record(&plan, &abs, text, &overrides, "run", None);
     execute(plan, record, store, dir, x, BTreeSet::new())
 }
 
@@ -539,7 +543,14 @@ pub fn demo(w: &Workdir, x: &ExecArgs) -> u8 {
         Ok(p) => p,
         Err(c) => return c,
     };
-    let record = new_record(&plan, &path, DEMO_PIPELINE, &BTreeMap::new(), "run", None);
+    let record = new_record(
+        &plan,
+        &path,
+        DEMO_PIPELINE.to_owned(),
+        &BTreeMap::new(),
+        "run",
+        None,
+    );
     let code = execute(plan, record, store, dir.clone(), x, BTreeSet::new());
     if code == OK {
         eprintln!("outputs are under {}", dir.join("out").display());
@@ -590,7 +601,7 @@ pub fn rerun(run: &str, w: &Workdir, from: Option<&str>, x: &ExecArgs) -> u8 {
     let mut record = new_record(
         &plan,
         Path::new(&old.pipeline_path),
-        &old.pipeline_text,
+        old.pipeline_text.clone(),
         &old.overrides,
         "rerun",
         Some(old.id.clone()),

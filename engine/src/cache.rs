@@ -33,6 +33,9 @@ pub struct CacheKey {
     pub outputs: BTreeMap<String, String>,
 }
 
+/// A key being hashed is hashed in parts of about this size.
+const SPILL: usize = 16 << 10;
+
 /// Keys longer than this (a gather's) are not kept in the per-thread JSON buffer.
 const BIG_KEY: usize = 64 << 10;
 
@@ -47,7 +50,20 @@ impl CacheKey {
     /// blake3 of the key's JSON, hex. A rerun computes one per task instance, and most are hits
     /// that never need the JSON itself: it is written into a buffer kept for the thread.
     pub fn fingerprint(&self) -> String {
-        self.with_json(|json| blake3::hash(json).to_hex().to_string())
+        // Hashed as it is written: a gather's key (one hash per input, 6.7 MB for 100,000
+        // inputs) never sits whole in memory when it is only checked against the cache.
+        let hasher = std::cell::RefCell::new(blake3::Hasher::new());
+        self.with_json_spilled(
+            |json| {
+                hasher.borrow_mut().update(json);
+                json.clear();
+            },
+            |json| {
+                hasher.borrow_mut().update(json);
+            },
+        );
+        let fingerprint = hasher.borrow().finalize();
+        fingerprint.to_hex().to_string()
     }
 
     /// The key's JSON and fingerprint, serialized once (a record keeps the one, the cache the
@@ -69,6 +85,16 @@ impl CacheKey {
     }
 
     fn with_json<T>(&self, f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+        self.with_json_spilled(|_| {}, f)
+    }
+
+    /// Writes the key's JSON into the thread's buffer, handing a large list of input hashes to
+    /// `spill` as it grows (`spill` may empty the buffer), then the rest to `f`.
+    fn with_json_spilled<T>(
+        &self,
+        spill: impl FnMut(&mut Vec<u8>),
+        f: impl FnOnce(&mut Vec<u8>) -> T,
+    ) -> T {
         use std::cell::RefCell;
         thread_local! {
             static JSON: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -76,7 +102,7 @@ impl CacheKey {
         JSON.with(|buf| {
             let mut buf = buf.borrow_mut();
             buf.clear();
-            self.write_json(&mut buf);
+            self.write_json(&mut buf, spill);
             let out = f(&mut buf);
             if buf.capacity() > BIG_KEY {
                 *buf = Vec::new();
@@ -88,7 +114,7 @@ impl CacheKey {
     /// The key's JSON, byte for byte what `serde_json::to_writer` makes of it (fingerprints
     /// must not change), written by hand: serde's generic path took 3,400 instructions a key,
     /// most of them escaping strings that need no escape.
-    fn write_json(&self, buf: &mut Vec<u8>) {
+    fn write_json(&self, buf: &mut Vec<u8>, mut spill: impl FnMut(&mut Vec<u8>)) {
         buf.extend_from_slice(b"{\"schema\":");
         json_u64(buf, self.schema.into());
         buf.extend_from_slice(b",\"task\":");
@@ -109,7 +135,12 @@ impl CacheKey {
         json_join(buf, &self.inputs, |buf, (name, hashes)| {
             json_str(buf, name);
             buf.extend_from_slice(b":[");
-            json_join(buf, hashes, |buf, h| json_str(buf, h));
+            json_join(buf, hashes, |buf, h| {
+                json_str(buf, h);
+                if buf.len() >= SPILL {
+                    spill(buf);
+                }
+            });
             buf.push(b']');
         });
         buf.extend_from_slice(b"},\"outputs\":{");
@@ -467,13 +498,37 @@ mod tests {
                 },
             };
             let mut ours = Vec::new();
-            key.write_json(&mut ours);
+            key.write_json(&mut ours, |_| {});
             assert_eq!(
                 String::from_utf8_lossy(&ours),
                 serde_json::to_string(&key).unwrap(),
                 "{s:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_gathers_key_hashed_in_parts_has_the_fingerprint_of_its_whole_json() {
+        // 5,000 input hashes: 335 KB of JSON, hashed in about 20 parts.
+        let hashes: Vec<String> = (0..5000u32)
+            .map(|i| blake3::hash(&i.to_le_bytes()).to_hex().to_string())
+            .collect();
+        let key = CacheKey {
+            schema: CACHE_SCHEMA,
+            task: "gather".into(),
+            kind: "noop".into(),
+            version: 1,
+            params: serde_json::json!({}),
+            item: None,
+            inputs: BTreeMap::from([("all".into(), hashes), ("one".into(), vec!["h".into()])]),
+            outputs: BTreeMap::from([("o".into(), "all.txt".into())]),
+        };
+        let whole = serde_json::to_string(&key).unwrap();
+        assert!(whole.len() > 20 * SPILL);
+        let expected = blake3::hash(whole.as_bytes()).to_hex().to_string();
+        assert_eq!(key.fingerprint(), expected);
+        assert_eq!(key.seal().fingerprint, expected);
+        assert_eq!(key.seal().json, whole);
     }
 
     #[test]

