@@ -950,6 +950,34 @@ impl Scheduler {
     }
 
     /// Resolves inputs and params, computes the cache key, and checks the cache.
+    /// The records of output `output` of the instances of `task` that instance `i` reads, in
+    /// order: all of them, or (in one fan-out domain) the one with its key.
+    fn dep_outputs<'s>(
+        &'s self,
+        i: u32,
+        task: usize,
+        output: &'s str,
+        domain: Option<usize>,
+    ) -> impl Iterator<Item = Result<&'s OutputRecord, String>> + 's {
+        let inst = &self.insts[i as usize];
+        let keyed = domain.is_some() && self.plan.domain(task) == domain;
+        inst.deps.iter().filter_map(move |&d| {
+            let dep = &self.insts[d as usize];
+            if dep.template as usize != task || !dep.state.is_done_ok() {
+                return None;
+            }
+            if keyed && dep.key != inst.key {
+                return None;
+            }
+            Some(
+                dep.outputs
+                    .iter()
+                    .find(|o| o.name == output)
+                    .ok_or_else(|| format!("`{}` recorded no output `{output}`", dep.id)),
+            )
+        })
+    }
+
     fn prepare(&mut self, i: u32) -> Result<Prepared, String> {
         let inst = &self.insts[i as usize];
         let t = inst.template as usize;
@@ -964,27 +992,10 @@ impl Scheduler {
             let mut hs: Vec<String> = Vec::new();
             match src {
                 InputSource::Task { task, output } => {
-                    let keyed = domain.is_some() && self.plan.domain(*task) == domain;
-                    for &d in &inst.deps {
-                        let dep = &self.insts[d as usize];
-                        if dep.template as usize != *task || !dep.state.is_done_ok() {
-                            continue;
-                        }
-                        if keyed && dep.key != inst.key {
-                            continue;
-                        }
-                        match dep.outputs.iter().find(|o| &o.name == output) {
-                            Some(o) => {
-                                paths.push(PathBuf::from(&o.path));
-                                hs.push(o.hash.clone());
-                            }
-                            None => {
-                                return Err(format!(
-                                    "input `{name}`: `{}` recorded no output `{output}`",
-                                    dep.id
-                                ))
-                            }
-                        }
+                    // Only the hashes: the paths are wanted only if the task runs (a gather's
+                    // 100,000 paths were built for every rerun that found it cached).
+                    for o in self.dep_outputs(i, *task, output, domain) {
+                        hs.push(o.map_err(|e| format!("input `{name}`: {e}"))?.hash.clone());
                     }
                 }
                 InputSource::File(p) => {
@@ -1076,6 +1087,15 @@ impl Scheduler {
                 Err(e) => format!("miss: cache unreadable ({e})"),
             }
         };
+        for (name, src) in &tpl.inputs {
+            if let InputSource::Task { task, output } = src {
+                let paths = inputs.entry(name.clone()).or_default();
+                for o in self.dep_outputs(i, *task, output, domain) {
+                    let o = o.map_err(|e| format!("input `{name}`: {e}"))?;
+                    paths.push(PathBuf::from(&o.path));
+                }
+            }
+        }
         let final_dir = out_dir(&self.workdir, &tpl.name, inst.key.as_deref());
         let sealed = key.seal();
         let CacheKey {
