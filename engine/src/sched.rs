@@ -412,6 +412,7 @@ impl Scheduler {
         let dry = self.opts.dry_run;
         if !dry {
             // Durable before anyone is told the run id, so that `resume RUN` always finds it.
+            self.store.keep_text(&mut self.run)?;
             self.store.put_run(&self.run)?;
             self.store.flush()?;
             self.writer = Some(self.store.writer(&self.run.id));

@@ -911,18 +911,36 @@ impl Store {
     /// pipeline text, 0.6 MB for a generated pipeline of 10,000 tasks, is kept once per distinct
     /// text and named by its hash in the record.
     pub fn put_run(&self, r: &RunRecord) -> Result<(), StoreError> {
-        let hash = blake3::hash(r.pipeline_text.as_bytes())
-            .to_hex()
-            .to_string();
-        if !self.texts.contains_key(hash.as_bytes())? {
-            self.texts
-                .insert(hash.as_bytes(), r.pipeline_text.as_bytes())?;
-        }
+        let hash = match &r.pipeline_text_hash {
+            // Kept already (see `keep_text`).
+            Some(hash) if r.pipeline_text.is_empty() => hash.clone(),
+            _ => self.put_text(&r.pipeline_text)?,
+        };
         let stored = RunRecord {
             pipeline_text_hash: Some(hash),
             ..r.without_text()
         };
         self.runs.insert(r.id.as_bytes(), encode(&stored))?;
+        Ok(())
+    }
+
+    /// Keeps a pipeline text once; returns its blake3, hex.
+    fn put_text(&self, text: &str) -> Result<String, StoreError> {
+        let hash = blake3::hash(text.as_bytes()).to_hex().to_string();
+        if !self.texts.contains_key(hash.as_bytes())? {
+            self.texts.insert(hash.as_bytes(), text.as_bytes())?;
+        }
+        Ok(hash)
+    }
+
+    /// Keeps the run's pipeline text in the store and lets go of it in memory: the record names
+    /// it by hash from then on, and [`Store::get_run`] gives it back whole. A generated
+    /// pipeline's text is megabytes (7.8 MB for 100,000 tasks), otherwise held all run long.
+    pub fn keep_text(&self, r: &mut RunRecord) -> Result<(), StoreError> {
+        if r.pipeline_text_hash.is_none() || !r.pipeline_text.is_empty() {
+            r.pipeline_text_hash = Some(self.put_text(&r.pipeline_text)?);
+            r.pipeline_text = String::new();
+        }
         Ok(())
     }
 
@@ -1493,6 +1511,13 @@ mod tests {
         let stored = s.runs.get("r2").unwrap().unwrap();
         assert!(stored.len() < text.len(), "the record names the text");
         assert_eq!(s.get_run("r2").unwrap().unwrap().pipeline_text, text);
+        // A record whose text was let go of keeps naming it.
+        let mut r3 = run("r3");
+        s.keep_text(&mut r3).unwrap();
+        assert!(r3.pipeline_text.is_empty());
+        s.put_run(&r3).unwrap();
+        assert_eq!(s.texts.len(), 1);
+        assert_eq!(s.get_run("r3").unwrap().unwrap().pipeline_text, text);
         assert!(s.runs().unwrap().iter().all(|r| r.pipeline_text == text));
         // A schema 3 record holds its text itself.
         s.runs.insert("r0", encode(&run("r0"))).unwrap();

@@ -171,11 +171,12 @@ pub struct RawTask {
     pub inputs: Vec<(Sp<String>, RawInput)>,
     pub outputs: Vec<(Sp<String>, Sp<String>)>,
     pub outputs_at: Option<At>,
-    pub foreach: Option<RawForeach>,
+    /// Boxed, as `executor`: most tasks set neither, and a generated pipeline has 100,000 tasks.
+    pub foreach: Option<Box<RawForeach>>,
     pub retries: Retries,
     pub timeout_secs: Option<f64>,
     pub resources: Resources,
-    pub executor: Option<Sp<String>>,
+    pub executor: Option<Box<Sp<String>>>,
     pub partial_inputs: bool,
 }
 
@@ -844,7 +845,7 @@ impl Loader {
                         }
                     }
                 }
-                "foreach" => task.foreach = self.foreach(source, val),
+                "foreach" => task.foreach = self.foreach(source, val).map(Box::new),
                 "retries" => {
                     if let Some(r) = self.retries(source, val) {
                         task.retries = r;
@@ -873,7 +874,9 @@ impl Loader {
                         }
                     }
                 }
-                "executor" => task.executor = string(&mut self.diags, source, val, "executor"),
+                "executor" => {
+                    task.executor = string(&mut self.diags, source, val, "executor").map(Box::new)
+                }
                 "partial_inputs" => {
                     task.partial_inputs =
                         boolean(&mut self.diags, source, val, "partial_inputs").unwrap_or(false)

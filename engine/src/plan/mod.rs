@@ -641,7 +641,7 @@ impl<'a> Compiler<'a> {
                 return None;
             }
         };
-        let executor = match &t.executor {
+        let executor = match t.executor.as_deref() {
             Some(e) if !EXECUTORS.contains(&e.value.as_str()) => {
                 self.diags.push(
                     e.at.error(
@@ -1014,7 +1014,7 @@ impl<'a> Compiler<'a> {
                 }
             }
         }
-        let from = match &t.foreach {
+        let from = match t.foreach.as_deref() {
             Some(RawForeach::From { task, output }) => {
                 resolve(&mut self.diags, task, output).map(|u| (u, output.value.clone()))
             }
@@ -1036,7 +1036,7 @@ impl<'a> Compiler<'a> {
             outputs: vec![],
             params_only: true,
         };
-        match t.foreach.as_ref()? {
+        match t.foreach.as_deref()? {
             RawForeach::List(items) => {
                 let mut out = Vec::new();
                 for n in items {
