@@ -76,3 +76,90 @@ fn the_schema_1_store_still_opens_and_reads() {
     assert_eq!(r.code, 1, "f3 fails by design: {}", r.stderr);
     assert_eq!(n.run(&["runs"]).stdout.lines().count(), 4);
 }
+
+const V4_RUNS: [&str; 2] = ["20261128-121023-941-9703", "20261128-121023-979-3153"];
+
+/// Schema 4 wrote outputs as text; schema 5 packs them (raw hash, path relative to `out/`). The
+/// old text must read back exactly, and the new runs beside it must too.
+#[test]
+fn the_schema_4_store_still_opens_and_its_outputs_read_back_as_written() {
+    let n = Nearby::new();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v4");
+    copy_dir(&fixture.join("state"), &n.workdir().join("state"));
+
+    let store = nearby_engine::store::Store::open(&n.workdir()).expect("schema 4 store opens");
+    assert_eq!(store.schema().unwrap(), nearby_engine::store::SCHEMA);
+    let runs = store.runs().expect("run records decode");
+    assert_eq!(
+        runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        V4_RUNS
+    );
+    let entries = store.cache_entries().expect("cache entries decode");
+    assert_eq!(entries.len(), 5);
+    for e in &entries {
+        for o in &e.outputs {
+            assert!(o.path.starts_with("/tmp/fx4/w/out/"), "{}", o.path);
+            assert_eq!(o.hash.len(), 64);
+        }
+    }
+    // The cached instances of the second run name their outputs as the first run recorded them.
+    let records = store
+        .instances(V4_RUNS[1])
+        .expect("instance records decode");
+    let f1 = records.iter().find(|r| r.id == "calibrate[f1]").unwrap();
+    assert_eq!(f1.state, nearby_engine::store::State::Cached);
+    assert_eq!(f1.outputs[0].path, "/tmp/fx4/w/out/calibrate/f1/frame.txt");
+    // blake3 of "f1\n", the file the command wrote.
+    assert_eq!(f1.outputs[0].hash, blake3::hash(b"f1\n").to_hex().as_str());
+    drop(store);
+    let status = n.status(V4_RUNS[1]);
+    assert_eq!(
+        common::instance(&status, "calibrate[f1]")["outputs"]["frame"],
+        "/tmp/fx4/w/out/calibrate/f1/frame.txt"
+    );
+    let explain = n.run(&["cache", "explain", V4_RUNS[1], "calibrate"]);
+    assert_eq!(explain.code, 0, "{}", explain.stderr);
+
+    // New runs (the old outputs are not here: misses, then hits) record packed outputs that
+    // read back as absolute paths under this workdir.
+    let p = n.write(
+        "fixture.yaml",
+        &std::fs::read_to_string(fixture.join("fixture.yaml")).unwrap(),
+    );
+    let first = n.run(&["run", p.to_str().unwrap(), "-q"]);
+    assert_eq!(first.code, 1, "f3 fails by design: {}", first.stderr);
+    let second = n.run(&["run", p.to_str().unwrap(), "-q"]);
+    assert!(
+        second.stderr.contains("0 ran, 5 cached"),
+        "{}",
+        second.stderr
+    );
+    let run = second.stdout.trim().to_owned();
+    let workdir = std::fs::canonicalize(n.workdir()).unwrap();
+    let store = nearby_engine::store::Store::open(&workdir).unwrap();
+    let records = store.instances(&run).unwrap();
+    let f2 = records.iter().find(|r| r.id == "calibrate[f2]").unwrap();
+    assert_eq!(f2.state, nearby_engine::store::State::Cached);
+    let path = std::path::Path::new(&f2.outputs[0].path);
+    assert_eq!(path, workdir.join("out/calibrate/f2/frame.txt"));
+    assert_eq!(std::fs::read_to_string(path).unwrap(), "f2\n");
+    assert_eq!(f2.outputs[0].hash, blake3::hash(b"f2\n").to_hex().as_str());
+    // The first run's 5 entries (which replaced the old ones with the same keys).
+    let entries = store.cache_entries().unwrap();
+    let made: Vec<_> = entries
+        .iter()
+        .filter(|e| e.run == first.stdout.trim())
+        .collect();
+    assert_eq!(made.len(), 5);
+    for o in made.iter().flat_map(|e| &e.outputs) {
+        assert!(std::path::Path::new(&o.path).starts_with(workdir.join("out")));
+        assert_eq!(
+            o.hash,
+            blake3::hash(&std::fs::read(&o.path).unwrap())
+                .to_hex()
+                .as_str()
+        );
+    }
+    drop(store);
+    assert_eq!(n.run(&["runs"]).stdout.lines().count(), 5);
+}

@@ -39,6 +39,11 @@
 //! - 3: cache entries keyed by task tag and raw fingerprint (were: the fingerprint in hex). Opening
 //!   an older store moves its entries to the new keys. Instance records in binary groups (JSON
 //!   groups of schema 2 are still read as they are).
+//! - 4: run records name their pipeline text by hash (`texts`); records holding the text
+//!   themselves are read as they are.
+//! - 5: outputs in cache entries (version 3), record groups (tag 4) and packs (version 3) with the
+//!   hash as its 32 bytes and a path under the workdir's `out/` relative to it (`entry::Form`):
+//!   a third less per output record. Older entries and groups are read as they are.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,7 +52,7 @@ use crate::binary::{put_str, Reader};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-pub const SCHEMA: u32 = 4;
+pub const SCHEMA: u32 = 5;
 
 /// Size of one group of instance records in the `log` tree. sled copies a whole leaf (up to 16
 /// entries) on every insert and writes leaves over 128 KB as separate blob files: groups of a
@@ -287,6 +292,9 @@ pub struct Store {
     /// Pipeline texts by blake3 (see [`RunRecord::pipeline_text`]).
     texts: sled::Tree,
     path: PathBuf,
+    /// The workdir's `out/` with a trailing `/`: recorded output paths under it are stored
+    /// relative to it (see `entry::Form`).
+    root: String,
 }
 
 fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
@@ -378,7 +386,7 @@ impl TaskCache {
         match self.entries.binary_search_by(|(fp, _)| fp.cmp(&raw)) {
             Ok(at) if !self.entries[at].1.is_empty() => {
                 let v = std::mem::take(&mut self.entries[at].1);
-                entry::decode_hit(fingerprint, &v).map(Some)
+                entry::decode_hit(fingerprint, &v, &store.root).map(Some)
             }
             _ if self.complete => Ok(None),
             _ => store.cache_get(&self.task, fingerprint),
@@ -395,14 +403,18 @@ impl TaskCache {
 /// name, the run that recorded it, outputs; about half of the whole entry).
 pub struct Pack {
     blob: Vec<u8>,
+    /// The workdir's `out/`, which relative output paths are under.
+    root: String,
     /// Fingerprint, offset and length of each entry in `blob`, sorted by fingerprint.
     index: Vec<([u8; 32], u32, u32)>,
 }
 
-const PACK_VERSION: u8 = 2;
+/// 3: outputs in the packed form of schema 5 (`entry::Form`); a pack of an older version is
+/// not read (a hint: the next run writes a new one).
+const PACK_VERSION: u8 = 3;
 
 impl Pack {
-    fn read(blob: Vec<u8>) -> Option<Pack> {
+    fn read(blob: Vec<u8>, root: String) -> Option<Pack> {
         let mut r = Reader(&blob);
         if r.u8()? != PACK_VERSION {
             return None;
@@ -419,7 +431,7 @@ impl Pack {
         if !index.is_sorted_by(|a, b| a.0 < b.0) {
             return None;
         }
-        Some(Pack { blob, index })
+        Some(Pack { blob, root, index })
     }
 
     fn raw(&self, fingerprint: &[u8; 32]) -> Option<&[u8]> {
@@ -440,7 +452,8 @@ impl Pack {
             return None;
         }
         let run = r.str()?;
-        let outputs = entry::read_outputs(&mut r, fingerprint).ok()?;
+        let form = entry::Form::Packed { root: &self.root };
+        let outputs = entry::read_outputs(&mut r, fingerprint, form).ok()?;
         Some(CacheEntry::hit(fingerprint, task.to_owned(), run, outputs))
     }
 
@@ -595,6 +608,7 @@ impl Store {
             texts: db.open_tree("texts")?,
             db,
             path,
+            root: format!("{}/", workdir.join("out").display()),
         };
         match store.meta.get("schema")? {
             None => {
@@ -621,6 +635,11 @@ impl Store {
                     // 3 -> 4: nothing to convert (records holding their text stay readable);
                     // the number keeps older binaries from reading records without it.
                     store.meta.insert("schema", &4u32.to_be_bytes())?;
+                }
+                if found < 5 {
+                    // 4 -> 5: nothing to convert (text outputs stay readable); the number keeps
+                    // older binaries from reading packed outputs.
+                    store.meta.insert("schema", &5u32.to_be_bytes())?;
                 }
             }
         }
@@ -683,10 +702,10 @@ impl Store {
                 continue;
             }
             let fp = String::from_utf8_lossy(&k).into_owned();
-            let e = entry::decode(&fp, &v)?;
+            let e = entry::decode(&fp, &v, &self.root)?;
             let raw = fingerprint_bytes(&fp).ok_or_else(|| StoreError::CorruptEntry(fp.clone()))?;
             self.cache
-                .insert(cache_key(&e.task, &raw), entry::encode(&e))?;
+                .insert(cache_key(&e.task, &raw), entry::encode(&e, &self.root))?;
             self.cache.remove(&k)?;
         }
         Ok(())
@@ -762,7 +781,7 @@ impl Store {
         };
         self.cache
             .get(cache_key(task, &raw))?
-            .map(|v| entry::decode(fingerprint, &v))
+            .map(|v| entry::decode(fingerprint, &v, &self.root))
             .transpose()
     }
 
@@ -796,7 +815,7 @@ impl Store {
     pub fn pack(&self, pipeline: &str) -> Result<Option<Pack>, StoreError> {
         Ok(std::fs::read(self.pack_path(pipeline))
             .ok()
-            .and_then(Pack::read))
+            .and_then(|blob| Pack::read(blob, self.root.clone())))
     }
 
     /// `state/packs/<blake3 of the pipeline name>`.
@@ -842,16 +861,16 @@ impl Store {
                     part.clear();
                     put_str(&mut part, task);
                     put_str(&mut part, run);
-                    entry::put_outputs(&mut part, outputs);
+                    entry::put_outputs(&mut part, outputs, &self.root);
                     &part[..]
                 }
                 (None, _) => match self.cache.get(cache_key(task, &fp))? {
                     Some(b) => {
-                        let e = entry::decode(&hex(&fp), &b)?;
+                        let e = entry::decode(&hex(&fp), &b, &self.root)?;
                         part.clear();
                         put_str(&mut part, &e.task);
                         put_str(&mut part, &e.run);
-                        entry::put_outputs(&mut part, &e.outputs);
+                        entry::put_outputs(&mut part, &e.outputs, &self.root);
                         &part[..]
                     }
                     None => continue,
@@ -885,7 +904,7 @@ impl Store {
         let raw = fingerprint_bytes(&e.fingerprint)
             .ok_or_else(|| StoreError::CorruptEntry(e.fingerprint.clone()))?;
         self.cache
-            .insert(cache_key(&e.task, &raw), entry::encode(e))?;
+            .insert(cache_key(&e.task, &raw), entry::encode(e, &self.root))?;
         Ok(())
     }
 
@@ -902,7 +921,7 @@ impl Store {
             .map(|kv| {
                 let (k, v) = kv?;
                 let fp = k.get(8..).map(hex).unwrap_or_default();
-                entry::decode(&fp, &v)
+                entry::decode(&fp, &v, &self.root)
             })
             .collect()
     }
@@ -1008,7 +1027,7 @@ impl Store {
             }
             // One allocation for a record larger than a group (a gather's key), not doublings.
             group.reserve(r.key.as_deref().map_or(0, |k| k.get().len()) + 1024);
-            record::encode(&mut group, r);
+            record::encode(&mut group, r, &self.root);
             if group.len() >= GROUP_BYTES || n + 1 == records.len() {
                 let seq = self.db.generate_id()?;
                 self.log.insert(log_key(run, seq), group.as_slice())?;
@@ -1043,7 +1062,9 @@ impl Store {
         for v in self.log.scan_prefix(&prefix).values() {
             let v = v?;
             let group = match v.first() {
-                Some(&record::GROUP) => record::decode_group(run, &v)?,
+                Some(&(record::GROUP | record::GROUP_TEXT)) => {
+                    record::decode_group(run, &v, &self.root)?
+                }
                 _ => decode("task instance records", &v)?,
             };
             all.extend(group);
@@ -1159,12 +1180,15 @@ impl Store {
 /// digits) as its 32 bytes, a cache hit's reason (`hit: recorded by run RUN`) as the run id. A
 /// rerun's record of a cached instance is about 150 bytes.
 mod record {
-    use super::entry::{put_outputs, read_outputs};
+    use super::entry::{put_outputs, read_outputs, Form};
     use super::{InstanceRecord, State, StoreError};
     use crate::binary::{put_str, Reader};
     use serde_json::value::RawValue;
 
-    pub const GROUP: u8 = 3;
+    /// The tag of a group whose outputs are in the [`Form::Packed`] form (schema 5).
+    pub const GROUP: u8 = 4;
+    /// The tag of a group written by schema 3 and 4 ([`Form::Text`] outputs), still read.
+    pub const GROUP_TEXT: u8 = 3;
     const NONE: u32 = u32::MAX;
     const STATES: [State; 7] = [
         State::Pending,
@@ -1302,7 +1326,7 @@ mod record {
         Some(format!("{HIT}{}", r.str()?))
     }
 
-    pub fn encode(b: &mut Vec<u8>, r: &InstanceRecord) {
+    pub fn encode(b: &mut Vec<u8>, r: &InstanceRecord, root: &str) {
         for s in [&r.id, &r.task, &r.kind] {
             put_str(b, s);
         }
@@ -1313,7 +1337,7 @@ mod record {
             put_packed(b, t.as_deref(), pack_time);
         }
         b.extend_from_slice(&r.duration_ms.unwrap_or(u64::MAX).to_le_bytes());
-        put_outputs(b, &r.outputs);
+        put_outputs(b, &r.outputs, root);
         put_packed(b, r.fingerprint.as_deref(), pack_fingerprint);
         put_opt(b, r.key.as_deref().map(RawValue::get));
         put_packed(b, r.cache.as_deref(), pack_hit);
@@ -1323,12 +1347,21 @@ mod record {
         b.push(r.quarantined as u8);
     }
 
-    pub fn decode_group(run: &str, bytes: &[u8]) -> Result<Vec<InstanceRecord>, StoreError> {
+    pub fn decode_group(
+        run: &str,
+        bytes: &[u8],
+        root: &str,
+    ) -> Result<Vec<InstanceRecord>, StoreError> {
         let bad = || StoreError::CorruptEntry(format!("instance records of run {run}"));
+        let form = match bytes.first() {
+            Some(&GROUP) => Form::Packed { root },
+            Some(&GROUP_TEXT) => Form::Text,
+            _ => return Err(bad()),
+        };
         let mut r = Reader(bytes.get(1..).unwrap_or_default());
         let mut out = Vec::new();
         while !r.0.is_empty() {
-            out.push(decode(&mut r).ok_or_else(bad)?);
+            out.push(decode(&mut r, form).ok_or_else(bad)?);
         }
         Ok(out)
     }
@@ -1342,7 +1375,7 @@ mod record {
         r.str().map(Some)
     }
 
-    fn decode(r: &mut Reader) -> Option<InstanceRecord> {
+    fn decode(r: &mut Reader, form: Form) -> Option<InstanceRecord> {
         let (id, task, kind) = (r.str()?, r.str()?, r.str()?);
         let state = *STATES.get(*r.take(1)?.first()? as usize)?;
         let attempts = r.u32()?;
@@ -1350,7 +1383,7 @@ mod record {
         let started_at = get_packed(r, unpack_time)?;
         let finished_at = get_packed(r, unpack_time)?;
         let duration_ms = Some(u64::from_le_bytes(r.array()?)).filter(|&d| d != u64::MAX);
-        let outputs = read_outputs(r, "").ok()?;
+        let outputs = read_outputs(r, "", form).ok()?;
         let fingerprint = get_packed(r, unpack_fingerprint)?;
         let key = match opt(r)? {
             Some(json) => Some(RawValue::from_string(json).ok()?),
@@ -1384,43 +1417,87 @@ mod entry {
     use super::{CacheEntry, OutputRecord, StoreError};
     use crate::binary::{put_str, Reader};
 
-    const VERSION: u8 = 2;
+    /// Version 2 wrote each output's path and hash as text; version 3 (schema 5) writes the hash
+    /// as its 32 bytes and a path under the workdir's `out/` relative to it (see [`Form`]).
+    const VERSION: u8 = 3;
 
-    pub fn encode(e: &CacheEntry) -> Vec<u8> {
-        let mut b = Vec::with_capacity(128 + e.outputs.len() * 160);
+    /// How the outputs of an entry, a record or a pack entry were written.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Form<'a> {
+        /// Schema 4 and before: name, path and hash as strings.
+        Text,
+        /// Schema 5: the name; the path as a byte (1: relative to `root`, the workdir's `out/`
+        /// with a trailing `/`; 2: as it is) and a string; size and mtime; the hash as a byte
+        /// (1: its 32 bytes, for 64 lower-case hex digits; 2: a string) and its bytes. 40 to 80
+        /// bytes less per output, in every entry, record and pack.
+        Packed { root: &'a str },
+    }
+
+    pub fn encode(e: &CacheEntry, root: &str) -> Vec<u8> {
+        let mut b = Vec::with_capacity(128 + e.outputs.len() * 96);
         b.push(VERSION);
         for s in [&e.task, &e.kind, &e.created_at, &e.run, &e.instance] {
             put_str(&mut b, s);
         }
-        put_outputs(&mut b, &e.outputs);
+        put_outputs(&mut b, &e.outputs, root);
         b
     }
 
-    pub fn put_outputs(b: &mut Vec<u8>, outputs: &[OutputRecord]) {
+    /// Writes outputs in the [`Form::Packed`] form.
+    pub fn put_outputs(b: &mut Vec<u8>, outputs: &[OutputRecord], root: &str) {
         b.extend_from_slice(&(outputs.len() as u32).to_le_bytes());
         for o in outputs {
             put_str(b, &o.name);
-            put_str(b, &o.path);
+            match o.path.strip_prefix(root).filter(|_| !root.is_empty()) {
+                Some(rel) => {
+                    b.push(1);
+                    put_str(b, rel);
+                }
+                None => {
+                    b.push(2);
+                    put_str(b, &o.path);
+                }
+            }
             b.extend_from_slice(&o.size.to_le_bytes());
             b.extend_from_slice(&o.mtime_ns.to_le_bytes());
-            put_str(b, &o.hash);
+            let lower_hex = o
+                .hash
+                .bytes()
+                .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+            match super::fingerprint_bytes(&o.hash).filter(|_| lower_hex) {
+                Some(raw) => {
+                    b.push(1);
+                    b.extend_from_slice(&raw);
+                }
+                None => {
+                    b.push(2);
+                    put_str(b, &o.hash);
+                }
+            }
         }
     }
 
-    pub fn decode(fingerprint: &str, bytes: &[u8]) -> Result<CacheEntry, StoreError> {
+    /// The version byte of a binary entry, and the form of its outputs.
+    fn version<'a>(r: &mut Reader, root: &'a str) -> Option<Form<'a>> {
+        match r.u8()? {
+            2 => Some(Form::Text),
+            VERSION => Some(Form::Packed { root }),
+            _ => None,
+        }
+    }
+
+    pub fn decode(fingerprint: &str, bytes: &[u8], root: &str) -> Result<CacheEntry, StoreError> {
         if bytes.first() == Some(&b'{') {
             return super::decode("cache entry", bytes);
         }
         let bad = || StoreError::CorruptEntry(fingerprint.to_owned());
         let mut r = Reader(bytes);
-        if r.take(1).ok_or_else(bad)? != [VERSION] {
-            return Err(bad());
-        }
+        let form = version(&mut r, root).ok_or_else(bad)?;
         let mut strs = [(); 5].map(|_| String::new());
         for s in &mut strs {
             *s = r.str().ok_or_else(bad)?;
         }
-        let outputs = read_outputs(&mut r, fingerprint)?;
+        let outputs = read_outputs(&mut r, fingerprint, form)?;
         let [task, kind, created_at, run, instance] = strs;
         Ok(CacheEntry {
             fingerprint: fingerprint.to_owned(),
@@ -1436,37 +1513,56 @@ mod entry {
 
     /// The parts of an entry a cache hit uses (the run that made it and the outputs); the other
     /// names are left empty.
-    pub fn decode_hit(fingerprint: &str, bytes: &[u8]) -> Result<CacheEntry, StoreError> {
+    pub fn decode_hit(
+        fingerprint: &str,
+        bytes: &[u8],
+        root: &str,
+    ) -> Result<CacheEntry, StoreError> {
         if bytes.first() == Some(&b'{') {
-            return decode(fingerprint, bytes);
+            return decode(fingerprint, bytes, root);
         }
         let bad = || StoreError::CorruptEntry(fingerprint.to_owned());
         let mut r = Reader(bytes);
-        if r.take(1).ok_or_else(bad)? != [VERSION] {
-            return Err(bad());
-        }
+        let form = version(&mut r, root).ok_or_else(bad)?;
         for _ in 0..3 {
             r.skip_str().ok_or_else(bad)?;
         }
         let run = r.str().ok_or_else(bad)?;
         r.skip_str().ok_or_else(bad)?;
-        let outputs = read_outputs(&mut r, fingerprint)?;
+        let outputs = read_outputs(&mut r, fingerprint, form)?;
         Ok(CacheEntry::hit(fingerprint, String::new(), run, outputs))
     }
 
     pub fn read_outputs(
         r: &mut Reader,
         fingerprint: &str,
+        form: Form,
     ) -> Result<Vec<OutputRecord>, StoreError> {
         let bad = || StoreError::CorruptEntry(fingerprint.to_owned());
         let n = r.u32().ok_or_else(bad)?;
         let mut outputs = Vec::with_capacity(n.min(1024) as usize);
         for _ in 0..n {
             let name = r.str().ok_or_else(bad)?;
-            let path = r.str().ok_or_else(bad)?;
+            let path = match form {
+                Form::Text => r.str(),
+                Form::Packed { root } => match r.u8() {
+                    Some(1) => r.str_ref().map(|rel| format!("{root}{rel}")),
+                    Some(2) => r.str(),
+                    _ => None,
+                },
+            }
+            .ok_or_else(bad)?;
             let size = r.u64().ok_or_else(bad)?;
             let mtime_ns = i128::from_le_bytes(r.array().ok_or_else(bad)?);
-            let hash = r.str().ok_or_else(bad)?;
+            let hash = match form {
+                Form::Text => r.str(),
+                Form::Packed { .. } => match r.u8() {
+                    Some(1) => r.take(32).map(super::hex),
+                    Some(2) => r.str(),
+                    _ => None,
+                },
+            }
+            .ok_or_else(bad)?;
             outputs.push(OutputRecord {
                 name,
                 path,
@@ -1590,13 +1686,55 @@ mod tests {
             }],
             key: serde_json::Value::Null,
         };
-        let bytes = entry::encode(&e);
-        let back = entry::decode(&e.fingerprint, &bytes).unwrap();
+        let root = "/w/out/";
+        let bytes = entry::encode(&e, root);
+        let back = entry::decode(&e.fingerprint, &bytes, root).unwrap();
         assert_eq!(back.outputs, e.outputs);
-        assert_eq!((back.run, back.instance), (e.run, e.instance));
+        assert_eq!((&back.run, &back.instance), (&e.run, &e.instance));
         for cut in [1, 10, bytes.len() - 1] {
-            assert!(entry::decode(&e.fingerprint, &bytes[..cut]).is_err());
+            assert!(entry::decode(&e.fingerprint, &bytes[..cut], root).is_err());
         }
+        // Packed: the hash in 33 bytes instead of 68, the path relative to `out/` in 15 instead
+        // of 21.
+        let text = text_entry(&e);
+        assert_eq!(text.len() - bytes.len(), 35 + 6);
+        // Version 2 (schema 4) entries read as they were written, whatever the root.
+        let back = entry::decode(&e.fingerprint, &text, "/elsewhere/").unwrap();
+        assert_eq!(back.outputs, e.outputs);
+        // Paths outside `out/`, relative paths and hashes that are not lower-case hex keep
+        // their text.
+        let mut odd = e.clone();
+        for (path, hash) in [
+            ("/w/outside.fits", "CD".repeat(32)),
+            ("/w/out", "not a hash".to_string()),
+            ("out/image.fits", "ab".repeat(31)),
+            ("/w/out/sub/é.fits", "ef".repeat(32)),
+        ] {
+            odd.outputs[0].path = path.into();
+            odd.outputs[0].hash = hash;
+            let bytes = entry::encode(&odd, root);
+            let back = entry::decode(&odd.fingerprint, &bytes, root).unwrap();
+            assert_eq!(back.outputs, odd.outputs, "{path}");
+            let hit = entry::decode_hit(&odd.fingerprint, &bytes, root).unwrap();
+            assert_eq!(hit.outputs, odd.outputs, "{path}");
+        }
+    }
+
+    /// A cache entry as schema 4 wrote it (version 2: outputs as text).
+    fn text_entry(e: &CacheEntry) -> Vec<u8> {
+        let mut b = vec![2];
+        for s in [&e.task, &e.kind, &e.created_at, &e.run, &e.instance] {
+            put_str(&mut b, s);
+        }
+        b.extend_from_slice(&(e.outputs.len() as u32).to_le_bytes());
+        for o in &e.outputs {
+            put_str(&mut b, &o.name);
+            put_str(&mut b, &o.path);
+            b.extend_from_slice(&o.size.to_le_bytes());
+            b.extend_from_slice(&o.mtime_ns.to_le_bytes());
+            put_str(&mut b, &o.hash);
+        }
+        b
     }
 
     #[test]
@@ -1736,16 +1874,19 @@ mod tests {
         odd.fingerprint = Some("CD".repeat(32));
         odd.cache = Some("hit: recorded by run 20261127-214000-123-abcd".into());
         let mut group = vec![record::GROUP];
-        record::encode(&mut group, &odd);
-        let back = record::decode_group("run1", &group).unwrap();
+        record::encode(&mut group, &odd, "/w/out/");
+        let back = record::decode_group("run1", &group, "/w/out/").unwrap();
         assert_eq!(
             serde_json::to_value(&back[0]).unwrap(),
             serde_json::to_value(&odd).unwrap()
         );
         // A truncated group is an error, not a panic.
         let mut group = vec![record::GROUP];
-        record::encode(&mut group, &r);
-        assert!(record::decode_group("run1", &group[..group.len() - 3]).is_err());
+        record::encode(&mut group, &r, "/w/out/");
+        assert!(record::decode_group("run1", &group[..group.len() - 3], "/w/out/").is_err());
+        // An unknown tag is an error too.
+        group[0] = 9;
+        assert!(record::decode_group("run1", &group, "/w/out/").is_err());
     }
 
     #[test]
@@ -1766,8 +1907,8 @@ mod tests {
         for t in times {
             r.started_at = Some(t.into());
             group.truncate(1);
-            record::encode(&mut group, &r);
-            let back = record::decode_group("r", &group).unwrap();
+            record::encode(&mut group, &r, "");
+            let back = record::decode_group("r", &group, "").unwrap();
             assert_eq!(back[0].started_at.as_deref(), Some(t));
             sizes.push(group.len());
         }
@@ -1792,7 +1933,7 @@ mod tests {
         };
         {
             let s = Store::open(dir.path()).unwrap();
-            s.cache.insert(fp.as_bytes(), entry::encode(&e)).unwrap();
+            s.cache.insert(fp.as_bytes(), text_entry(&e)).unwrap();
             s.meta.insert("schema", &2u32.to_be_bytes()).unwrap();
             s.flush().unwrap();
         }
