@@ -99,7 +99,7 @@ fn the_schema_4_store_still_opens_and_its_outputs_read_back_as_written() {
     for e in &entries {
         for o in &e.outputs {
             assert!(o.path.starts_with("/tmp/fx4/w/out/"), "{}", o.path);
-            assert_eq!(o.hash.len(), 64);
+            assert_eq!(o.hash.to_string().len(), 64);
         }
     }
     // The cached instances of the second run name their outputs as the first run recorded them.
@@ -110,7 +110,10 @@ fn the_schema_4_store_still_opens_and_its_outputs_read_back_as_written() {
     assert_eq!(f1.state, nearby_engine::store::State::Cached);
     assert_eq!(f1.outputs[0].path, "/tmp/fx4/w/out/calibrate/f1/frame.txt");
     // blake3 of "f1\n", the file the command wrote.
-    assert_eq!(f1.outputs[0].hash, blake3::hash(b"f1\n").to_hex().as_str());
+    assert_eq!(
+        f1.outputs[0].hash.to_string(),
+        blake3::hash(b"f1\n").to_hex().as_str()
+    );
     drop(store);
     let status = n.status(V4_RUNS[1]);
     assert_eq!(
@@ -143,7 +146,10 @@ fn the_schema_4_store_still_opens_and_its_outputs_read_back_as_written() {
     let path = std::path::Path::new(&f2.outputs[0].path);
     assert_eq!(path, workdir.join("out/calibrate/f2/frame.txt"));
     assert_eq!(std::fs::read_to_string(path).unwrap(), "f2\n");
-    assert_eq!(f2.outputs[0].hash, blake3::hash(b"f2\n").to_hex().as_str());
+    assert_eq!(
+        f2.outputs[0].hash.to_string(),
+        blake3::hash(b"f2\n").to_hex().as_str()
+    );
     // The first run's 5 entries (which replaced the old ones with the same keys).
     let entries = store.cache_entries().unwrap();
     let made: Vec<_> = entries
@@ -154,7 +160,7 @@ fn the_schema_4_store_still_opens_and_its_outputs_read_back_as_written() {
     for o in made.iter().flat_map(|e| &e.outputs) {
         assert!(std::path::Path::new(&o.path).starts_with(workdir.join("out")));
         assert_eq!(
-            o.hash,
+            o.hash.to_string(),
             blake3::hash(&std::fs::read(&o.path).unwrap())
                 .to_hex()
                 .as_str()

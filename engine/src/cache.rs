@@ -15,7 +15,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{FileStamp, OutputRecord, Store};
+use crate::store::{ContentHash, FileStamp, OutputRecord, Store};
 
 pub const CACHE_SCHEMA: u32 = 1;
 
@@ -334,7 +334,7 @@ pub fn record_output(name: &str, path: &Path) -> std::io::Result<OutputRecord> {
         path: path.display().to_string(),
         size,
         mtime_ns,
-        hash: hash_path(path)?,
+        hash: ContentHash::parse(&hash_path(path)?),
     })
 }
 
@@ -398,7 +398,7 @@ pub fn check_outputs_in(outputs: &[OutputRecord], dir: Option<&OutputDir>) -> Re
         }
         let hash =
             hash_path(path).map_err(|e| format!("output `{}` cannot be read: {e}", o.name))?;
-        if hash != o.hash {
+        if ContentHash::parse(&hash) != o.hash {
             return Err(format!(
                 "output `{}` was changed since it was recorded ({})",
                 o.name, o.path

@@ -23,8 +23,8 @@ use crate::events::{Event, Sink};
 use crate::exec::{self, Outcome};
 use crate::plan::{Foreach, InputSource, Plan};
 use crate::store::{
-    fingerprint_bytes, CacheEntry, Durable, InstanceRecord, OutputRecord, Pack, PackSource,
-    RunRecord, State, Store, StoreError, TaskCache, Writer,
+    fingerprint_bytes, CacheEntry, ContentHash, Durable, InstanceRecord, OutputRecord, Pack,
+    PackSource, RunRecord, State, Store, StoreError, TaskCache, Writer,
 };
 use crate::task::{Action, Invocation, TaskError};
 use crate::template::{self, Ref, Scope};
@@ -899,7 +899,10 @@ impl Scheduler {
                                 path,
                                 size: 0,
                                 mtime_ns: 0,
-                                hash: format!("will be produced by {}", self.insts[i as usize].id),
+                                hash: ContentHash::Text(
+                                    format!("will be produced by {}", self.insts[i as usize].id)
+                                        .into(),
+                                ),
                             })
                         })
                         .collect();
@@ -996,7 +999,11 @@ impl Scheduler {
                     // Only the hashes: the paths are wanted only if the task runs (a gather's
                     // 100,000 paths were built for every rerun that found it cached).
                     for o in self.dep_outputs(i, *task, output, domain) {
-                        hs.push(o.map_err(|e| format!("input `{name}`: {e}"))?.hash.clone());
+                        hs.push(
+                            o.map_err(|e| format!("input `{name}`: {e}"))?
+                                .hash
+                                .to_string(),
+                        );
                     }
                 }
                 InputSource::File(p) => {

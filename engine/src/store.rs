@@ -127,8 +127,51 @@ pub struct OutputRecord {
     pub path: String,
     pub size: u64,
     pub mtime_ns: i128,
-    /// blake3, hex.
-    pub hash: String,
+    /// blake3 (hex in JSON).
+    pub hash: ContentHash,
+}
+
+/// A recorded content hash: blake3's 32 bytes (what nearby computes), or other text (a dry run's
+/// placeholder; whatever an old record held). Hex text in JSON and on screen. 40 bytes in memory
+/// rather than a 64-byte string on the heap besides: a rerun of a night holds one per output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentHash {
+    Blake3([u8; 32]),
+    Text(Box<str>),
+}
+
+impl ContentHash {
+    /// 64 lower-case hex digits are a blake3 hash; anything else is kept as text (so that it
+    /// reads back as it was written).
+    pub fn parse(text: &str) -> ContentHash {
+        let lower_hex = text.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+        match fingerprint_bytes(text).filter(|_| lower_hex) {
+            Some(raw) => ContentHash::Blake3(raw),
+            None => ContentHash::Text(text.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            ContentHash::Blake3(raw) => f.write_str(&hex(raw)),
+            ContentHash::Text(text) => f.write_str(text),
+        }
+    }
+}
+
+impl Serialize for ContentHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ContentHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(d)?;
+        Ok(ContentHash::parse(&text))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1414,7 +1457,7 @@ mod record {
 }
 
 mod entry {
-    use super::{CacheEntry, OutputRecord, StoreError};
+    use super::{CacheEntry, ContentHash, OutputRecord, StoreError};
     use crate::binary::{put_str, Reader};
 
     /// Version 2 wrote each output's path and hash as text; version 3 (schema 5) writes the hash
@@ -1460,18 +1503,14 @@ mod entry {
             }
             b.extend_from_slice(&o.size.to_le_bytes());
             b.extend_from_slice(&o.mtime_ns.to_le_bytes());
-            let lower_hex = o
-                .hash
-                .bytes()
-                .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
-            match super::fingerprint_bytes(&o.hash).filter(|_| lower_hex) {
-                Some(raw) => {
+            match &o.hash {
+                ContentHash::Blake3(raw) => {
                     b.push(1);
-                    b.extend_from_slice(&raw);
+                    b.extend_from_slice(raw);
                 }
-                None => {
+                ContentHash::Text(text) => {
                     b.push(2);
-                    put_str(b, &o.hash);
+                    put_str(b, text);
                 }
             }
         }
@@ -1555,10 +1594,10 @@ mod entry {
             let size = r.u64().ok_or_else(bad)?;
             let mtime_ns = i128::from_le_bytes(r.array().ok_or_else(bad)?);
             let hash = match form {
-                Form::Text => r.str(),
+                Form::Text => r.str_ref().map(ContentHash::parse),
                 Form::Packed { .. } => match r.u8() {
-                    Some(1) => r.take(32).map(super::hex),
-                    Some(2) => r.str(),
+                    Some(1) => r.array().map(ContentHash::Blake3),
+                    Some(2) => r.str_ref().map(|text| ContentHash::Text(text.into())),
                     _ => None,
                 },
             }
@@ -1682,7 +1721,7 @@ mod tests {
                 path: "/w/out/image.fits".into(),
                 size: 72 << 20,
                 mtime_ns: -5,
-                hash: "cd".repeat(32),
+                hash: ContentHash::parse(&"cd".repeat(32)),
             }],
             key: serde_json::Value::Null,
         };
@@ -1711,13 +1750,36 @@ mod tests {
             ("/w/out/sub/é.fits", "ef".repeat(32)),
         ] {
             odd.outputs[0].path = path.into();
-            odd.outputs[0].hash = hash;
+            odd.outputs[0].hash = ContentHash::parse(&hash);
             let bytes = entry::encode(&odd, root);
             let back = entry::decode(&odd.fingerprint, &bytes, root).unwrap();
             assert_eq!(back.outputs, odd.outputs, "{path}");
+            assert_eq!(back.outputs[0].hash.to_string(), hash);
             let hit = entry::decode_hit(&odd.fingerprint, &bytes, root).unwrap();
             assert_eq!(hit.outputs, odd.outputs, "{path}");
         }
+    }
+
+    #[test]
+    fn content_hashes_read_back_as_written_in_json_and_text() {
+        let blake = blake3::hash(b"frame").to_hex().to_string();
+        for text in [
+            blake.as_str(),
+            &blake.to_uppercase(),
+            "will be produced by a[1]",
+            "",
+        ] {
+            let h = ContentHash::parse(text);
+            assert_eq!(h.to_string(), text);
+            let json = serde_json::to_string(&h).unwrap();
+            assert_eq!(json, serde_json::to_string(text).unwrap());
+            assert_eq!(serde_json::from_str::<ContentHash>(&json).unwrap(), h);
+        }
+        assert!(matches!(ContentHash::parse(&blake), ContentHash::Blake3(_)));
+        assert!(matches!(
+            ContentHash::parse(&blake.to_uppercase()),
+            ContentHash::Text(_)
+        ));
     }
 
     /// A cache entry as schema 4 wrote it (version 2: outputs as text).
@@ -1732,7 +1794,7 @@ mod tests {
             put_str(&mut b, &o.path);
             b.extend_from_slice(&o.size.to_le_bytes());
             b.extend_from_slice(&o.mtime_ns.to_le_bytes());
-            put_str(&mut b, &o.hash);
+            put_str(&mut b, &o.hash.to_string());
         }
         b
     }
@@ -1792,7 +1854,7 @@ mod tests {
             path: "/w/out/o".into(),
             size: 3,
             mtime_ns: 7,
-            hash: "ab".repeat(32),
+            hash: ContentHash::parse(&"ab".repeat(32)),
         }];
         let made = PackSource::Made {
             run: "r3",
@@ -1829,7 +1891,7 @@ mod tests {
                 path: "/w/out/é.fits".into(),
                 size: 1,
                 mtime_ns: -1,
-                hash: "ab".repeat(32),
+                hash: ContentHash::parse(&"ab".repeat(32)),
             }],
             fingerprint: Some("cd".repeat(32)),
             key: RawValue::from_string(r#"{"task":"calibrate"}"#.into()).ok(),
