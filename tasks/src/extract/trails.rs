@@ -942,7 +942,9 @@ pub(crate) fn find(f: &Frame, cfg: &ExtractConfig, sources: &[Source]) -> Vec<So
 #[cfg(test)]
 mod tests {
     use super::super::tests::{add_gaussian, add_noise, Rng, Star};
-    use super::super::{extract, ExtractConfig, Image, FLAG_TRAIL_SEARCH, FLAG_TRUNCATED};
+    use super::super::{
+        extract, Catalog, ExtractConfig, Image, Source, FLAG_TRAIL_SEARCH, FLAG_TRUNCATED,
+    };
 
     const SIGMA_PSF: f64 = 1.7; // FWHM 4 px
     const SIGMA_SKY: f64 = 10.0;
@@ -988,6 +990,14 @@ mod tests {
         }
     }
 
+    /// The sources of a catalog that the trail search found.
+    fn search_trails(cat: &Catalog) -> Vec<&Source> {
+        cat.sources
+            .iter()
+            .filter(|s| s.flags & FLAG_TRAIL_SEARCH != 0)
+            .collect()
+    }
+
     #[test]
     fn faint_trail_broken_into_noise_peaks_is_found_as_one_trail() {
         let (w, h) = (320, 320);
@@ -1009,11 +1019,7 @@ mod tests {
                 "seed {seed}: the trail was measured without the search"
             );
             let cat = extract(&im, &search());
-            let trails: Vec<_> = cat
-                .sources
-                .iter()
-                .filter(|s| s.flags & FLAG_TRAIL_SEARCH != 0)
-                .collect();
+            let trails = search_trails(&cat);
             assert!(trails.len() <= 1, "seed {seed}: {} trails", trails.len());
             if let Some(t) = trails.first() {
                 let d = (t.x_image - centre.0).hypot(t.y_image - centre.1);
@@ -1104,11 +1110,7 @@ mod tests {
             add_stars(&mut img, w, h);
             add_noise(&mut img, 200.0, SIGMA_SKY, 0.0, &mut Rng(seed));
             let cat = extract(&Image::new(&img, w, h), &search());
-            let trails: Vec<_> = cat
-                .sources
-                .iter()
-                .filter(|s| s.flags & FLAG_TRAIL_SEARCH != 0)
-                .collect();
+            let trails = search_trails(&cat);
             assert!(trails.len() <= 1, "seed {seed}: {} trails", trails.len());
             if let Some(t) = trails.first() {
                 let d = (t.x_image - centre.0).hypot(t.y_image - centre.1);
@@ -1143,14 +1145,10 @@ mod tests {
             add_stars(&mut img, w, h);
             add_noise(&mut img, 200.0, SIGMA_SKY, 0.0, &mut Rng(seed));
             let cat = extract(&Image::new(&img, w, h), &search());
-            found += cat
-                .sources
-                .iter()
-                .filter(|s| s.flags & FLAG_TRAIL_SEARCH != 0)
-                .any(|t| {
-                    let d = (t.x_image - centre.0).hypot(t.y_image - centre.1);
-                    d < 6.0 && (trail_length(t) - len).abs() < 0.15 * len
-                }) as usize;
+            found += search_trails(&cat).iter().any(|t| {
+                let d = (t.x_image - centre.0).hypot(t.y_image - centre.1);
+                d < 6.0 && (trail_length(t) - len).abs() < 0.15 * len
+            }) as usize;
         }
         assert!(found >= 6, "found whole in {found} of 8 noise draws");
     }
@@ -1186,11 +1184,7 @@ mod tests {
         }
         add_noise(&mut img, 200.0, SIGMA_SKY, 0.0, &mut rng);
         let cat = extract(&Image::new(&img, w, h), &search());
-        let trails = cat
-            .sources
-            .iter()
-            .filter(|s| s.flags & FLAG_TRAIL_SEARCH != 0)
-            .count();
+        let trails = search_trails(&cat).len();
         assert!(
             trails <= 2,
             "{trails} false trails among {} sources",
