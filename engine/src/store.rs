@@ -651,7 +651,13 @@ impl Store {
             texts: db.open_tree("texts")?,
             db,
             path,
-            root: format!("{}/", workdir.join("out").display()),
+            // Absolute, so that a store opened through a relative path reads the same paths.
+            root: format!(
+                "{}/",
+                std::path::absolute(workdir.join("out"))
+                    .unwrap_or_else(|_| workdir.join("out"))
+                    .display()
+            ),
         };
         match store.meta.get("schema")? {
             None => {
