@@ -115,6 +115,64 @@ fn a_changed_output_is_a_miss() {
     );
 }
 
+/// Outputs are recorded relative to the workdir's `out/` (store schema 5): a workdir moved as a
+/// whole keeps the cache of tasks whose keys name no path in it, and the records name the
+/// outputs where they now are. (A fan-out over output files, as in `NIGHT`, has their paths as
+/// items: those instances run again.)
+#[test]
+fn a_workdir_moved_whole_keeps_its_cache() {
+    let n = Nearby::new();
+    let p = n.write(
+        "moved.yaml",
+        r#"
+name: moved
+params:
+  frames: {type: list, default: [a, b, c]}
+tasks:
+  calibrate:
+    uses: command
+    foreach: "${params.frames}"
+    with:
+      argv: [sh, -c, 'echo "$1" > "$2"', sh, "${item}", "${outputs.frame}"]
+    outputs: {frame: frame.txt}
+  report:
+    uses: command
+    inputs: {frames: calibrate.frame}
+    with: {argv: [cat, "${inputs.frames}"], stdout: report}
+    outputs: {report: report.txt}
+"#,
+    );
+    let p = p.to_str().unwrap();
+    assert_eq!(n.run(&["run", p, "-q"]).code, 0);
+    let moved = n.path("moved");
+    std::fs::rename(n.workdir(), &moved).unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args(["run", p, "-q", "--workdir"])
+        .arg(&moved)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(" 0 ran, 4 cached"), "{stderr}");
+    let run = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let status = std::process::Command::new(common::bin())
+        .args(["status", &run, "--json", "--workdir"])
+        .arg(&moved)
+        .output()
+        .unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let report = instance(&s, "report")["outputs"]["report"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let moved = std::fs::canonicalize(&moved).unwrap();
+    assert_eq!(
+        std::path::Path::new(&report),
+        moved.join("out/report/report.txt")
+    );
+    assert_eq!(std::fs::read_to_string(&report).unwrap(), "a\nb\nc\n");
+}
+
 #[test]
 fn retries_back_off_then_succeed() {
     let n = Nearby::new();
