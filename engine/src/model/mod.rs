@@ -485,7 +485,7 @@ impl Loader {
             return None;
         }
         // The tasks are taken out of the tree, and each task's nodes are dropped as soon as it
-        // is read: a generated pipeline of 100,000 tasks held both, 2.8 KB a task.
+        // is read: a generated pipeline of 100,000 tasks held all of both at once.
         let tasks = take_value(&mut node, "tasks");
         let entries = entries(
             &mut self.diags,
