@@ -23,8 +23,9 @@
 //! but far along the line, where it crosses the trail. Only the members in one unbroken run
 //! with the detection (no gap wider than `max_gap`) are its line.
 
-use std::collections::HashMap;
 use std::f64::consts::PI;
+
+use nearby_tasks::link::Grid;
 
 /// A position in one exposure's pixels.
 pub type Point = (f64, f64);
@@ -35,14 +36,21 @@ pub type Point = (f64, f64);
 pub fn transients(points: &[Point], others: &[(&[Point], (f64, f64))], radius: f64) -> Vec<bool> {
     let grids: Vec<(Grid, (f64, f64))> = others
         .iter()
-        .map(|(pts, shift)| (Grid::new(pts, radius), *shift))
+        .map(|(pts, shift)| {
+            let indexed: Vec<(f64, f64, u32)> = pts
+                .iter()
+                .enumerate()
+                .map(|(i, &(x, y))| (x, y, i as u32))
+                .collect();
+            (Grid::new(&indexed, radius), *shift)
+        })
         .collect();
     points
         .iter()
         .map(|&(x, y)| {
             !grids
                 .iter()
-                .any(|(g, (dx, dy))| g.any_within((x + dx, y + dy), radius))
+                .any(|(g, (dx, dy))| g.any_within(x + dx, y + dy, radius))
         })
         .collect()
 }
@@ -159,48 +167,6 @@ pub fn exposure_lines(
         .map(|(p, _)| *p)
         .collect();
     lines(points, &candidates, search)
-}
-
-/// Points hashed into square cells of one radius, for "is any point within r" lookups.
-struct Grid<'a> {
-    cell: f64,
-    points: &'a [Point],
-    cells: HashMap<(i64, i64), Vec<usize>>,
-}
-
-impl<'a> Grid<'a> {
-    fn new(points: &'a [Point], cell: f64) -> Grid<'a> {
-        let cell = cell.max(1e-3);
-        let mut cells: HashMap<(i64, i64), Vec<usize>> = HashMap::new();
-        for (i, &(x, y)) in points.iter().enumerate() {
-            cells
-                .entry(((x / cell).floor() as i64, (y / cell).floor() as i64))
-                .or_default()
-                .push(i);
-        }
-        Grid {
-            cell,
-            points,
-            cells,
-        }
-    }
-
-    fn any_within(&self, (x, y): Point, r: f64) -> bool {
-        let (cx, cy) = (
-            (x / self.cell).floor() as i64,
-            (y / self.cell).floor() as i64,
-        );
-        (cx - 1..=cx + 1).any(|gx| {
-            (cy - 1..=cy + 1).any(|gy| {
-                self.cells.get(&(gx, gy)).is_some_and(|v| {
-                    v.iter().any(|&i| {
-                        let (px, py) = self.points[i];
-                        (px - x).hypot(py - y) <= r
-                    })
-                })
-            })
-        })
-    }
 }
 
 #[cfg(test)]

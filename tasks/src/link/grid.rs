@@ -2,7 +2,7 @@
 //! and an offset per cell), for "which points lie within r of here" in time proportional to the
 //! points nearby. Built once per exposure; linking queries it millions of times.
 
-pub(crate) struct Grid {
+pub struct Grid {
     x0: f64,
     y0: f64,
     cell: f64,
@@ -68,6 +68,13 @@ impl Grid {
             start: count,
             items,
         }
+    }
+
+    /// Whether any point lies within `r` of (x, y).
+    pub fn any_within(&self, x: f64, y: f64, r: f64) -> bool {
+        let mut any = false;
+        self.within(x, y, r, |_, _| any = true);
+        any
     }
 
     /// Calls `f(index, distance^2)` for every point within `r` of (x, y).

@@ -32,6 +32,7 @@ mod tracklets;
 pub mod trails;
 
 pub use align::{align, Alignment, Source};
+pub use grid::Grid;
 pub use stationary::stationary;
 pub use tracklets::{link, link_pieces, Tracklet};
 pub use trails::{assemble, Chain};
