@@ -297,22 +297,27 @@ fn walk(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     Ok(out)
 }
 
-/// blake3 of a file's content, or of a directory's (relative path, file hash) list.
+/// blake3 of a file's content, or of a directory's (relative path, file hash) list, hex.
 pub fn hash_path(path: &Path) -> std::io::Result<String> {
+    Ok(content_hash(path)?.to_hex().to_string())
+}
+
+/// [`hash_path`] as blake3's 32 bytes (what an output record keeps).
+fn content_hash(path: &Path) -> std::io::Result<blake3::Hash> {
     if path.is_dir() {
         let mut h = blake3::Hasher::new();
         for f in walk(path)? {
             let rel = f.strip_prefix(path).unwrap_or(&f);
             h.update(rel.to_string_lossy().as_bytes());
             h.update(&[0]);
-            h.update(hash_file(&f)?.as_bytes());
+            h.update(hash_file(&f)?.to_hex().as_bytes());
         }
-        return Ok(h.finalize().to_hex().to_string());
+        return Ok(h.finalize());
     }
     hash_file(path)
 }
 
-fn hash_file(path: &Path) -> std::io::Result<String> {
+fn hash_file(path: &Path) -> std::io::Result<blake3::Hash> {
     let mut f = std::fs::File::open(path)?;
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -323,7 +328,7 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(h.finalize().to_hex().to_string())
+    Ok(h.finalize())
 }
 
 /// Records an output after it has been written.
@@ -334,7 +339,7 @@ pub fn record_output(name: &str, path: &Path) -> std::io::Result<OutputRecord> {
         path: path.display().to_string(),
         size,
         mtime_ns,
-        hash: ContentHash::parse(&hash_path(path)?),
+        hash: ContentHash::Blake3(*content_hash(path)?.as_bytes()),
     })
 }
 
@@ -397,8 +402,8 @@ pub fn check_outputs_in(outputs: &[OutputRecord], dir: Option<&OutputDir>) -> Re
             continue;
         }
         let hash =
-            hash_path(path).map_err(|e| format!("output `{}` cannot be read: {e}", o.name))?;
-        if ContentHash::parse(&hash) != o.hash {
+            content_hash(path).map_err(|e| format!("output `{}` cannot be read: {e}", o.name))?;
+        if ContentHash::Blake3(*hash.as_bytes()) != o.hash {
             return Err(format!(
                 "output `{}` was changed since it was recorded ({})",
                 o.name, o.path
@@ -529,6 +534,27 @@ mod tests {
         assert_eq!(key.fingerprint(), expected);
         assert_eq!(key.seal().fingerprint, expected);
         assert_eq!(key.seal().json, whole);
+    }
+
+    #[test]
+    fn a_directory_hashes_its_files_names_and_hex_hashes_in_order() {
+        // Recorded hashes must not change between versions: the rule written out by hand.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("b.txt"), "b").unwrap();
+        std::fs::write(dir.path().join("sub/a.txt"), "a").unwrap();
+        let mut h = blake3::Hasher::new();
+        for (rel, body) in [("b.txt", "b"), ("sub/a.txt", "a")] {
+            h.update(rel.as_bytes());
+            h.update(&[0]);
+            h.update(blake3::hash(body.as_bytes()).to_hex().as_bytes());
+        }
+        assert_eq!(
+            hash_path(dir.path()).unwrap(),
+            h.finalize().to_hex().as_str()
+        );
+        let rec = record_output("d", dir.path()).unwrap();
+        assert_eq!(rec.hash, ContentHash::Blake3(*h.finalize().as_bytes()));
     }
 
     #[test]

@@ -953,7 +953,6 @@ impl Scheduler {
         }
     }
 
-    /// Resolves inputs and params, computes the cache key, and checks the cache.
     /// The records of output `output` of the instances of `task` that instance `i` reads, in
     /// order: all of them, or (in one fan-out domain) the one with its key.
     fn dep_outputs<'s>(
@@ -982,6 +981,7 @@ impl Scheduler {
         })
     }
 
+    /// Resolves inputs and params, computes the cache key, and checks the cache.
     fn prepare(&mut self, i: u32) -> Result<Prepared, String> {
         let inst = &self.insts[i as usize];
         let t = inst.template as usize;

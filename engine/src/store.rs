@@ -340,6 +340,42 @@ pub struct Store {
     root: String,
 }
 
+/// Writes a hint file (a pack, a compiled plan) whole or not at all: streamed to `PATH.new`,
+/// then renamed into place; a hint needs no sync. `write` returns `Ok(None)` to give up (nothing
+/// is replaced), and says an I/O error through the `failed` it is handed (`what`, with the
+/// file's path).
+fn write_hint<T>(
+    path: &Path,
+    what: fn(String, std::io::Error) -> StoreError,
+    write: impl FnOnce(
+        &mut std::io::BufWriter<std::fs::File>,
+        &dyn Fn(std::io::Error) -> StoreError,
+    ) -> Result<Option<T>, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    use std::io::Write;
+    let failed = |e: std::io::Error| what(path.display().to_string(), e);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+    }
+    let tmp = path.with_extension("new");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(failed)?);
+    let written = write(&mut out, &failed).and_then(|w| {
+        out.flush().map_err(failed)?;
+        Ok(w)
+    });
+    drop(out);
+    match written {
+        Ok(Some(w)) => {
+            std::fs::rename(&tmp, path).map_err(failed)?;
+            Ok(Some(w))
+        }
+        other => {
+            let _ = std::fs::remove_file(&tmp);
+            other
+        }
+    }
+}
+
 fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
         what: what.to_owned(),
@@ -781,37 +817,15 @@ impl Store {
     /// Keeps the compiled pipeline that `write` streams out for `slot`, unless `write` gives up
     /// (returns `None`: nothing is replaced). Returns whether it was kept. A file, not a tree:
     /// sled copied a 100,000-task plan twice (25 MB) at the peak of the run that compiled it.
-    /// Whole or not at all (renamed into place); a hint needs no sync.
     pub fn plan_put_with(
         &self,
         slot: &[u8],
         write: impl FnOnce(&mut dyn std::io::Write) -> Option<std::io::Result<()>>,
     ) -> Result<bool, StoreError> {
-        use std::io::Write;
-        let path = self.plan_path(slot);
-        let tmp = path.with_extension("new");
-        let failed = |e: std::io::Error| StoreError::Plan(path.display().to_string(), e);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(failed)?;
-        }
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(failed)?);
-        let written = write(&mut out);
-        let flushed = out.flush();
-        drop(out);
-        match (written, flushed) {
-            (Some(Ok(())), Ok(())) => {
-                std::fs::rename(&tmp, &path).map_err(failed)?;
-                Ok(true)
-            }
-            (None, _) => {
-                let _ = std::fs::remove_file(&tmp);
-                Ok(false)
-            }
-            (Some(Err(e)), _) | (_, Err(e)) => {
-                let _ = std::fs::remove_file(&tmp);
-                Err(failed(e))
-            }
-        }
+        let kept = write_hint(&self.plan_path(slot), StoreError::Plan, |out, failed| {
+            write(out).map(|r| r.map_err(failed)).transpose()
+        })?;
+        Ok(kept.is_some())
     }
 
     /// `state/plans/<blake3 of the slot>`.
@@ -883,59 +897,57 @@ impl Store {
     ) -> Result<usize, StoreError> {
         use std::io::Write;
         // Streamed to the file: a 100,000-instance pack never sits whole in memory at the end
-        // of the run that writes it. Whole or not at all (renamed into place); a hint needs no
-        // sync.
-        let path = self.pack_path(pipeline);
-        let tmp = path.with_extension("new");
-        let failed = |e: std::io::Error| StoreError::Pack(path.display().to_string(), e);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(failed)?;
-        }
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(failed)?);
-        out.write_all(&[PACK_VERSION]).map_err(failed)?;
-        let mut last: Option<[u8; 32]> = None;
-        let mut n = 0;
-        let mut part = Vec::new();
-        for (task, fp, source) in sorted {
-            if last.is_some_and(|l| l >= fp) {
-                continue;
-            }
-            let kept = match source {
-                PackSource::Old => old.and_then(|p| p.raw_of(task, &fp)),
-                _ => None,
-            };
-            let bytes = match (kept, source) {
-                (Some(b), _) => b,
-                (None, PackSource::Made { run, outputs }) => {
-                    part.clear();
-                    put_str(&mut part, task);
-                    put_str(&mut part, run);
-                    entry::put_outputs(&mut part, outputs, &self.root);
-                    &part[..]
-                }
-                (None, _) => match self.cache.get(cache_key(task, &fp))? {
-                    Some(b) => {
-                        let e = entry::decode(&hex(&fp), &b, &self.root)?;
-                        part.clear();
-                        put_str(&mut part, &e.task);
-                        put_str(&mut part, &e.run);
-                        entry::put_outputs(&mut part, &e.outputs, &self.root);
-                        &part[..]
+        // of the run that writes it.
+        let written = write_hint(
+            &self.pack_path(pipeline),
+            StoreError::Pack,
+            |out, failed| {
+                out.write_all(&[PACK_VERSION]).map_err(failed)?;
+                let mut last: Option<[u8; 32]> = None;
+                let mut n = 0;
+                let mut part = Vec::new();
+                for (task, fp, source) in sorted {
+                    if last.is_some_and(|l| l >= fp) {
+                        continue;
                     }
-                    None => continue,
-                },
-            };
-            out.write_all(&fp).map_err(failed)?;
-            out.write_all(&(bytes.len() as u32).to_le_bytes())
-                .map_err(failed)?;
-            out.write_all(bytes).map_err(failed)?;
-            last = Some(fp);
-            n += 1;
-        }
-        out.flush().map_err(failed)?;
-        drop(out);
-        std::fs::rename(&tmp, &path).map_err(failed)?;
-        Ok(n)
+                    let kept = match source {
+                        PackSource::Old => old.and_then(|p| p.raw_of(task, &fp)),
+                        _ => None,
+                    };
+                    let bytes = match (kept, source) {
+                        (Some(b), _) => b,
+                        (None, PackSource::Made { run, outputs }) => {
+                            self.pack_part(&mut part, task, run, outputs);
+                            &part[..]
+                        }
+                        (None, _) => match self.cache.get(cache_key(task, &fp))? {
+                            Some(b) => {
+                                let e = entry::decode(&hex(&fp), &b, &self.root)?;
+                                self.pack_part(&mut part, &e.task, &e.run, &e.outputs);
+                                &part[..]
+                            }
+                            None => continue,
+                        },
+                    };
+                    out.write_all(&fp).map_err(failed)?;
+                    out.write_all(&(bytes.len() as u32).to_le_bytes())
+                        .map_err(failed)?;
+                    out.write_all(bytes).map_err(failed)?;
+                    last = Some(fp);
+                    n += 1;
+                }
+                Ok(Some(n))
+            },
+        )?;
+        Ok(written.unwrap_or(0))
+    }
+
+    /// A pack's entry: what a hit reads of a cache entry (task, run, outputs).
+    fn pack_part(&self, part: &mut Vec<u8>, task: &str, run: &str, outputs: &[OutputRecord]) {
+        part.clear();
+        put_str(part, task);
+        put_str(part, run);
+        entry::put_outputs(part, outputs, &self.root);
     }
 
     /// Forgets every pack (after entries are dropped from the cache).
@@ -1355,10 +1367,10 @@ mod record {
 
     fn pack_fingerprint(text: &str) -> Option<Vec<u8>> {
         // Lower-case hex only, so that the text comes back as it was.
-        if !text.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
-            return None;
+        match super::ContentHash::parse(text) {
+            super::ContentHash::Blake3(raw) => Some(raw.to_vec()),
+            super::ContentHash::Text(_) => None,
         }
-        super::fingerprint_bytes(text).map(|raw| raw.to_vec())
     }
 
     fn unpack_fingerprint(r: &mut Reader) -> Option<String> {
