@@ -20,11 +20,19 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// A temporary workdir holding a copy of `tests/fixtures/NAME/state`, and the fixture's path.
+fn with_fixture(name: &str) -> (Nearby, std::path::PathBuf) {
+    let n = Nearby::new();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    copy_dir(&fixture.join("state"), &n.workdir().join("state"));
+    (n, fixture)
+}
+
 #[test]
 fn the_schema_1_store_still_opens_and_reads() {
-    let n = Nearby::new();
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1");
-    copy_dir(&fixture.join("state"), &n.workdir().join("state"));
+    let (n, fixture) = with_fixture("store-v1");
 
     let store = nearby_engine::store::Store::open(&n.workdir()).expect("schema 1 store opens");
     assert_eq!(
@@ -83,9 +91,7 @@ const V4_RUNS: [&str; 2] = ["20261128-121023-941-9703", "20261128-121023-979-315
 /// old text must read back exactly, and the new runs beside it must too.
 #[test]
 fn the_schema_4_store_still_opens_and_its_outputs_read_back_as_written() {
-    let n = Nearby::new();
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v4");
-    copy_dir(&fixture.join("state"), &n.workdir().join("state"));
+    let (n, fixture) = with_fixture("store-v4");
 
     let store = nearby_engine::store::Store::open(&n.workdir()).expect("schema 4 store opens");
     assert_eq!(store.schema().unwrap(), nearby_engine::store::SCHEMA);

@@ -146,10 +146,12 @@ mod tests {
                     .filter(|p| (p.0 - x).hypot(p.1 - y) <= r)
                     .map(|p| p.2)
                     .collect();
+                assert_eq!(g.any_within(x, y, r), !want.is_empty());
                 assert_eq!(got, want, "cell {cell} at {x},{y} r {r}");
             }
         }
         let empty = Grid::new(&[], 1.0);
         empty.within(0.0, 0.0, 5.0, |_, _| panic!("no points"));
+        assert!(!empty.any_within(0.0, 0.0, 5.0));
     }
 }
