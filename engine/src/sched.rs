@@ -23,8 +23,8 @@ use crate::events::{Event, Sink};
 use crate::exec::{self, Outcome};
 use crate::plan::{Foreach, InputSource, Plan};
 use crate::store::{
-    fingerprint_bytes, CacheEntry, ContentHash, Durable, InstanceRecord, OutputRecord, Pack,
-    PackSource, RunRecord, State, Store, StoreError, TaskCache, Writer,
+    fingerprint_bytes, CacheEntry, ContentHash, Durable, InstanceRecord, OutputRecord, Outputs,
+    Pack, PackSource, RunRecord, State, Store, StoreError, TaskCache, Writer,
 };
 use crate::task::{Action, Invocation, TaskError};
 use crate::template::{self, Ref, Scope};
@@ -200,29 +200,52 @@ const WRITE_BATCH: usize = 256;
 /// Fan-out items: (instance key, item).
 type Items = Vec<(Option<String>, Option<String>)>;
 
+/// A task instance as the walker holds it: about 120 bytes, for each of a night's (or a
+/// benchmark's 100,000) instances. Its id is not kept: it is the task's name and the key
+/// ([`Scheduler::id`]).
 struct Inst {
     template: u32,
-    key: Option<Box<str>>,
-    item: Option<Box<str>>,
-    id: Box<str>,
-    deps: Vec<u32>,
-    dependents: Vec<u32>,
     waiting: u32,
-    upstream_failed: bool,
-    state: State,
     attempts: u32,
-    outputs: Vec<OutputRecord>,
+    state: State,
+    upstream_failed: bool,
+    /// The fan-out item is the key itself (a range, a list of plain names): kept once.
+    item_is_key: bool,
+    key: Option<Box<str>>,
+    /// The fan-out item, when it is not the key.
+    item: Option<Box<str>>,
+    deps: Box<[u32]>,
+    dependents: Vec<u32>,
+    outputs: Outputs,
     /// When the first attempt started (microseconds since the Unix epoch; 0 = not started).
     started_us: u64,
-    /// Set to stop an in-process task (timeout or cancel).
-    flag: Option<Arc<AtomicBool>>,
 }
 
+impl Inst {
+    fn item(&self) -> Option<&str> {
+        if self.item_is_key {
+            self.key.as_deref()
+        } else {
+            self.item.as_deref()
+        }
+    }
+}
+
+/// The instances of one template, once it is expanded.
 #[derive(Default)]
 struct Tpl {
     expanded: bool,
-    instances: Vec<u32>,
-    by_key: HashMap<Box<str>, u32>,
+    /// Its instances are `first..first + len` in `insts` (a template's are made together).
+    first: u32,
+    len: u32,
+    /// Its keyed instances, sorted by key (to pair instances of one fan-out domain).
+    by_key: Box<[u32]>,
+}
+
+impl Tpl {
+    fn instances(&self) -> std::ops::Range<u32> {
+        self.first..self.first + self.len
+    }
 }
 
 /// Where an instance's cache entry is, for the pipeline's next pack.
@@ -296,6 +319,8 @@ pub struct Scheduler {
     previous: HashMap<String, InstanceRecord>,
     insts: Vec<Inst>,
     tpls: Vec<Tpl>,
+    /// Set to stop a running task that is not run inline (timeout or cancel).
+    flags: HashMap<u32, Arc<AtomicBool>>,
     ready: VecDeque<u32>,
     running: usize,
     cpus_used: usize,
@@ -374,6 +399,7 @@ impl Scheduler {
             previous,
             insts: Vec::new(),
             tpls: (0..n).map(|_| Tpl::default()).collect(),
+            flags: HashMap::new(),
             ready: VecDeque::new(),
             running: 0,
             cpus_used: 0,
@@ -560,6 +586,37 @@ impl Scheduler {
         Ok(summary)
     }
 
+    /// An instance's id: its task's name, and for a fan-out, the key in brackets.
+    fn id(&self, i: u32) -> String {
+        let inst = &self.insts[i as usize];
+        let name = &self.plan.tasks[inst.template as usize].name;
+        match &inst.key {
+            Some(k) => format!("{name}[{k}]"),
+            None => name.clone(),
+        }
+    }
+
+    /// The instance of template `t` with this key.
+    fn by_key(&self, t: usize, key: &str) -> Option<u32> {
+        let sorted = &self.tpls[t].by_key;
+        let at = sorted
+            .binary_search_by(|&i| self.insts[i as usize].key.as_deref().cmp(&Some(key)))
+            .ok()?;
+        Some(sorted[at])
+    }
+
+    /// An instance's recorded outputs.
+    fn outputs(&self, i: u32) -> Result<Vec<OutputRecord>, String> {
+        self.store
+            .outputs(&self.insts[i as usize].outputs, self.pack.as_ref())
+            .map_err(|e| format!("the outputs of `{}`: {e}", self.id(i)))
+    }
+
+    /// An instance's recorded output of this name.
+    fn output(&self, i: u32, name: &str) -> Result<Option<OutputRecord>, String> {
+        Ok(self.outputs(i)?.into_iter().find(|o| o.name == name))
+    }
+
     // ---- expansion ----
 
     fn can_expand(&self, t: usize) -> bool {
@@ -570,9 +627,8 @@ impl Scheduler {
         if let Some(Foreach::From { task, .. }) = &tpl.foreach {
             if !self.plan.tasks[*task].fans_out() {
                 return self.tpls[*task]
-                    .instances
-                    .iter()
-                    .all(|&i| self.insts[i as usize].state.is_final());
+                    .instances()
+                    .all(|i| self.insts[i as usize].state.is_final());
             }
         }
         true
@@ -622,26 +678,25 @@ impl Scheduler {
             }
             Some(Foreach::From { task, output }) if plan.tasks[*task].fans_out() => self.tpls
                 [*task]
-                .instances
-                .iter()
-                .map(|&i| {
+                .instances()
+                .map(|i| {
                     let inst = &self.insts[i as usize];
                     let path = self.expected_output(*task, inst, output);
                     (inst.key.as_deref().map(str::to_owned), path)
                 })
                 .collect(),
             Some(Foreach::From { task, output }) => {
-                let Some(&u) = self.tpls[*task].instances.first() else {
+                let Some(u) = self.tpls[*task].instances().next() else {
                     return Ok(vec![]);
                 };
                 let up = &self.insts[u as usize];
                 if !up.state.is_done_ok() {
-                    return Err(format!("upstream `{}` did not succeed", up.id));
+                    return Err(format!("upstream `{}` did not succeed", self.id(u)));
                 }
-                let Some(o) = up.outputs.iter().find(|o| &o.name == output) else {
+                let Some(o) = self.output(u, output)? else {
                     return Err(format!(
                         "upstream `{}` recorded no output `{output}`",
-                        up.id
+                        self.id(u)
                     ));
                 };
                 let text = std::fs::read_to_string(&o.path)
@@ -671,7 +726,7 @@ impl Scheduler {
     fn expected_output(&self, t: usize, inst: &Inst, output: &str) -> Option<String> {
         let tpl = &self.plan.tasks[t];
         let (_, rel) = tpl.outputs.iter().find(|(n, _)| n == output)?;
-        let rel = template::render(rel, &ItemScope(inst.item.as_deref()));
+        let rel = template::render(rel, &ItemScope(inst.item()));
         Some(
             out_dir(&self.workdir, &tpl.name, inst.key.as_deref())
                 .join(rel)
@@ -704,18 +759,15 @@ impl Scheduler {
                     format!("{k}~{n}")
                 }
             });
-            let id: Box<str> = match &key {
-                Some(k) => format!("{}[{k}]", tpl.name).into(),
-                None => tpl.name.clone().into(),
-            };
+            let item_is_key = item.is_some() && item == key;
             let mut deps: Vec<u32> = Vec::new();
             let push_dep = |deps: &mut Vec<u32>, u: usize| {
                 let keyed = domain.is_some() && plan.domain(u) == domain;
-                match key.as_deref().and_then(|k| self.tpls[u].by_key.get(k)) {
-                    Some(&d) if keyed => deps.push(d),
+                match key.as_deref().and_then(|k| self.by_key(u, k)) {
+                    Some(d) if keyed => deps.push(d),
                     // No instance to pair with (an upstream fan-out that could not expand left a
                     // single placeholder): depend on all of them, so a failure propagates.
-                    _ => deps.extend(self.tpls[u].instances.iter().copied()),
+                    _ => deps.extend(self.tpls[u].instances()),
                 }
             };
             for (_, src) in &tpl.inputs {
@@ -740,27 +792,37 @@ impl Scheduler {
                     dep.dependents.push(idx);
                 }
             }
-            if let Some(k) = &key {
-                self.tpls[t].by_key.insert(k.clone().into(), idx);
-            }
-            self.tpls[t].instances.push(idx);
             self.insts.push(Inst {
                 template: t as u32,
-                key: key.map(Into::into),
-                item: item.map(Into::into),
-                id,
-                deps,
-                dependents: Vec::new(),
                 waiting,
-                upstream_failed: upstream_failed || error.is_some(),
-                state: State::Pending,
                 attempts: 0,
-                outputs: Vec::new(),
+                state: State::Pending,
+                upstream_failed: upstream_failed || error.is_some(),
+                item_is_key,
+                key: key.map(Into::into),
+                item: if item_is_key {
+                    None
+                } else {
+                    item.map(Into::into)
+                },
+                deps: deps.into_boxed_slice(),
+                dependents: Vec::new(),
+                outputs: Outputs::None,
                 started_us: 0,
-                flag: None,
             });
         }
         let n = self.insts.len() - first;
+        let mut by_key: Vec<u32> = (first as u32..self.insts.len() as u32)
+            .filter(|&i| self.insts[i as usize].key.is_some())
+            .collect();
+        by_key
+            .sort_unstable_by(|&a, &b| self.insts[a as usize].key.cmp(&self.insts[b as usize].key));
+        self.tpls[t] = Tpl {
+            expanded: true,
+            first: first as u32,
+            len: n as u32,
+            by_key: by_key.into_boxed_slice(),
+        };
         if n >= CACHE_SCAN_MIN && !self.opts.force.contains(&t) && self.pack.is_none() {
             // A failed scan only means looking each key up alone.
             if let Ok(c) = self.store.task_cache(&tpl.name, n) {
@@ -808,7 +870,7 @@ impl Scheduler {
                 } else {
                     "after an upstream fan-out that expands at run time"
                 };
-                let line = (inst.id.to_string(), "run".to_owned(), why.to_owned());
+                let line = (self.id(i), "run".to_owned(), why.to_owned());
                 self.dry_lines.push(line);
                 self.insts[i as usize].state = State::Skipped;
                 self.finish(i, State::Skipped, Finished::default());
@@ -834,11 +896,8 @@ impl Scheduler {
                 }) => {
                     self.insts[i as usize].outputs = outputs;
                     if self.opts.dry_run {
-                        self.dry_lines.push((
-                            self.insts[i as usize].id.to_string(),
-                            "cached".into(),
-                            cache.clone(),
-                        ));
+                        self.dry_lines
+                            .push((self.id(i), "cached".into(), cache.clone()));
                     }
                     let done = Finished {
                         fingerprint: Some(fingerprint),
@@ -860,8 +919,9 @@ impl Scheduler {
                         );
                         self.dry_lines.push(line);
                     }
+                    let outputs = self.store.keep_outputs(&prev.outputs);
                     let inst = &mut self.insts[i as usize];
-                    inst.outputs = prev.outputs;
+                    inst.outputs = outputs;
                     inst.attempts = prev.attempts;
                     inst.state = prev.state;
                     self.emit(Event::Finished {
@@ -880,13 +940,12 @@ impl Scheduler {
                         .deps
                         .iter()
                         .find(|d| self.would_run.contains(d))
-                        .map(|&d| self.insts[d as usize].id.to_string());
+                        .map(|&d| self.id(d));
                     let why = match upstream {
                         Some(u) => format!("upstream `{u}` will run"),
                         None => job.cache.clone(),
                     };
-                    self.dry_lines
-                        .push((inst.id.to_string(), "run".into(), why));
+                    self.dry_lines.push((self.id(i), "run".into(), why));
                     self.would_run.insert(i);
                     let t = inst.template as usize;
                     let fake: Vec<OutputRecord> = self.plan.tasks[t]
@@ -900,19 +959,17 @@ impl Scheduler {
                                 size: 0,
                                 mtime_ns: 0,
                                 hash: ContentHash::Text(
-                                    format!("will be produced by {}", self.insts[i as usize].id)
-                                        .into(),
+                                    format!("will be produced by {}", self.id(i)).into(),
                                 ),
                             })
                         })
                         .collect();
-                    self.insts[i as usize].outputs = fake;
+                    self.insts[i as usize].outputs = self.store.keep_outputs(&fake);
                     self.finish(i, State::Succeeded, Finished::default());
                 }
                 Ok(Prepared::Run(job)) => self.start(i, *job, jobs),
                 Err(e) if self.opts.dry_run => {
-                    self.dry_lines
-                        .push((self.insts[i as usize].id.to_string(), "fail".into(), e));
+                    self.dry_lines.push((self.id(i), "fail".into(), e));
                     self.finish(i, State::Failed, Finished::default());
                 }
                 Err(e) => {
@@ -938,12 +995,14 @@ impl Scheduler {
 
     fn upstream_error(&self, i: u32) -> String {
         let inst = &self.insts[i as usize];
-        let failed: Vec<&str> = inst
+        let failed: Vec<String> = inst
             .deps
             .iter()
-            .map(|&d| &self.insts[d as usize])
-            .filter(|d| d.state.is_final() && !d.state.is_done_ok())
-            .map(|d| d.id.as_ref())
+            .filter(|&&d| {
+                let dep = &self.insts[d as usize];
+                dep.state.is_final() && !dep.state.is_done_ok()
+            })
+            .map(|&d| self.id(d))
             .take(5)
             .collect();
         if failed.is_empty() {
@@ -961,7 +1020,7 @@ impl Scheduler {
         task: usize,
         output: &'s str,
         domain: Option<usize>,
-    ) -> impl Iterator<Item = Result<&'s OutputRecord, String>> + 's {
+    ) -> impl Iterator<Item = Result<OutputRecord, String>> + 's {
         let inst = &self.insts[i as usize];
         let keyed = domain.is_some() && self.plan.domain(task) == domain;
         inst.deps.iter().filter_map(move |&d| {
@@ -972,12 +1031,9 @@ impl Scheduler {
             if keyed && dep.key != inst.key {
                 return None;
             }
-            Some(
-                dep.outputs
-                    .iter()
-                    .find(|o| o.name == output)
-                    .ok_or_else(|| format!("`{}` recorded no output `{output}`", dep.id)),
-            )
+            Some(self.output(d, output).and_then(|o| {
+                o.ok_or_else(|| format!("`{}` recorded no output `{output}`", self.id(d)))
+            }))
         })
     }
 
@@ -986,7 +1042,7 @@ impl Scheduler {
         let inst = &self.insts[i as usize];
         let t = inst.template as usize;
         let tpl = &self.plan.tasks[t];
-        let item = inst.item.as_deref();
+        let item = inst.item();
         let domain = self.plan.domain(t);
         // Inputs: paths and content hashes.
         let mut inputs: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
@@ -1061,7 +1117,10 @@ impl Scheduler {
         let fp = key.fingerprint();
         let forced = self.opts.force.contains(&t);
         // A resumed run keeps what it already finished.
-        if let Some(prev) = self.previous.get(inst.id.as_ref()) {
+        let prev = (!self.previous.is_empty())
+            .then(|| self.previous.get(&self.id(i)))
+            .flatten();
+        if let Some(prev) = prev {
             if prev.state.is_done_ok()
                 && prev.fingerprint.as_deref() == Some(fp.as_str())
                 && !forced
@@ -1071,9 +1130,11 @@ impl Scheduler {
             }
         }
         if !forced {
-            if let Some(entry) = self.pack.as_ref().and_then(|p| p.get(&tpl.name, &fp)) {
-                if cache::check_outputs_in(&entry.outputs, self.out_dir.as_ref()).is_ok() {
-                    return Ok(Prepared::hit(entry.outputs, &entry.run, fp, true));
+            if let Some((run, outputs, kept)) =
+                self.pack.as_ref().and_then(|p| p.hit(&tpl.name, &fp))
+            {
+                if cache::check_outputs_in(&outputs, self.out_dir.as_ref()).is_ok() {
+                    return Ok(Prepared::hit(kept, &run, fp, true));
                 }
             }
         }
@@ -1087,7 +1148,10 @@ impl Scheduler {
             match entry {
                 Ok(Some(entry)) => {
                     match cache::check_outputs_in(&entry.outputs, self.out_dir.as_ref()) {
-                        Ok(()) => return Ok(Prepared::hit(entry.outputs, &entry.run, fp, false)),
+                        Ok(()) => {
+                            let kept = self.store.keep_outputs(&entry.outputs);
+                            return Ok(Prepared::hit(kept, &entry.run, fp, false));
+                        }
                         Err(why) => format!("miss: {why}"),
                     }
                 }
@@ -1100,7 +1164,7 @@ impl Scheduler {
                 let paths = inputs.entry(name.clone()).or_default();
                 for o in self.dep_outputs(i, *task, output, domain) {
                     let o = o.map_err(|e| format!("input `{name}`: {e}"))?;
-                    paths.push(PathBuf::from(&o.path));
+                    paths.push(PathBuf::from(o.path));
                 }
             }
         }
@@ -1117,7 +1181,7 @@ impl Scheduler {
         };
         Ok(Prepared::Run(Box::new(Job {
             kind: tpl.kind.clone(),
-            id: inst.id.to_string(),
+            id: self.id(i),
             run: self.run.id.clone(),
             workdir: self.workdir.clone(),
             params,
@@ -1145,11 +1209,8 @@ impl Scheduler {
         if inst.started_us == 0 {
             inst.started_us = unix_us();
         }
-        let flag = Arc::new(AtomicBool::new(false));
-        inst.flag = Some(flag.clone());
         job.attempt = inst.attempts;
         let attempt = inst.attempts;
-        let id = inst.id.to_string();
         let cheap = job.is_cheap();
         if !cheap {
             let record = self.record(
@@ -1164,21 +1225,23 @@ impl Scheduler {
             });
             // A failed state write is not fatal here: the final record is written on completion.
             if let Err(e) = self.write_records() {
-                tracing::error!(
-                    "cannot record the start of {}: {e}",
-                    self.insts[i as usize].id
-                );
+                tracing::error!("cannot record the start of {}: {e}", self.id(i));
             }
-            self.emit(Event::Started { id, attempt });
+            self.emit(Event::Started {
+                id: self.id(i),
+                attempt,
+            });
         }
+        let flag = Arc::new(AtomicBool::new(false));
         if cheap {
             // Microseconds of work: run it here rather than pay for a task and a thread hop.
             let done = job.run_inline(i, &flag);
             if let Err(e) = self.complete(done, jobs) {
-                tracing::error!("cannot record {}: {e}", self.insts[i as usize].id);
+                tracing::error!("cannot record {}: {e}", self.id(i));
             }
             return;
         }
+        self.flags.insert(i, flag.clone());
         let stop = self.stop_tx.subscribe();
         jobs.spawn(job.execute(i, flag, stop));
     }
@@ -1226,7 +1289,7 @@ impl Scheduler {
         self.running -= 1;
         self.cpus_used -= (r.cpus as usize).clamp(1, self.opts.jobs.max(1));
         self.mem_used -= r.memory_mb;
-        self.insts[i as usize].flag = None;
+        self.flags.remove(&i);
         let done = |error: Option<String>| Finished {
             error,
             key,
@@ -1237,7 +1300,7 @@ impl Scheduler {
         };
         match outcome {
             Outcome::Ok => {
-                self.insts[i as usize].outputs = outputs;
+                self.insts[i as usize].outputs = self.store.keep_outputs(&outputs);
                 self.finish(i, State::Succeeded, done(None));
             }
             Outcome::Cancelled => {
@@ -1255,7 +1318,7 @@ impl Scheduler {
                 if attempts <= retries.count && !self.stopping {
                     let delay = retries.backoff_secs * retries.factor.powi(attempts as i32 - 1);
                     let delay = Duration::from_secs_f64(delay.min(3600.0));
-                    let id = self.insts[i as usize].id.to_string();
+                    let id = self.id(i);
                     self.emit(Event::Retrying {
                         id,
                         attempt: attempts,
@@ -1280,8 +1343,8 @@ impl Scheduler {
         let dir = self.workdir.join("quarantine").join(&self.run.id);
         if std::fs::create_dir_all(&dir).is_ok() {
             let _ = std::fs::write(
-                dir.join(format!("{}.txt", sanitize(&inst.id))),
-                format!("{}\n", inst.item.as_deref().unwrap_or("")),
+                dir.join(format!("{}.txt", sanitize(&self.id(i)))),
+                format!("{}\n", inst.item().unwrap_or("")),
             );
         }
     }
@@ -1465,10 +1528,8 @@ impl Scheduler {
     fn stop(&mut self) {
         self.stopping = true;
         let _ = self.stop_tx.send(true);
-        for inst in &self.insts {
-            if let Some(f) = &inst.flag {
-                f.store(true, Ordering::Relaxed);
-            }
+        for f in self.flags.values() {
+            f.store(true, Ordering::Relaxed);
         }
     }
 
@@ -1482,13 +1543,17 @@ impl Scheduler {
         let inst = &self.insts[i as usize];
         let tpl = &self.plan.tasks[inst.template as usize];
         let final_state = inst.state.is_final();
+        let outputs = self.outputs(i).unwrap_or_else(|e| {
+            tracing::error!("{e}");
+            Vec::new()
+        });
         InstanceRecord {
-            id: inst.id.to_string(),
+            id: self.id(i),
             task: tpl.name.clone(),
             kind: tpl.kind.name().to_owned(),
             state: inst.state,
             attempts: inst.attempts,
-            item: inst.item.as_deref().map(str::to_owned),
+            item: inst.item().map(str::to_owned),
             started_at: (inst.started_us > 0).then(|| timestamp(inst.started_us)),
             finished_at: final_state.then(now),
             duration_ms: if final_state {
@@ -1496,7 +1561,7 @@ impl Scheduler {
             } else {
                 None
             },
-            outputs: inst.outputs.clone(),
+            outputs,
             fingerprint,
             key: None,
             cache,
@@ -1510,7 +1575,7 @@ impl Scheduler {
 enum Prepared {
     Reuse {
         state: State,
-        outputs: Vec<OutputRecord>,
+        outputs: Outputs,
         fingerprint: String,
         cache: String,
         /// Found in the pipeline's pack (else in the `cache` tree).
@@ -1523,7 +1588,7 @@ enum Prepared {
 
 impl Prepared {
     /// A cache hit whose outputs checked: an entry recorded by `run`.
-    fn hit(outputs: Vec<OutputRecord>, run: &str, fingerprint: String, from_pack: bool) -> Self {
+    fn hit(outputs: Outputs, run: &str, fingerprint: String, from_pack: bool) -> Self {
         Prepared::Reuse {
             state: State::Cached,
             outputs,

@@ -513,27 +513,45 @@ impl Pack {
         Some(Pack { blob, root, index })
     }
 
-    fn raw(&self, fingerprint: &[u8; 32]) -> Option<&[u8]> {
+    /// Where the entry with this fingerprint is in `blob`: offset and length.
+    fn place(&self, fingerprint: &[u8; 32]) -> Option<(usize, usize)> {
         let at = self
             .index
             .binary_search_by(|(fp, _, _)| fp.cmp(fingerprint))
             .ok()?;
         let (_, from, len) = self.index[at];
-        self.blob.get(from as usize..(from + len) as usize)
+        Some((from as usize, len as usize))
+    }
+
+    fn raw(&self, fingerprint: &[u8; 32]) -> Option<&[u8]> {
+        let (from, len) = self.place(fingerprint)?;
+        self.blob.get(from..from + len)
     }
 
     /// The entry of `task` with this fingerprint, if the pack holds it (a corrupt one is
     /// treated as absent: the `cache` tree is the truth).
     pub fn get(&self, task: &str, fingerprint: &str) -> Option<CacheEntry> {
-        let raw = fingerprint_bytes(fingerprint)?;
-        let mut r = Reader(self.raw(&raw)?);
+        let (run, outputs, _) = self.hit(task, fingerprint)?;
+        Some(CacheEntry::hit(fingerprint, task.to_owned(), run, outputs))
+    }
+
+    /// A hit's parts: the run that recorded the entry, its outputs, and the same outputs kept
+    /// where they are, in the pack (see [`Outputs::InPack`]).
+    pub fn hit(
+        &self,
+        task: &str,
+        fingerprint: &str,
+    ) -> Option<(String, Vec<OutputRecord>, Outputs)> {
+        let (from, len) = self.place(&fingerprint_bytes(fingerprint)?)?;
+        let mut r = Reader(self.blob.get(from..from + len)?);
         if r.str_ref()? != task {
             return None;
         }
         let run = r.str()?;
+        let at = from + len - r.0.len();
         let form = entry::Form::Packed { root: &self.root };
         let outputs = entry::read_outputs(&mut r, fingerprint, form).ok()?;
-        Some(CacheEntry::hit(fingerprint, task.to_owned(), run, outputs))
+        Some((run, outputs, Outputs::InPack(at as u32)))
     }
 
     /// The entry as the pack holds it, if it is `task`'s.
@@ -551,6 +569,19 @@ impl Pack {
     }
 }
 
+/// A finished instance's outputs as a run keeps them for its dependents: in the store's packed
+/// form (schema 5: the hash as 32 bytes, paths relative to `out/`), about 70 bytes an output
+/// where an [`OutputRecord`] takes about 200 with its strings; or, for a hit found in the
+/// pipeline's pack, only where they are in it. Read back with [`Store::outputs`].
+#[derive(Debug, Default)]
+pub enum Outputs {
+    #[default]
+    None,
+    Own(Box<[u8]>),
+    /// At this offset in the run's pack.
+    InPack(u32),
+}
+
 /// Where [`Store::put_pack`] takes an entry from.
 #[derive(Debug, Clone, Copy)]
 pub enum PackSource<'a> {
@@ -559,10 +590,7 @@ pub enum PackSource<'a> {
     /// The `cache` tree.
     Cache,
     /// Made by this run, which just put the same into the `cache` tree: no need to read it.
-    Made {
-        run: &'a str,
-        outputs: &'a [OutputRecord],
-    },
+    Made { run: &'a str, outputs: &'a Outputs },
 }
 
 /// Persists a run's finished work on a thread of its own ([`Store::writer`]).
@@ -917,13 +945,16 @@ impl Store {
                     let bytes = match (kept, source) {
                         (Some(b), _) => b,
                         (None, PackSource::Made { run, outputs }) => {
-                            self.pack_part(&mut part, task, run, outputs);
+                            if !self.pack_part(&mut part, task, run, outputs) {
+                                continue;
+                            }
                             &part[..]
                         }
                         (None, _) => match self.cache.get(cache_key(task, &fp))? {
                             Some(b) => {
                                 let e = entry::decode(&hex(&fp), &b, &self.root)?;
-                                self.pack_part(&mut part, &e.task, &e.run, &e.outputs);
+                                let kept = self.keep_outputs(&e.outputs);
+                                self.pack_part(&mut part, &e.task, &e.run, &kept);
                                 &part[..]
                             }
                             None => continue,
@@ -942,12 +973,45 @@ impl Store {
         Ok(written.unwrap_or(0))
     }
 
-    /// A pack's entry: what a hit reads of a cache entry (task, run, outputs).
-    fn pack_part(&self, part: &mut Vec<u8>, task: &str, run: &str, outputs: &[OutputRecord]) {
+    /// A pack's entry: what a hit reads of a cache entry (task, run, outputs). False for outputs
+    /// kept in another pack (never the case for work made by the run).
+    fn pack_part(&self, part: &mut Vec<u8>, task: &str, run: &str, outputs: &Outputs) -> bool {
         part.clear();
         put_str(part, task);
         put_str(part, run);
-        entry::put_outputs(part, outputs, &self.root);
+        match outputs {
+            Outputs::Own(packed) => part.extend_from_slice(packed),
+            Outputs::None => entry::put_outputs(part, &[], &self.root),
+            Outputs::InPack(_) => return false,
+        }
+        true
+    }
+
+    /// Outputs in the form a run keeps them (see [`Outputs`]).
+    pub fn keep_outputs(&self, outputs: &[OutputRecord]) -> Outputs {
+        if outputs.is_empty() {
+            return Outputs::None;
+        }
+        let mut b = Vec::new();
+        entry::put_outputs(&mut b, outputs, &self.root);
+        Outputs::Own(b.into_boxed_slice())
+    }
+
+    /// Kept outputs read back (`pack`: the run's pack, which [`Outputs::InPack`] points into).
+    pub fn outputs(
+        &self,
+        kept: &Outputs,
+        pack: Option<&Pack>,
+    ) -> Result<Vec<OutputRecord>, StoreError> {
+        let bytes = match kept {
+            Outputs::None => return Ok(Vec::new()),
+            Outputs::Own(b) => &b[..],
+            Outputs::InPack(at) => pack
+                .and_then(|p| p.blob.get(*at as usize..))
+                .ok_or_else(|| StoreError::CorruptEntry("outputs kept in the pack".into()))?,
+        };
+        let form = entry::Form::Packed { root: &self.root };
+        entry::read_outputs(&mut Reader(bytes), "kept outputs", form)
     }
 
     /// Forgets every pack (after entries are dropped from the cache).
@@ -1874,18 +1938,24 @@ mod tests {
             mtime_ns: 7,
             hash: ContentHash::parse(&"ab".repeat(32)),
         }];
+        let kept = s.keep_outputs(&outputs);
+        assert_eq!(s.outputs(&kept, None).unwrap(), outputs);
         let made = PackSource::Made {
             run: "r3",
-            outputs: &outputs,
+            outputs: &kept,
         };
         s.put_pack("night", None, one(made)).unwrap();
-        let got = s
-            .pack("night")
-            .unwrap()
-            .unwrap()
-            .get("fan", &hex(&[1; 32]))
-            .unwrap();
+        let pack = s.pack("night").unwrap().unwrap();
+        let got = pack.get("fan", &hex(&[1; 32])).unwrap();
         assert_eq!((got.run.as_str(), &got.outputs[..]), ("r3", &outputs[..]));
+        // A hit's outputs are kept where they are in the pack, and read back from there.
+        let (_, _, in_pack) = pack.hit("fan", &hex(&[1; 32])).unwrap();
+        assert!(matches!(in_pack, Outputs::InPack(_)));
+        assert_eq!(s.outputs(&in_pack, Some(&pack)).unwrap(), outputs);
+        assert!(
+            s.outputs(&in_pack, None).is_err(),
+            "no pack to read them from"
+        );
         // A damaged pack is no pack.
         std::fs::write(s.pack_path("night"), [PACK_VERSION, 1, 2]).unwrap();
         assert!(s.pack("night").unwrap().is_none());
