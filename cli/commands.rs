@@ -896,7 +896,7 @@ pub fn explain(run: &str, task: &str, w: &Workdir) -> u8 {
         for (name, hashes) in &k.inputs {
             let short: Vec<String> = hashes
                 .iter()
-                .map(|h| h.chars().take(16).collect())
+                .map(|h| h.to_string().chars().take(16).collect())
                 .collect();
             println!("    input {name}: {}", short.join(" "));
         }

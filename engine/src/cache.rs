@@ -27,8 +27,8 @@ pub struct CacheKey {
     pub version: u32,
     pub params: serde_json::Value,
     pub item: Option<String>,
-    /// Input name -> content hashes, in input order.
-    pub inputs: BTreeMap<String, Vec<String>>,
+    /// Input name -> content hashes, in input order (hex in the JSON).
+    pub inputs: BTreeMap<String, Vec<ContentHash>>,
     /// Output name -> path relative to the instance's output directory.
     pub outputs: BTreeMap<String, String>,
 }
@@ -136,7 +136,14 @@ impl CacheKey {
             json_str(buf, name);
             buf.extend_from_slice(b":[");
             json_join(buf, hashes, |buf, h| {
-                json_str(buf, h);
+                match h {
+                    ContentHash::Blake3(raw) => {
+                        buf.push(b'"');
+                        hex_into(buf, raw);
+                        buf.push(b'"');
+                    }
+                    ContentHash::Text(text) => json_str(buf, text),
+                }
                 if buf.len() >= SPILL {
                     spill(buf);
                 }
@@ -206,6 +213,15 @@ impl CacheKey {
             out.push("declared outputs changed".into());
         }
         out
+    }
+}
+
+/// Bytes as lower-case hex digits.
+fn hex_into(buf: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        buf.push(DIGITS[(b >> 4) as usize]);
+        buf.push(DIGITS[(b & 15) as usize]);
     }
 }
 
@@ -452,7 +468,7 @@ mod tests {
             version: 1,
             params: serde_json::json!({"b": 1, "a": 2}),
             item: None,
-            inputs: BTreeMap::from([("x".into(), vec!["h1".into()])]),
+            inputs: BTreeMap::from([("x".into(), vec![ContentHash::parse("h1")])]),
             outputs: BTreeMap::new(),
         }
     }
@@ -469,7 +485,7 @@ mod tests {
         assert_ne!(a.fingerprint(), b.fingerprint());
         assert_eq!(b.diff(&a), ["param `a` changed: 2 -> 3"]);
         let mut c = key();
-        c.inputs.insert("x".into(), vec!["h2".into()]);
+        c.inputs.insert("x".into(), vec![ContentHash::parse("h2")]);
         assert_eq!(c.diff(&a), ["input `x` content changed"]);
     }
 
@@ -493,7 +509,10 @@ mod tests {
                 params: serde_json::json!({"z": [s, 1.5, null, {"b": true}], "a": s}),
                 item: (n % 2 == 0).then(|| s.to_string()),
                 inputs: BTreeMap::from([
-                    (s.to_string(), vec![s.to_string(), "h".into()]),
+                    (
+                        s.to_string(),
+                        vec![ContentHash::parse(s), ContentHash::parse(&"0a".repeat(32))],
+                    ),
                     ("b".into(), vec![]),
                 ]),
                 outputs: if n == 0 {
@@ -515,8 +534,8 @@ mod tests {
     #[test]
     fn a_gathers_key_hashed_in_parts_has_the_fingerprint_of_its_whole_json() {
         // 5,000 input hashes: 335 KB of JSON, hashed in about 20 parts.
-        let hashes: Vec<String> = (0..5000u32)
-            .map(|i| blake3::hash(&i.to_le_bytes()).to_hex().to_string())
+        let hashes: Vec<ContentHash> = (0..5000u32)
+            .map(|i| ContentHash::Blake3(*blake3::hash(&i.to_le_bytes()).as_bytes()))
             .collect();
         let key = CacheKey {
             schema: CACHE_SCHEMA,
@@ -525,7 +544,10 @@ mod tests {
             version: 1,
             params: serde_json::json!({}),
             item: None,
-            inputs: BTreeMap::from([("all".into(), hashes), ("one".into(), vec!["h".into()])]),
+            inputs: BTreeMap::from([
+                ("all".into(), hashes),
+                ("one".into(), vec![ContentHash::parse("h")]),
+            ]),
             outputs: BTreeMap::from([("o".into(), "all.txt".into())]),
         };
         let whole = serde_json::to_string(&key).unwrap();

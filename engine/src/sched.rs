@@ -1046,20 +1046,16 @@ impl Scheduler {
         let domain = self.plan.domain(t);
         // Inputs: paths and content hashes.
         let mut inputs: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-        let mut hashes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut hashes: BTreeMap<String, Vec<ContentHash>> = BTreeMap::new();
         for (name, src) in &tpl.inputs {
             let mut paths: Vec<PathBuf> = Vec::new();
-            let mut hs: Vec<String> = Vec::new();
+            let mut hs: Vec<ContentHash> = Vec::new();
             match src {
                 InputSource::Task { task, output } => {
                     // Only the hashes: the paths are wanted only if the task runs (a gather's
                     // 100,000 paths were built for every rerun that found it cached).
                     for o in self.dep_outputs(i, *task, output, domain) {
-                        hs.push(
-                            o.map_err(|e| format!("input `{name}`: {e}"))?
-                                .hash
-                                .to_string(),
-                        );
+                        hs.push(o.map_err(|e| format!("input `{name}`: {e}"))?.hash);
                     }
                 }
                 InputSource::File(p) => {
@@ -1070,7 +1066,7 @@ impl Scheduler {
                     let h = cache::source_hash(Some(&self.store), &p)
                         .map_err(|e| format!("input `{name}`: cannot read {}: {e}", p.display()))?;
                     paths.push(p);
-                    hs.push(h);
+                    hs.push(ContentHash::parse(&h));
                 }
                 InputSource::Glob(g) => {
                     let g = self
@@ -1089,7 +1085,7 @@ impl Scheduler {
                             format!("input `{name}`: cannot read {}: {e}", p.display())
                         })?;
                         paths.push(p);
-                        hs.push(h);
+                        hs.push(ContentHash::parse(&h));
                     }
                 }
             }
