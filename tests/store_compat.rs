@@ -85,48 +85,68 @@ fn the_schema_1_store_still_opens_and_reads() {
     assert_eq!(n.run(&["runs"]).stdout.lines().count(), 4);
 }
 
-const V4_RUNS: [&str; 2] = ["20261128-121023-941-9703", "20261128-121023-979-3153"];
-
 /// Schema 4 wrote outputs as text; schema 5 packs them (raw hash, path relative to `out/`). The
 /// old text must read back exactly, and the new runs beside it must too.
 #[test]
 fn the_schema_4_store_still_opens_and_its_outputs_read_back_as_written() {
-    let (n, fixture) = with_fixture("store-v4");
+    let runs = ["20261128-121023-941-9703", "20261128-121023-979-3153"];
+    an_old_store_reads_back("store-v4", runs, Some("/tmp/fx4/w/out/"));
+}
 
-    let store = nearby_engine::store::Store::open(&n.workdir()).expect("schema 4 store opens");
+/// Schema 5 wrote record groups as they are; schema 6 compresses them. Its outputs are named
+/// relative to the workdir's `out/`: they read back under the workdir it is in now.
+#[test]
+fn the_schema_5_store_still_opens_and_its_records_read_back_as_written() {
+    let runs = ["20261128-134857-254-26ec", "20261128-134857-284-e56c"];
+    an_old_store_reads_back("store-v5", runs, None);
+}
+
+/// The store `name`, written by two runs of its `fixture.yaml`, opens, reads back as written,
+/// and takes new runs that read back too. `old_out`: where its outputs were recorded when they
+/// were recorded as absolute paths.
+fn an_old_store_reads_back(name: &str, old_runs: [&str; 2], old_out: Option<&str>) {
+    let (n, fixture) = with_fixture(name);
+    let here = std::path::absolute(n.workdir().join("out")).unwrap();
+    let old_out = old_out.map_or_else(|| format!("{}/", here.display()), str::to_owned);
+    let old_out = old_out.as_str();
+
+    let store = nearby_engine::store::Store::open(&n.workdir()).expect("old store opens");
     assert_eq!(store.schema().unwrap(), nearby_engine::store::SCHEMA);
     let runs = store.runs().expect("run records decode");
     assert_eq!(
         runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-        V4_RUNS
+        old_runs
     );
     let entries = store.cache_entries().expect("cache entries decode");
     assert_eq!(entries.len(), 5);
     for e in &entries {
         for o in &e.outputs {
-            assert!(o.path.starts_with("/tmp/fx4/w/out/"), "{}", o.path);
+            assert!(o.path.starts_with(old_out), "{}", o.path);
             assert_eq!(o.hash.to_string().len(), 64);
         }
     }
     // The cached instances of the second run name their outputs as the first run recorded them.
     let records = store
-        .instances(V4_RUNS[1])
+        .instances(old_runs[1])
         .expect("instance records decode");
     let f1 = records.iter().find(|r| r.id == "calibrate[f1]").unwrap();
     assert_eq!(f1.state, nearby_engine::store::State::Cached);
-    assert_eq!(f1.outputs[0].path, "/tmp/fx4/w/out/calibrate/f1/frame.txt");
+    assert_eq!(
+        f1.outputs[0].path,
+        format!("{old_out}calibrate/f1/frame.txt")
+    );
     // blake3 of "f1\n", the file the command wrote.
     assert_eq!(
         f1.outputs[0].hash.to_string(),
         blake3::hash(b"f1\n").to_hex().as_str()
     );
     drop(store);
-    let status = n.status(V4_RUNS[1]);
+    let status = n.status(old_runs[1]);
     assert_eq!(
         common::instance(&status, "calibrate[f1]")["outputs"]["frame"],
-        "/tmp/fx4/w/out/calibrate/f1/frame.txt"
+        format!("{old_out}calibrate/f1/frame.txt").as_str()
     );
-    let explain = n.run(&["cache", "explain", V4_RUNS[1], "calibrate"]);
+    let explain = n.run(&["cache", "explain", old_runs[1], "calibrate"]);
     assert_eq!(explain.code, 0, "{}", explain.stderr);
 
     // New runs (the old outputs are not here: misses, then hits) record packed outputs that

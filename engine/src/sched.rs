@@ -1052,6 +1052,7 @@ impl Scheduler {
             let mut hs: Vec<ContentHash> = Vec::new();
             match src {
                 InputSource::Task { task, output } => {
+                    hs.reserve_exact(inst.deps.len());
                     // Only the hashes: the paths are wanted only if the task runs (a gather's
                     // 100,000 paths were built for every rerun that found it cached).
                     for o in self.dep_outputs(i, *task, output, domain) {
