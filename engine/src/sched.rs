@@ -1471,7 +1471,7 @@ impl Scheduler {
         let batch = std::mem::take(&mut self.unwritten);
         match &mut self.writer {
             Some(w) => w.send(batch)?,
-            None => self.store.persist(&self.run.id, &batch)?,
+            None => self.store.persist(&self.run.id, batch)?,
         }
         Ok(())
     }
