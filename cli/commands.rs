@@ -325,8 +325,8 @@ pub fn plan(p: &PipelineArgs, w: &Workdir) -> u8 {
         ..RunOptions::default()
     };
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    let summary = match Scheduler::new(Arc::new(plan.clone()), store, dir, record, opts, vec![], rx)
-    {
+    let plan = Arc::new(plan);
+    let summary = match Scheduler::new(Arc::clone(&plan), store, dir, record, opts, vec![], rx) {
         Ok(s) => runtime().block_on(s.run()),
         Err(e) => return err(e),
     };
@@ -590,8 +590,8 @@ pub fn rerun(run: &str, w: &Workdir, from: Option<&str>, x: &ExecArgs) -> u8 {
         match plan.task_index(task) {
             Some(t) => force = plan.downstream(t),
             None => {
-                let hint = did_you_mean(task, plan.tasks.iter().map(|t| t.name.as_str()))
-                    .unwrap_or_default();
+                let hint =
+                    did_you_mean(task, plan.tasks.iter().map(|t| &*t.name)).unwrap_or_default();
                 return err(format!(
                     "--from {task}: the pipeline has no task `{task}` {hint}"
                 ));

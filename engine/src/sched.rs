@@ -592,7 +592,7 @@ impl Scheduler {
         let name = &self.plan.tasks[inst.template as usize].name;
         match &inst.key {
             Some(k) => format!("{name}[{k}]"),
-            None => name.clone(),
+            None => name.to_string(),
         }
     }
 
@@ -621,10 +621,10 @@ impl Scheduler {
 
     fn can_expand(&self, t: usize) -> bool {
         let tpl = &self.plan.tasks[t];
-        if !tpl.upstream.iter().all(|u| self.tpls[*u].expanded) {
+        if !tpl.upstream.iter().all(|&u| self.tpls[u as usize].expanded) {
             return false;
         }
-        if let Some(Foreach::From { task, .. }) = &tpl.foreach {
+        if let Some(Foreach::From { task, .. }) = tpl.foreach.as_deref() {
             if !self.plan.tasks[*task].fans_out() {
                 return self.tpls[*task]
                     .instances()
@@ -654,7 +654,7 @@ impl Scheduler {
     /// The fan-out items of a template: (key, item), or an error that fails the task.
     fn items(&self, t: usize) -> Result<Items, String> {
         let plan = &self.plan;
-        Ok(match &plan.tasks[t].foreach {
+        Ok(match plan.tasks[t].foreach.as_deref() {
             None => vec![(None, None)],
             Some(Foreach::Items(items)) => items
                 .iter()
@@ -725,7 +725,7 @@ impl Scheduler {
     /// Where an instance's output will be (known before it runs).
     fn expected_output(&self, t: usize, inst: &Inst, output: &str) -> Option<String> {
         let tpl = &self.plan.tasks[t];
-        let (_, rel) = tpl.outputs.iter().find(|(n, _)| n == output)?;
+        let rel = tpl.output_path(output)?;
         let rel = template::render(rel, &ItemScope(inst.item()));
         Some(
             out_dir(&self.workdir, &tpl.name, inst.key.as_deref())
@@ -775,7 +775,7 @@ impl Scheduler {
                     push_dep(&mut deps, *task);
                 }
             }
-            if let Some(Foreach::From { task, .. }) = &tpl.foreach {
+            if let Some(Foreach::From { task, .. }) = tpl.foreach.as_deref() {
                 push_dep(&mut deps, *task);
             }
             deps.sort_unstable();
@@ -830,7 +830,7 @@ impl Scheduler {
             }
         }
         self.emit(Event::Expanded {
-            task: tpl.name.clone(),
+            task: tpl.name.to_string(),
             instances: n,
         });
         for i in first..self.insts.len() {
@@ -843,7 +843,9 @@ impl Scheduler {
     // ---- dispatch ----
 
     fn fits(&self, i: u32) -> bool {
-        let r = &self.plan.tasks[self.insts[i as usize].template as usize].resources;
+        let r = &self.plan.tasks[self.insts[i as usize].template as usize]
+            .settings
+            .resources;
         let cpus = (r.cpus as usize).clamp(1, self.opts.jobs.max(1));
         if self.running > 0 && self.cpus_used + cpus > self.opts.jobs {
             return false;
@@ -863,7 +865,9 @@ impl Scheduler {
             }
             self.ready.pop_front();
             let inst = &self.insts[i as usize];
-            let partial = self.plan.tasks[inst.template as usize].partial_inputs;
+            let partial = self.plan.tasks[inst.template as usize]
+                .settings
+                .partial_inputs;
             if self.opts.dry_run && inst.upstream_failed {
                 let why = if self.plan.tasks[inst.template as usize].fans_out() {
                     "fan-out expands at run time, after its upstream runs"
@@ -954,7 +958,7 @@ impl Scheduler {
                         .filter_map(|(n, _)| {
                             let path = self.expected_output(t, &self.insts[i as usize], n)?;
                             Some(OutputRecord {
-                                name: n.clone(),
+                                name: n.to_string(),
                                 path,
                                 size: 0,
                                 mtime_ns: 0,
@@ -1090,19 +1094,19 @@ impl Scheduler {
                     }
                 }
             }
-            inputs.entry(name.clone()).or_default().extend(paths);
-            hashes.entry(name.clone()).or_default().extend(hs);
+            inputs.entry(name.to_string()).or_default().extend(paths);
+            hashes.entry(name.to_string()).or_default().extend(hs);
         }
         // Params with the item resolved (the cache key's params).
         let params = template::render_map(&tpl.with, &ItemScope(item));
         let outputs_rel: BTreeMap<String, String> = tpl
             .outputs
             .iter()
-            .map(|(n, p)| (n.clone(), template::render(p, &ItemScope(item))))
+            .map(|(n, p)| (n.to_string(), template::render(p, &ItemScope(item))))
             .collect();
         let key = CacheKey {
             schema: CACHE_SCHEMA,
-            task: tpl.name.clone(),
+            task: tpl.name.to_string(),
             kind: tpl.kind.name().to_owned(),
             version: tpl.kind.version(),
             params: J::Object(params),
@@ -1158,7 +1162,7 @@ impl Scheduler {
         };
         for (name, src) in &tpl.inputs {
             if let InputSource::Task { task, output } = src {
-                let paths = inputs.entry(name.clone()).or_default();
+                let paths = inputs.entry(name.to_string()).or_default();
                 for o in self.dep_outputs(i, *task, output, domain) {
                     let o = o.map_err(|e| format!("input `{name}`: {e}"))?;
                     paths.push(PathBuf::from(o.path));
@@ -1188,14 +1192,14 @@ impl Scheduler {
             item: item.map(str::to_owned),
             key: sealed,
             cache: miss,
-            timeout: tpl.timeout_secs.map(Duration::from_secs_f64),
+            timeout: tpl.settings.timeout_secs.map(Duration::from_secs_f64),
             attempt: 0,
         })))
     }
 
     fn start(&mut self, i: u32, mut job: Job, jobs: &mut JoinSet<JobDone>) {
         let t = self.insts[i as usize].template as usize;
-        let r = self.plan.tasks[t].resources;
+        let r = self.plan.tasks[t].settings.resources;
         let cpus = (r.cpus as usize).clamp(1, self.opts.jobs.max(1));
         self.running += 1;
         self.cpus_used += cpus;
@@ -1282,7 +1286,7 @@ impl Scheduler {
             }
         };
         let t = self.insts[i as usize].template as usize;
-        let r = self.plan.tasks[t].resources;
+        let r = self.plan.tasks[t].settings.resources;
         self.running -= 1;
         self.cpus_used -= (r.cpus as usize).clamp(1, self.opts.jobs.max(1));
         self.mem_used -= r.memory_mb;
@@ -1310,7 +1314,7 @@ impl Scheduler {
             }
             Outcome::Failed(_) | Outcome::TimedOut(_) => {
                 let e = outcome.describe();
-                let retries = self.plan.tasks[t].retries;
+                let retries = self.plan.tasks[t].settings.retries;
                 let attempts = self.insts[i as usize].attempts;
                 if attempts <= retries.count && !self.stopping {
                     let delay = retries.backoff_secs * retries.factor.powi(attempts as i32 - 1);
@@ -1450,7 +1454,7 @@ impl Scheduler {
                     outputs: &inst.outputs,
                 },
             };
-            (plan.tasks[inst.template as usize].name.as_str(), fp, source)
+            (&*plan.tasks[inst.template as usize].name, fp, source)
         });
         match self
             .store
@@ -1509,14 +1513,7 @@ impl Scheduler {
         self.insts[i as usize].dependents = dependents;
         // Dynamic fan-outs may now be expandable.
         let t = self.insts[i as usize].template as usize;
-        if self
-            .plan
-            .graph
-            .neighbors(petgraph::graph::NodeIndex::new(t))
-            .next()
-            .is_some()
-            && self.unexpanded > 0
-        {
+        if self.plan.is_read(t) && self.unexpanded > 0 {
             self.expand_all();
         }
     }
@@ -1546,7 +1543,7 @@ impl Scheduler {
         });
         InstanceRecord {
             id: self.id(i),
-            task: tpl.name.clone(),
+            task: tpl.name.to_string(),
             kind: tpl.kind.name().to_owned(),
             state: inst.state,
             attempts: inst.attempts,

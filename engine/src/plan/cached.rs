@@ -18,11 +18,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as J};
 
-use super::{stable_topo, Foreach, InputSource, Param, Plan, TaskTemplate};
+use super::{Foreach, InputSource, Interner, Param, Plan, Settings, TaskTemplate};
 use crate::binary::{put_f64, put_str, put_u32, put_u64, Reader};
 use crate::model::{RawPipeline, Resources, Retries};
 use crate::store::Store;
@@ -118,11 +117,11 @@ fn put_task(b: &mut Vec<u8>, t: &TaskTemplate) -> Option<()> {
         }
     }
     put_u32(b, t.outputs.len() as u32);
-    for (name, path) in &t.outputs {
+    for (name, path) in t.outputs.iter() {
         put_str(b, name);
         put_str(b, path);
     }
-    match &t.foreach {
+    match t.foreach.as_deref() {
         None => b.push(0),
         Some(Foreach::Items(items)) => {
             b.push(1);
@@ -146,22 +145,57 @@ fn put_task(b: &mut Vec<u8>, t: &TaskTemplate) -> Option<()> {
             put_str(b, output);
         }
     }
-    put_u32(b, t.retries.count);
-    put_f64(b, t.retries.backoff_secs);
-    put_f64(b, t.retries.factor);
-    b.push(t.timeout_secs.is_some() as u8);
-    put_f64(b, t.timeout_secs.unwrap_or(0.0));
-    put_u32(b, t.resources.cpus);
-    put_u64(b, t.resources.memory_mb);
-    put_str(b, &t.executor);
-    b.push(t.partial_inputs as u8);
-    b.push(t.description.is_some() as u8);
-    put_str(b, t.description.as_deref().unwrap_or(""));
+    put_settings(b, &t.settings);
     put_u32(b, t.upstream.len() as u32);
     for &u in &t.upstream {
-        put_u32(b, u as u32);
+        put_u32(b, u);
     }
     Some(())
+}
+
+/// A task's [`Settings`], as [`put_task`] keeps them; also what tells settings apart in a
+/// [`Interner`].
+pub(super) fn put_settings(b: &mut Vec<u8>, s: &Settings) {
+    put_u32(b, s.retries.count);
+    put_f64(b, s.retries.backoff_secs);
+    put_f64(b, s.retries.factor);
+    b.push(s.timeout_secs.is_some() as u8);
+    put_f64(b, s.timeout_secs.unwrap_or(0.0));
+    put_u32(b, s.resources.cpus);
+    put_u64(b, s.resources.memory_mb);
+    put_str(b, &s.executor);
+    b.push(s.partial_inputs as u8);
+    b.push(s.description.is_some() as u8);
+    put_str(b, s.description.as_deref().unwrap_or(""));
+}
+
+/// Reads what [`put_settings`] wrote, shared with the equal settings read before.
+fn read_settings(r: &mut Reader, shared: &mut Interner) -> Option<Arc<Settings>> {
+    let start = r.0;
+    let retries = Retries {
+        count: r.u32()?,
+        backoff_secs: r.f64()?,
+        factor: r.f64()?,
+    };
+    let has_timeout = r.u8()? == 1;
+    let timeout = r.f64()?;
+    let resources = Resources {
+        cpus: r.u32()?,
+        memory_mb: r.u64()?,
+    };
+    let executor = r.str_ref()?;
+    let partial_inputs = r.u8()? == 1;
+    let has_description = r.u8()? == 1;
+    let description = r.str_ref()?;
+    let encoded = &start[..start.len() - r.0.len()];
+    Some(shared.settings_encoded(encoded, || Settings {
+        retries,
+        timeout_secs: has_timeout.then_some(timeout),
+        resources,
+        executor: executor.to_owned(),
+        partial_inputs,
+        description: has_description.then(|| description.to_owned()),
+    }))
 }
 
 /// A task kind and its params' defaults, parsed once per kind rather than once per task.
@@ -172,8 +206,12 @@ struct Kind<'a> {
 }
 
 /// Reads what [`put_task`] wrote; `None` on anything unexpected (the caller compiles instead).
-fn read_task(r: &mut Reader, kinds: &HashMap<&str, Kind>) -> Option<TaskTemplate> {
-    let name = r.str()?;
+fn read_task(
+    r: &mut Reader,
+    kinds: &HashMap<&str, Kind>,
+    shared: &mut Interner,
+) -> Option<TaskTemplate> {
+    let name = r.str_ref()?.into();
     let Kind { kind, defaults } = kinds.get(r.str_ref()?)?;
     let kind = Arc::clone(kind);
     let with_json = r.str_ref()?;
@@ -191,14 +229,14 @@ fn read_task(r: &mut Reader, kinds: &HashMap<&str, Kind>) -> Option<TaskTemplate
     let n = r.u32()?;
     let mut inputs = Vec::with_capacity(n.min(64) as usize);
     for _ in 0..n {
-        let name = r.str()?;
+        let name = r.str_ref()?.into();
         let src = match r.u8()? {
             0 => InputSource::Task {
                 task: r.u32()? as usize,
-                output: r.str()?,
+                output: r.str_ref()?.into(),
             },
-            1 => InputSource::File(PathBuf::from(r.str()?)),
-            2 => InputSource::Glob(r.str()?),
+            1 => InputSource::File(Path::new(r.str_ref()?).into()),
+            2 => InputSource::Glob(r.str_ref()?.into()),
             _ => return None,
         };
         inputs.push((name, src));
@@ -206,7 +244,7 @@ fn read_task(r: &mut Reader, kinds: &HashMap<&str, Kind>) -> Option<TaskTemplate
     let n = r.u32()?;
     let mut outputs = Vec::with_capacity(n.min(64) as usize);
     for _ in 0..n {
-        outputs.push((r.str()?, r.str()?));
+        outputs.push((r.str_ref()?.into(), r.str_ref()?.into()));
     }
     let foreach = match r.u8()? {
         0 => None,
@@ -226,40 +264,21 @@ fn read_task(r: &mut Reader, kinds: &HashMap<&str, Kind>) -> Option<TaskTemplate
         }),
         _ => return None,
     };
-    let retries = Retries {
-        count: r.u32()?,
-        backoff_secs: r.f64()?,
-        factor: r.f64()?,
-    };
-    let has_timeout = r.u8()? == 1;
-    let timeout = r.f64()?;
-    let resources = Resources {
-        cpus: r.u32()?,
-        memory_mb: r.u64()?,
-    };
-    let executor = r.str()?;
-    let partial_inputs = r.u8()? == 1;
-    let has_description = r.u8()? == 1;
-    let description = r.str()?;
+    let settings = read_settings(r, shared)?;
     let n = r.u32()?;
     let mut upstream = Vec::with_capacity(n.min(1 << 16) as usize);
     for _ in 0..n {
-        upstream.push(r.u32()? as usize);
+        upstream.push(r.u32()?);
     }
     Some(TaskTemplate {
         with,
         kind,
         name,
-        inputs,
-        outputs,
-        foreach,
-        retries,
-        timeout_secs: has_timeout.then_some(timeout),
-        resources,
-        executor,
-        partial_inputs,
-        description: has_description.then_some(description),
-        upstream,
+        inputs: inputs.into(),
+        outputs: shared.outputs(outputs),
+        foreach: foreach.map(Box::new),
+        settings,
+        upstream: upstream.into(),
     })
 }
 
@@ -305,9 +324,10 @@ pub fn load(store: &Store, inputs: &Inputs, registry: &Registry) -> Option<Plan>
         .collect();
     let n = r.u32()? as usize;
     let mut tasks = Vec::with_capacity(n.min(1 << 20));
+    let mut shared = Interner::default();
     for _ in 0..n {
-        let t = read_task(&mut r, &kinds)?;
-        if t.upstream.iter().any(|&u| u >= n) {
+        let t = read_task(&mut r, &kinds, &mut shared)?;
+        if t.upstream.iter().any(|&u| u as usize >= n) {
             return None;
         }
         tasks.push(t);
@@ -315,25 +335,13 @@ pub fn load(store: &Store, inputs: &Inputs, registry: &Registry) -> Option<Plan>
     if !r.is_empty() {
         return None;
     }
-    let mut graph = DiGraph::new();
-    for i in 0..n {
-        graph.add_node(i);
-    }
-    for (to, t) in tasks.iter().enumerate() {
-        for &from in &t.upstream {
-            graph.add_edge(NodeIndex::new(from), NodeIndex::new(to), ());
-        }
-    }
-    let order = stable_topo(&graph);
-    Some(Plan {
-        name: header.name,
-        description: header.description,
-        base_dir: header.base_dir,
-        params: header.params,
+    Some(Plan::new(
+        header.name,
+        header.description,
+        header.base_dir,
+        header.params,
         tasks,
-        graph,
-        order,
-    })
+    ))
 }
 
 /// The imported files of a loaded pipeline and the blake3 of their text, hex: what [`save`]
@@ -411,31 +419,23 @@ mod tests {
             .iter()
             .map(|t| {
                 format!(
-                    "{} {} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {} {} {:?} {:?}",
+                    "{} {} {:?} {:?} {:?} {:?} {:?} {:?}",
                     t.name,
                     t.kind.name(),
                     t.with,
                     t.inputs,
                     t.outputs,
                     t.foreach,
-                    t.retries,
-                    t.timeout_secs,
-                    t.resources,
-                    t.executor,
-                    t.partial_inputs,
-                    t.description,
+                    t.settings,
                     t.upstream
                 )
             })
             .collect();
         let params: Vec<String> = p.params.iter().map(|x| format!("{x:?}")).collect();
+        let read: Vec<bool> = (0..p.tasks.len()).map(|t| p.is_read(t)).collect();
         format!(
-            "{} {:?} {:?} {params:?} {tasks:?} {:?} edges {}",
-            p.name,
-            p.description,
-            p.base_dir,
-            p.order,
-            p.graph.edge_count()
+            "{} {:?} {:?} {params:?} {tasks:?} {:?} read {read:?}",
+            p.name, p.description, p.base_dir, p.order,
         )
     }
 
@@ -459,6 +459,10 @@ mod tests {
         save(&store, &inputs, imports(&raw), &plan);
         let kept = load(&store, &inputs, &registry).expect("kept plan");
         assert_eq!(summary(&kept), summary(&plan));
+        // `lines` and `globbed` set none of the settings: they share them, as when compiled.
+        let (lines, globbed) = (&kept.tasks[4], &kept.tasks[5]);
+        assert!(Arc::ptr_eq(&lines.settings, &globbed.settings));
+        assert!(!Arc::ptr_eq(&lines.settings, &kept.tasks[3].settings));
 
         // Another text, another binary, other overrides: misses.
         let edited = PIPELINE.replace("timeout_secs: 5", "timeout_secs: 6");

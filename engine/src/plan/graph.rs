@@ -1,12 +1,10 @@
 //! `nearby graph`: the plan's task DAG as Graphviz DOT or Mermaid.
 
-use petgraph::visit::EdgeRef;
-
 use super::{Foreach, Plan};
 
 fn label(plan: &Plan, i: usize) -> String {
     let t = &plan.tasks[i];
-    let fan = match &t.foreach {
+    let fan = match t.foreach.as_deref() {
         None => String::new(),
         Some(Foreach::Items(items)) => format!(" x{}", items.len()),
         Some(Foreach::Range(a, b)) => format!(" x{}", b - a),
@@ -66,14 +64,7 @@ fn edges(plan: &Plan) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     for &to in &plan.order {
         let t = &plan.tasks[to];
-        let mut from_edges: Vec<usize> = plan
-            .graph
-            .edges_directed(
-                petgraph::graph::NodeIndex::new(to),
-                petgraph::Direction::Incoming,
-            )
-            .map(|e| e.source().index())
-            .collect();
+        let mut from_edges: Vec<usize> = t.upstream.iter().map(|&u| u as usize).collect();
         from_edges.sort_by_key(|f| plan.order.iter().position(|o| o == f));
         for from in from_edges {
             let mut names: Vec<String> = t
@@ -81,20 +72,20 @@ fn edges(plan: &Plan) -> Vec<(String, String, String)> {
                 .iter()
                 .filter_map(|(_, src)| match src {
                     super::InputSource::Task { task, output } if *task == from => {
-                        Some(output.clone())
+                        Some(output.to_string())
                     }
                     _ => None,
                 })
                 .collect();
-            if let Some(Foreach::From { task, output }) = &t.foreach {
+            if let Some(Foreach::From { task, output }) = t.foreach.as_deref() {
                 if *task == from {
                     names.push(format!("foreach {output}"));
                 }
             }
             names.dedup();
             out.push((
-                plan.tasks[from].name.clone(),
-                t.name.clone(),
+                plan.tasks[from].name.to_string(),
+                t.name.to_string(),
                 names.join(", "),
             ));
         }

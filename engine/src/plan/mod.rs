@@ -3,13 +3,13 @@
 //! [`compile`] checks a [`RawPipeline`] against the task registry and collects *every* error in one
 //! pass: unknown task kinds and params, wrong types, missing params and inputs, references to
 //! missing tasks or outputs, outputs written twice, bad templates and cycles (with the whole chain).
-//! Only a [`Plan`] can be run; it holds a petgraph DAG of task templates whose edges come from
-//! declared inputs, never from YAML order.
+//! Only a [`Plan`] can be run; it holds a DAG of task templates whose edges (each template's
+//! `upstream`) come from declared inputs, never from YAML order.
 
 pub mod cached;
 pub mod graph;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -38,11 +38,11 @@ pub struct Param {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum InputSource {
     /// An output of another task (index into `Plan::tasks`).
-    Task { task: usize, output: String },
+    Task { task: usize, output: Box<str> },
     /// A file path (absolute after planning).
-    File(PathBuf),
+    File(Box<Path>),
     /// A glob pattern (absolute after planning), expanded when the task is expanded.
-    Glob(String),
+    Glob(Box<str>),
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -58,32 +58,95 @@ pub enum Foreach {
     },
 }
 
-/// A task template: one task of the pipeline, before fan-out.
-#[derive(Clone)]
-pub struct TaskTemplate {
-    pub name: String,
-    pub kind: Arc<dyn TaskKind>,
-    /// Params with defaults filled and `${params.*}` resolved; other templates remain. Shared
-    /// between the templates whose params are all their kind's defaults (a pipeline of 100k
-    /// tasks held 100k copies of the same map: 78 of a nothing-to-do run's 297 MB).
-    pub with: Arc<Map<String, J>>,
-    pub inputs: Vec<(String, InputSource)>,
-    /// Output name -> path relative to the instance's output directory (may use `${item}`).
-    pub outputs: Vec<(String, String)>,
-    pub foreach: Option<Foreach>,
+/// A task's outputs: name -> path relative to the instance's output directory (may use
+/// `${item}`). Shared between the templates that declare the same list (every task of a kind
+/// with fixed outputs, and most tasks of a generated pipeline).
+pub type Outputs = Arc<[(Box<str>, Box<str>)]>;
+
+/// The settings most tasks leave at their defaults. Shared by `Arc` between the templates whose
+/// settings are equal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
     pub retries: Retries,
     pub timeout_secs: Option<f64>,
     pub resources: Resources,
     pub executor: String,
     pub partial_inputs: bool,
     pub description: Option<String>,
+}
+
+/// A task template: one task of the pipeline, before fan-out.
+///
+/// A generated pipeline has 100,000 of them, so it is kept small (104 bytes, and about 70 bytes of
+/// heap for a task with one input): what most tasks share is shared (`with`, `outputs`,
+/// `settings`), what is rare is boxed (`foreach`), and lists that never grow are boxed slices.
+#[derive(Clone)]
+pub struct TaskTemplate {
+    pub name: Box<str>,
+    pub kind: Arc<dyn TaskKind>,
+    /// Params with defaults filled and `${params.*}` resolved; other templates remain. Shared
+    /// between the templates whose params are all their kind's defaults (a pipeline of 100k
+    /// tasks held 100k copies of the same map: 78 of a nothing-to-do run's 297 MB).
+    pub with: Arc<Map<String, J>>,
+    pub inputs: Box<[(Box<str>, InputSource)]>,
+    pub outputs: Outputs,
+    pub foreach: Option<Box<Foreach>>,
+    pub settings: Arc<Settings>,
     /// Templates this one reads from (inputs and foreach), deduplicated, in declaration order.
-    pub upstream: Vec<usize>,
+    pub upstream: Box<[u32]>,
 }
 
 impl TaskTemplate {
     pub fn fans_out(&self) -> bool {
         self.foreach.is_some()
+    }
+
+    /// The path of output `name`, relative to the instance's output directory.
+    pub fn output_path(&self, name: &str) -> Option<&str> {
+        self.outputs
+            .iter()
+            .find(|(n, _)| **n == *name)
+            .map(|(_, p)| &**p)
+    }
+}
+
+/// Hands out one `Arc` per distinct [`Settings`] and [`Outputs`], so that the templates with
+/// equal ones share them (while compiling, and while reading a kept plan). Settings are told
+/// apart by their kept encoding (they hold floats, which are not `Eq`).
+#[derive(Default)]
+struct Interner {
+    settings: HashMap<Vec<u8>, Arc<Settings>>,
+    outputs: HashSet<Outputs>,
+}
+
+impl Interner {
+    fn settings(&mut self, s: Settings) -> Arc<Settings> {
+        let mut encoded = Vec::new();
+        cached::put_settings(&mut encoded, &s);
+        self.settings_encoded(&encoded, || s)
+    }
+
+    /// The settings whose kept encoding is `encoded`, made by `make` if not seen yet.
+    fn settings_encoded(
+        &mut self,
+        encoded: &[u8],
+        make: impl FnOnce() -> Settings,
+    ) -> Arc<Settings> {
+        if let Some(s) = self.settings.get(encoded) {
+            return Arc::clone(s);
+        }
+        let s = Arc::new(make());
+        self.settings.insert(encoded.to_vec(), Arc::clone(&s));
+        s
+    }
+
+    fn outputs(&mut self, outputs: Vec<(Box<str>, Box<str>)>) -> Outputs {
+        if let Some(shared) = self.outputs.get(&outputs[..]) {
+            return Arc::clone(shared);
+        }
+        let outputs: Outputs = outputs.into();
+        self.outputs.insert(Arc::clone(&outputs));
+        outputs
     }
 }
 
@@ -96,24 +159,59 @@ pub struct Plan {
     pub base_dir: PathBuf,
     pub params: Vec<Param>,
     pub tasks: Vec<TaskTemplate>,
-    pub graph: DiGraph<usize, ()>,
     /// Task indices in a topological order (ties broken by YAML order, for stable output).
     pub order: Vec<usize>,
+    /// Per task, whether another task reads from it. The edges themselves are the templates'
+    /// `upstream` lists (a petgraph graph of them cost 42 bytes a task).
+    read: Vec<bool>,
 }
 
 impl Plan {
+    /// A plan of these templates, whose `upstream` lists are the edges (acyclic: the compiler
+    /// checks).
+    pub fn new(
+        name: String,
+        description: Option<String>,
+        base_dir: PathBuf,
+        params: Vec<Param>,
+        tasks: Vec<TaskTemplate>,
+    ) -> Plan {
+        let mut read = vec![false; tasks.len()];
+        for t in &tasks {
+            for &u in &t.upstream {
+                read[u as usize] = true;
+            }
+        }
+        let order = stable_topo(&tasks);
+        Plan {
+            name,
+            description,
+            base_dir,
+            params,
+            tasks,
+            order,
+            read,
+        }
+    }
+
     pub fn task_index(&self, name: &str) -> Option<usize> {
-        self.tasks.iter().position(|t| t.name == name)
+        self.tasks.iter().position(|t| *t.name == *name)
+    }
+
+    /// Whether some task reads from task `t`.
+    pub fn is_read(&self, t: usize) -> bool {
+        self.read[t]
     }
 
     /// Task indices downstream of `start` (inclusive).
     pub fn downstream(&self, start: usize) -> BTreeSet<usize> {
+        let readers = readers(&self.tasks);
         let mut seen = BTreeSet::from([start]);
         let mut stack = vec![start];
         while let Some(t) = stack.pop() {
-            for n in self.graph.neighbors(NodeIndex::new(t)) {
-                if seen.insert(n.index()) {
-                    stack.push(n.index());
+            for &n in &readers[t] {
+                if seen.insert(n) {
+                    stack.push(n);
                 }
             }
         }
@@ -122,12 +220,23 @@ impl Plan {
 
     /// The fan-out domain of a task: tasks in the same domain pair their instances by key.
     pub fn domain(&self, t: usize) -> Option<usize> {
-        match &self.tasks[t].foreach {
+        match self.tasks[t].foreach.as_deref() {
             None => None,
             Some(Foreach::From { task, .. }) if self.tasks[*task].fans_out() => self.domain(*task),
             Some(_) => Some(t),
         }
     }
+}
+
+/// Per task, the tasks that read from it (the edges reversed), in task order.
+fn readers(tasks: &[TaskTemplate]) -> Vec<Vec<usize>> {
+    let mut readers = vec![Vec::new(); tasks.len()];
+    for (t, tpl) in tasks.iter().enumerate() {
+        for &u in &tpl.upstream {
+            readers[u as usize].push(t);
+        }
+    }
+    readers
 }
 
 /// Compiles a raw pipeline with `--set` overrides into a plan, or every error found.
@@ -143,6 +252,7 @@ pub fn compile(
         diags: Diagnostics::default(),
         base_dir,
         defaults: HashMap::new(),
+        shared: Interner::default(),
     };
     let params = cx.params(overrides);
     let plan = cx.tasks(&params);
@@ -160,6 +270,8 @@ struct Compiler<'a> {
     base_dir: &'a Path,
     /// Per task kind, its params with nothing but the defaults, shared by the tasks that set none.
     defaults: HashMap<&'static str, Arc<Map<String, J>>>,
+    /// Settings and output lists, one `Arc` per distinct value.
+    shared: Interner,
 }
 
 /// Converts a YAML node to a param value of the declared type.
@@ -581,27 +693,23 @@ impl<'a> Compiler<'a> {
         if !self.diags.is_empty() || templates.len() != unique.len() {
             return None;
         }
-        let mut graph = DiGraph::new();
-        for i in 0..templates.len() {
-            graph.add_node(i);
-        }
+        let mut upstream: Vec<Vec<u32>> = vec![Vec::new(); templates.len()];
         let mut seen = BTreeSet::new();
         for (from, to, _) in &edges {
             if seen.insert((*from, *to)) {
-                graph.add_edge(NodeIndex::new(*from), NodeIndex::new(*to), ());
-                templates[*to].upstream.push(*from);
+                upstream[*to].push(*from as u32);
             }
         }
-        let order = stable_topo(&graph);
-        Some(Plan {
-            name: raw.name.value.clone(),
-            description: raw.description.clone(),
-            base_dir: self.base_dir.to_path_buf(),
-            params: params.to_vec(),
-            tasks: templates,
-            graph,
-            order,
-        })
+        for (t, up) in templates.iter_mut().zip(upstream) {
+            t.upstream = up.into();
+        }
+        Some(Plan::new(
+            raw.name.value.clone(),
+            raw.description.clone(),
+            self.base_dir.to_path_buf(),
+            params.to_vec(),
+            templates,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -702,7 +810,7 @@ impl<'a> Compiler<'a> {
                 }
             }
         }
-        let mut outputs: Vec<(String, String)> = Vec::with_capacity(t.outputs.len());
+        let mut outputs: Vec<(Box<str>, Box<str>)> = Vec::with_capacity(t.outputs.len());
         match kind.outputs() {
             Ports::Fixed(ports) => {
                 if let Some(at) = &t.outputs_at {
@@ -722,7 +830,7 @@ impl<'a> Compiler<'a> {
                 }
                 outputs = ports
                     .iter()
-                    .map(|p| (p.name.to_owned(), p.file.to_owned()))
+                    .map(|p| (p.name.into(), p.file.into()))
                     .collect();
             }
             Ports::Declared => {
@@ -768,11 +876,11 @@ impl<'a> Compiler<'a> {
                             .help("each output is produced once: give each its own path"),
                         );
                     }
-                    outputs.push((n.value.clone(), p.value.clone()));
+                    outputs.push((n.value.as_str().into(), p.value.as_str().into()));
                 }
             }
         }
-        let output_names: Vec<&str> = outputs.iter().map(|(n, _)| n.as_str()).collect();
+        let output_names: Vec<&str> = outputs.iter().map(|(n, _)| &**n).collect();
 
         // Params of the kind.
         let specs = kind.params();
@@ -892,18 +1000,17 @@ impl<'a> Compiler<'a> {
 
         let (inputs, foreach) = self.references(ti, t, index, task_names, all_outputs, edges);
         let foreach = self.foreach_value(t, params, foreach);
-        // Filled in once every edge is known (see `tasks`).
-        let upstream = Vec::new();
         let inputs = inputs
             .into_iter()
             .map(|(n, src)| {
                 let src = match src {
-                    InputSource::File(p) => {
-                        InputSource::File(self.resolve_path(&p.display().to_string(), params))
-                    }
-                    InputSource::Glob(g) => {
-                        InputSource::Glob(self.resolve_path(&g, params).display().to_string())
-                    }
+                    InputSource::File(p) => InputSource::File(
+                        self.resolve_path(&p.display().to_string(), params)
+                            .into_boxed_path(),
+                    ),
+                    InputSource::Glob(g) => InputSource::Glob(
+                        self.resolve_path(&g, params).display().to_string().into(),
+                    ),
                     other => other,
                 };
                 (n, src)
@@ -918,13 +1025,7 @@ impl<'a> Compiler<'a> {
         } else {
             Arc::new(with)
         };
-        Some(TaskTemplate {
-            name: t.name.value.clone(),
-            kind,
-            with,
-            inputs,
-            outputs,
-            foreach,
+        let settings = self.shared.settings(Settings {
             retries: t.retries,
             timeout_secs: t.timeout_secs,
             resources: Resources {
@@ -934,7 +1035,17 @@ impl<'a> Compiler<'a> {
             executor,
             partial_inputs: t.partial_inputs,
             description: t.description.clone(),
-            upstream,
+        });
+        Some(TaskTemplate {
+            name: t.name.value.as_str().into(),
+            kind,
+            with,
+            inputs,
+            outputs: self.shared.outputs(outputs),
+            foreach: foreach.map(Box::new),
+            settings,
+            // Filled in once every edge is known (see `tasks`).
+            upstream: Box::default(),
         })
     }
 
@@ -949,7 +1060,7 @@ impl<'a> Compiler<'a> {
         task_names: &[&str],
         all_outputs: &[Vec<String>],
         edges: &mut Vec<(usize, usize, At)>,
-    ) -> (Vec<(String, InputSource)>, Option<(usize, String)>) {
+    ) -> (Vec<(Box<str>, InputSource)>, Option<(usize, String)>) {
         let mut resolve = |diags: &mut Diagnostics,
                            task: &Sp<String>,
                            output: &Sp<String>|
@@ -998,20 +1109,22 @@ impl<'a> Compiler<'a> {
                 RawInput::Output { task, output } => {
                     if let Some(ui) = resolve(&mut self.diags, task, output) {
                         inputs.push((
-                            n.value.clone(),
+                            n.value.as_str().into(),
                             InputSource::Task {
                                 task: ui,
-                                output: output.value.clone(),
+                                output: output.value.as_str().into(),
                             },
                         ));
                     }
                 }
-                RawInput::File(p) => {
-                    inputs.push((n.value.clone(), InputSource::File(PathBuf::from(&p.value))))
-                }
-                RawInput::Glob(g) => {
-                    inputs.push((n.value.clone(), InputSource::Glob(g.value.clone())))
-                }
+                RawInput::File(p) => inputs.push((
+                    n.value.as_str().into(),
+                    InputSource::File(Path::new(&p.value).into()),
+                )),
+                RawInput::Glob(g) => inputs.push((
+                    n.value.as_str().into(),
+                    InputSource::Glob(g.value.as_str().into()),
+                )),
             }
         }
         let from = match t.foreach.as_deref() {
@@ -1286,22 +1399,17 @@ fn normalize(p: &str) -> String {
 }
 
 /// Kahn's algorithm, always taking the ready task that comes first in the YAML.
-fn stable_topo(g: &DiGraph<usize, ()>) -> Vec<usize> {
-    let n = g.node_count();
-    let mut indeg = vec![0usize; n];
-    for e in g.edge_indices() {
-        if let Some((_, to)) = g.edge_endpoints(e) {
-            indeg[to.index()] += 1;
-        }
-    }
-    let mut ready: BTreeSet<usize> = (0..n).filter(|&i| indeg[i] == 0).collect();
-    let mut order = Vec::with_capacity(n);
+fn stable_topo(tasks: &[TaskTemplate]) -> Vec<usize> {
+    let mut indeg: Vec<usize> = tasks.iter().map(|t| t.upstream.len()).collect();
+    let readers = readers(tasks);
+    let mut ready: BTreeSet<usize> = (0..tasks.len()).filter(|&i| indeg[i] == 0).collect();
+    let mut order = Vec::with_capacity(tasks.len());
     while let Some(i) = ready.pop_first() {
         order.push(i);
-        for m in g.neighbors(NodeIndex::new(i)) {
-            indeg[m.index()] -= 1;
-            if indeg[m.index()] == 0 {
-                ready.insert(m.index());
+        for &m in &readers[i] {
+            indeg[m] -= 1;
+            if indeg[m] == 0 {
+                ready.insert(m);
             }
         }
     }
@@ -1376,6 +1484,51 @@ mod tests {
             e,
             ["wrong-type: param `argv` of `command`: expected a list of strings, found a string (help: write a list, one item per argument: `argv: [ls, -l, /tmp]`)"]
         );
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_template_stays_small() {
+        // 100,000 tasks of a generated pipeline: every 8 bytes here is 0.8 MB.
+        assert_eq!(std::mem::size_of::<TaskTemplate>(), 104);
+    }
+
+    #[test]
+    fn templates_share_equal_settings_and_outputs() {
+        let raw = load_str(
+            "p.yaml",
+            "name: t\ntasks:\n  \
+             b:\n    uses: noop\n    inputs: {prev: a.o}\n    outputs: {o: o.txt}\n  \
+             a:\n    uses: noop\n    outputs: {o: o.txt}\n  \
+             c:\n    uses: noop\n    inputs: {prev: a.o}\n    outputs: {o: c.txt}\n    \
+             retries: {count: 1}\n",
+            None,
+        )
+        .unwrap();
+        let plan = compile(&raw, &Registry::builtin(), &BTreeMap::new(), Path::new("/")).unwrap();
+        let [b, a, c] = &plan.tasks[..] else {
+            panic!("three tasks")
+        };
+        assert!(Arc::ptr_eq(&a.settings, &b.settings));
+        assert!(!Arc::ptr_eq(&a.settings, &c.settings));
+        assert_eq!((a.settings.retries.count, c.settings.retries.count), (0, 1));
+        assert!(Arc::ptr_eq(&a.outputs, &b.outputs));
+        assert_eq!(
+            (a.output_path("o"), c.output_path("o"), c.output_path("x")),
+            (Some("o.txt"), Some("c.txt"), None)
+        );
+        // The edges: `a` is read by `b` and `c`, and comes first.
+        assert_eq!(
+            (&*b.upstream, &*a.upstream, &*c.upstream),
+            (&[1][..], &[][..], &[1][..])
+        );
+        assert_eq!(plan.order, [1, 0, 2]);
+        assert_eq!(
+            (plan.is_read(0), plan.is_read(1), plan.is_read(2)),
+            (false, true, false)
+        );
+        assert_eq!(plan.downstream(1), BTreeSet::from([0, 1, 2]));
+        assert_eq!(plan.downstream(2), BTreeSet::from([2]));
     }
 
     #[test]
