@@ -27,11 +27,12 @@ pub struct Pos {
 pub struct Source {
     /// The path as the user gave it (printed verbatim).
     pub path: String,
-    pub text: String,
+    /// Shared with the caller that read it (a generated pipeline's text is megabytes).
+    pub text: Arc<str>,
 }
 
 impl Source {
-    pub fn new(path: impl Into<String>, text: impl Into<String>) -> Arc<Source> {
+    pub fn new(path: impl Into<String>, text: impl Into<Arc<str>>) -> Arc<Source> {
         Arc::new(Source {
             path: path.into(),
             text: text.into(),

@@ -201,11 +201,15 @@ pub fn load(path: &Path) -> Result<RawPipeline, Diagnostics> {
             format!("cannot read pipeline: {e}"),
         )])
     })?;
-    load_str(&path.display().to_string(), &text, path.parent())
+    load_str(&path.display().to_string(), text, path.parent())
 }
 
 /// Loads a pipeline from text; `base` is where `imports` are resolved (None: imports rejected).
-pub fn load_str(name: &str, text: &str, base: Option<&Path>) -> Result<RawPipeline, Diagnostics> {
+pub fn load_str(
+    name: &str,
+    text: impl Into<Arc<str>>,
+    base: Option<&Path>,
+) -> Result<RawPipeline, Diagnostics> {
     let mut cx = Loader {
         diags: Diagnostics::default(),
         seen: BTreeSet::new(),

@@ -455,7 +455,7 @@ mod tests {
         };
         assert!(load(&store, &inputs, &registry).is_none());
         let raw = load_str("kept.yaml", PIPELINE, Some(dir.path())).unwrap();
-        let plan = compile(&raw, &registry, &overrides, dir.path()).unwrap();
+        let plan = compile(raw.clone(), &registry, &overrides, dir.path()).unwrap();
         save(&store, &inputs, imports(&raw), &plan);
         let kept = load(&store, &inputs, &registry).expect("kept plan");
         assert_eq!(summary(&kept), summary(&plan));
