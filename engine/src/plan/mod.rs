@@ -264,6 +264,35 @@ pub fn compile(
     }
 }
 
+/// The pipeline's task names in YAML order, and their order by name for lookups (4 bytes a task,
+/// where a map took about 30).
+struct Names {
+    names: Vec<Sp<String>>,
+    by_name: Vec<u32>,
+}
+
+impl Names {
+    fn new(names: Vec<Sp<String>>) -> Names {
+        let mut by_name: Vec<u32> = (0..names.len() as u32).collect();
+        by_name.sort_unstable_by(|&a, &b| names[a as usize].value.cmp(&names[b as usize].value));
+        Names { names, by_name }
+    }
+
+    /// The index of the task with this name.
+    fn get(&self, name: &str) -> Option<usize> {
+        let at = self
+            .by_name
+            .binary_search_by(|&i| self.names[i as usize].value.as_str().cmp(name))
+            .ok()?;
+        Some(self.by_name[at] as usize)
+    }
+
+    /// The names in YAML order.
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(|n| n.value.as_str())
+    }
+}
+
 /// Whether the tasks' edges close a cycle: Kahn's algorithm, counting the tasks it can order.
 /// About 12 bytes a task, where finding the cycles themselves (strongly connected components,
 /// only when there is one) took 12 MB for a chain of 100,000 tasks at the compile's peak.
@@ -714,13 +743,7 @@ impl<'a> Compiler<'a> {
             at += 1;
             !duplicate[at - 1]
         });
-        let names: Vec<Sp<String>> = loaded.iter().map(|t| t.name.clone()).collect();
-        let index: BTreeMap<&str, usize> = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.value.as_str(), i))
-            .collect();
-        let task_names: Vec<&str> = names.iter().map(|n| n.value.as_str()).collect();
+        let names = Names::new(loaded.iter().map(|t| t.name.clone()).collect());
 
         // Declared output names per task (fixed by the kind, or by the author).
         let outputs_of = |t: &RawTask| -> Vec<String> {
@@ -732,23 +755,16 @@ impl<'a> Compiler<'a> {
         let all_outputs: Vec<Vec<String>> = loaded.iter().map(outputs_of).collect();
 
         let n = loaded.len();
-        let mut templates = Vec::with_capacity(n);
+        // Both grow as the loaded tasks go (reserved whole, they were 14 MB of a 100,000-task
+        // pipeline's peak, next to all of its loaded tasks).
+        let mut templates = Vec::new();
         // Edges with where they are written (for cycle chains). A task's edges are pushed in
         // the order of its inputs, which is all their order means.
-        let mut edges: Vec<(usize, usize, At)> =
-            Vec::with_capacity(loaded.iter().map(|t| t.inputs.len()).sum());
+        let mut edges: Vec<(usize, usize, At)> = Vec::new();
         // From the last: the loaded tasks' vector shrinks as they go.
         while let Some(t) = loaded.pop() {
             let ti = loaded.len();
-            if let Some(tpl) = self.task(
-                ti,
-                &t,
-                params,
-                &index,
-                &task_names,
-                &all_outputs,
-                &mut edges,
-            ) {
+            if let Some(tpl) = self.task(ti, &t, params, &names, &all_outputs, &mut edges) {
                 templates.push(tpl);
             }
             if loaded.len() < loaded.capacity() / 2 {
@@ -756,7 +772,9 @@ impl<'a> Compiler<'a> {
             }
         }
         templates.reverse();
-        self.check_cycles(&names, &edges);
+        templates.shrink_to_fit();
+        edges.shrink_to_fit();
+        self.check_cycles(&names.names, &edges);
         if !self.diags.is_empty() || templates.len() != n {
             return None;
         }
@@ -785,8 +803,7 @@ impl<'a> Compiler<'a> {
         ti: usize,
         t: &RawTask,
         params: &[Param],
-        index: &BTreeMap<&str, usize>,
-        task_names: &[&str],
+        names: &Names,
         all_outputs: &[Vec<String>],
         edges: &mut Vec<(usize, usize, At)>,
     ) -> Option<TaskTemplate> {
@@ -812,7 +829,7 @@ impl<'a> Compiler<'a> {
                         ),
                 );
                 // Still check references so that all errors show at once.
-                self.references(ti, t, index, task_names, all_outputs, edges);
+                self.references(ti, t, names, all_outputs, edges);
                 return None;
             }
         };
@@ -1065,7 +1082,7 @@ impl<'a> Compiler<'a> {
             }
         }
 
-        let (inputs, foreach) = self.references(ti, t, index, task_names, all_outputs, edges);
+        let (inputs, foreach) = self.references(ti, t, names, all_outputs, edges);
         let foreach = self.foreach_value(t, params, foreach);
         let inputs = inputs
             .into_iter()
@@ -1123,8 +1140,7 @@ impl<'a> Compiler<'a> {
         &mut self,
         ti: usize,
         t: &RawTask,
-        index: &BTreeMap<&str, usize>,
-        task_names: &[&str],
+        names: &Names,
         all_outputs: &[Vec<String>],
         edges: &mut Vec<(usize, usize, At)>,
     ) -> (Vec<(Box<str>, InputSource)>, Option<(usize, String)>) {
@@ -1132,14 +1148,13 @@ impl<'a> Compiler<'a> {
                            task: &Sp<String>,
                            output: &Sp<String>|
          -> Option<usize> {
-            let Some(&ui) = index.get(task.value.as_str()) else {
+            let Some(ui) = names.get(&task.value) else {
                 diags.push(
                     task.at
                         .error("unknown-task", format!("no task named `{}`", task.value))
-                        .help(
-                            did_you_mean(&task.value, task_names.iter().copied())
-                                .unwrap_or_else(|| format!("tasks are: {}", task_names.join(", "))),
-                        ),
+                        .help(did_you_mean(&task.value, names.iter()).unwrap_or_else(|| {
+                            format!("tasks are: {}", names.iter().collect::<Vec<_>>().join(", "))
+                        })),
                 );
                 return None;
             };
