@@ -455,8 +455,9 @@ mod tests {
         };
         assert!(load(&store, &inputs, &registry).is_none());
         let raw = load_str("kept.yaml", PIPELINE, Some(dir.path())).unwrap();
-        let plan = compile(raw.clone(), &registry, &overrides, dir.path()).unwrap();
-        save(&store, &inputs, imports(&raw), &plan);
+        let imported = imports(&raw);
+        let plan = compile(raw, &registry, &overrides, dir.path()).unwrap();
+        save(&store, &inputs, imported.clone(), &plan);
         let kept = load(&store, &inputs, &registry).expect("kept plan");
         assert_eq!(summary(&kept), summary(&plan));
         // `lines` and `globbed` set none of the settings: they share them, as when compiled.
@@ -488,7 +489,7 @@ mod tests {
         store.plan_put(&inputs.slot(), b"{not json").unwrap();
         assert!(load(&store, &inputs, &registry).is_none());
         // So is one cut short anywhere, or with bytes after the last task.
-        save(&store, &inputs, imports(&raw), &plan);
+        save(&store, &inputs, imported, &plan);
         let whole = store.plan_get(&inputs.slot()).unwrap().unwrap();
         for cut in [5, whole.len() / 2, whole.len() - 1] {
             store.plan_put(&inputs.slot(), &whole[..cut]).unwrap();
