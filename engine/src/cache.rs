@@ -54,6 +54,7 @@ impl CacheKey {
         // inputs) never sits whole in memory when it is only checked against the cache.
         let hasher = std::cell::RefCell::new(blake3::Hasher::new());
         self.with_json_spilled(
+            0,
             |json| {
                 hasher.borrow_mut().update(json);
                 json.clear();
@@ -85,13 +86,18 @@ impl CacheKey {
     }
 
     fn with_json<T>(&self, f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
-        self.with_json_spilled(|_| {}, f)
+        // A gather's key is megabytes: room for it at once (a hash is 67 bytes of JSON), not
+        // doublings that took a third more than it needs at the gather's peak.
+        let room = self.inputs.values().map(|h| h.len() * 67).sum::<usize>() + 1024;
+        self.with_json_spilled(room, |_| {}, f)
     }
 
-    /// Writes the key's JSON into the thread's buffer, handing a large list of input hashes to
-    /// `spill` as it grows (`spill` may empty the buffer), then the rest to `f`.
+    /// Writes the key's JSON into the thread's buffer (with at least `room` bytes), handing a
+    /// large list of input hashes to `spill` as it grows (`spill` may empty the buffer), then the
+    /// rest to `f`.
     fn with_json_spilled<T>(
         &self,
+        room: usize,
         spill: impl FnMut(&mut Vec<u8>),
         f: impl FnOnce(&mut Vec<u8>) -> T,
     ) -> T {
@@ -102,6 +108,7 @@ impl CacheKey {
         JSON.with(|buf| {
             let mut buf = buf.borrow_mut();
             buf.clear();
+            buf.reserve(room);
             self.write_json(&mut buf, spill);
             let out = f(&mut buf);
             if buf.capacity() > BIG_KEY {

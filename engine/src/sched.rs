@@ -1160,6 +1160,17 @@ impl Scheduler {
                 Err(e) => format!("miss: cache unreadable ({e})"),
             }
         };
+        let final_dir = out_dir(&self.workdir, &tpl.name, inst.key.as_deref());
+        let sealed = key.seal();
+        let CacheKey {
+            params,
+            outputs: outputs_rel,
+            inputs: hashes,
+            ..
+        } = key;
+        drop(hashes);
+        // The paths of upstream outputs after the key is sealed and its hashes dropped: a
+        // gather's 100,000 hashes, its key's JSON and its input paths were held at once.
         for (name, src) in &tpl.inputs {
             if let InputSource::Task { task, output } = src {
                 let paths = inputs.entry(name.to_string()).or_default();
@@ -1169,13 +1180,6 @@ impl Scheduler {
                 }
             }
         }
-        let final_dir = out_dir(&self.workdir, &tpl.name, inst.key.as_deref());
-        let sealed = key.seal();
-        let CacheKey {
-            params,
-            outputs: outputs_rel,
-            ..
-        } = key;
         let params = match params {
             J::Object(m) => m,
             _ => Map::new(),
