@@ -25,6 +25,9 @@
 //! - Schema 1 only, still read: `instances` (`run id \0 instance id` -> one [`InstanceRecord`])
 //!   and `keys` (fingerprint -> the key's parts).
 //!
+//! `state/keys/<run>/` holds the cache keys of that run's records that are too large to keep in
+//! sled (a gather's: one hash per input), one file each, named in the record (schema 6).
+//!
 //! `state/plans/` holds the compiled pipelines ([`Store::plan_get`]), one file per pipeline file,
 //! for the same reason as the packs (a `plans` tree before; a store that has one drops it when
 //! opened: its entries were only hints).
@@ -47,7 +50,8 @@
 //!   a third less per output record. Older entries and groups are read as they are.
 //! - 6: record groups compressed with LZ4 (tag 5): a night's records repeat their task, kind,
 //!   run and paths, and sled holds every group a run writes in memory until the run ends (a
-//!   third of a 100,000-instance rerun's peak). Tag 4 groups are read as they are.
+//!   third of a 100,000-instance rerun's peak). Tag 4 groups are read as they are. A key of
+//!   256 KB or more is kept in a file of its run's (`state/keys/`) and named in the record.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -63,6 +67,25 @@ pub const SCHEMA: u32 = 6;
 /// few KB keep both cheap.
 const GROUP_BYTES: usize = 16 << 10;
 
+/// A record's key this long or longer (a gather's: 67 bytes per input) is kept in a file of its
+/// run's (`state/keys/`) rather than in sled, which held a 100,000-input gather's 6.7 MB key
+/// three times over while writing it.
+const KEY_FILE_MIN: usize = 256 << 10;
+
+/// A run id as a directory name (ids are made of digits, letters and `-`; anything else, from
+/// a store edited by hand, becomes `_`).
+fn sanitize_run(run: &str) -> String {
+    run.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the state store at {path}: {source}")]
@@ -77,6 +100,8 @@ pub enum StoreError {
     CorruptEntry(String),
     #[error("cannot write the cache pack {0}: {1}")]
     Pack(String, std::io::Error),
+    #[error("cannot write or remove the task keys {0}: {1}")]
+    Keys(String, std::io::Error),
     #[error("cannot read or write the compiled pipeline {0}: {1}")]
     Plan(String, std::io::Error),
     #[error("the record writer stopped: {0}")]
@@ -1161,7 +1186,13 @@ impl Store {
             }
         }
         self.runs.remove(id.as_bytes())?;
-        Ok(())
+        let keys = self.keys_dir(id);
+        match std::fs::remove_dir_all(&keys) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(StoreError::Keys(keys.display().to_string(), e))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Appends records to the run's log, in groups of about [`GROUP_BYTES`] each. Records
@@ -1181,10 +1212,14 @@ impl Store {
                 group.push(record::GROUP);
             }
             // One allocation for a record larger than a group (a gather's key), not doublings.
-            let key_len = r.key.as_deref().map_or(0, |k| k.get().len());
-            large |= key_len > GROUP_BYTES;
-            group.reserve(key_len + 1024);
-            record::encode(&mut group, r, &self.root);
+            let key = r.key.as_deref().map(RawValue::get).unwrap_or_default();
+            let key_file = match key.len() >= KEY_FILE_MIN {
+                true => Some(self.put_key_file(run, &r.id, key)?),
+                false => None,
+            };
+            large |= key_file.is_none() && key.len() > GROUP_BYTES;
+            group.reserve(key.len() + 1024);
+            record::encode(&mut group, r, &self.root, key_file.as_deref());
             drop(owned);
             if group.len() >= GROUP_BYTES || records.peek().is_none() {
                 let seq = self.db.generate_id()?;
@@ -1202,6 +1237,26 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// `state/keys/<run>/`: the keys of the run's records that are too large to keep in sled.
+    fn keys_dir(&self, run: &str) -> PathBuf {
+        self.path.join("keys").join(sanitize_run(run))
+    }
+
+    /// Writes a record's large key to a file of its run's (whole or nothing); returns its name.
+    fn put_key_file(&self, run: &str, id: &str, key: &str) -> Result<String, StoreError> {
+        use std::io::Write;
+        let name = blake3::hash(id.as_bytes()).to_hex()[..32].to_owned();
+        write_hint(
+            &self.keys_dir(run).join(&name),
+            StoreError::Keys,
+            |out, failed| {
+                out.write_all(key.as_bytes()).map_err(failed)?;
+                Ok(Some(()))
+            },
+        )?;
+        Ok(name)
     }
 
     pub fn put_instance(&self, run: &str, r: &InstanceRecord) -> Result<(), StoreError> {
@@ -1230,7 +1285,7 @@ impl Store {
             let v = v?;
             let group = match v.first() {
                 Some(&(record::GROUP | record::GROUP_TEXT | record::GROUP_LZ4)) => {
-                    record::decode_group(run, &v, &self.root)?
+                    record::decode_group(run, &v, &self.root, &self.keys_dir(run))?
                 }
                 _ => decode("task instance records", &v)?,
             };
@@ -1351,6 +1406,7 @@ mod record {
     use super::{InstanceRecord, State, StoreError};
     use crate::binary::{put_str, Reader};
     use serde_json::value::RawValue;
+    use std::path::Path;
 
     /// The tag of a group whose outputs are in the [`Form::Packed`] form (schema 5).
     pub const GROUP: u8 = 4;
@@ -1362,6 +1418,8 @@ mod record {
     /// The longest group read back (a corrupt length is not an allocation of gigabytes).
     const MAX_GROUP: usize = 1 << 30;
     const NONE: u32 = u32::MAX;
+    /// In place of a key's length: the key is in a file of the run's (then its name).
+    const KEY_FILE: u32 = u32::MAX - 1;
     const STATES: [State; 7] = [
         State::Pending,
         State::Running,
@@ -1498,7 +1556,9 @@ mod record {
         Some(format!("{HIT}{}", r.str()?))
     }
 
-    pub fn encode(b: &mut Vec<u8>, r: &InstanceRecord, root: &str) {
+    /// `key_file`: the name of the file the record's key was written to (see
+    /// [`super::KEY_FILE_MIN`]); the record then names it instead of holding the key.
+    pub fn encode(b: &mut Vec<u8>, r: &InstanceRecord, root: &str, key_file: Option<&str>) {
         for s in [&r.id, &r.task, &r.kind] {
             put_str(b, s);
         }
@@ -1511,7 +1571,13 @@ mod record {
         b.extend_from_slice(&r.duration_ms.unwrap_or(u64::MAX).to_le_bytes());
         put_outputs(b, &r.outputs, root);
         put_packed(b, r.fingerprint.as_deref(), pack_fingerprint);
-        put_opt(b, r.key.as_deref().map(RawValue::get));
+        match key_file {
+            Some(name) => {
+                b.extend_from_slice(&KEY_FILE.to_le_bytes());
+                put_str(b, name);
+            }
+            None => put_opt(b, r.key.as_deref().map(RawValue::get)),
+        }
         put_packed(b, r.cache.as_deref(), pack_hit);
         for s in [&r.log, &r.error] {
             put_opt(b, s.as_deref());
@@ -1531,10 +1597,12 @@ mod record {
         Ok(out)
     }
 
+    /// `keys`: the directory of the run's key files (see [`encode`]).
     pub fn decode_group(
         run: &str,
         bytes: &[u8],
         root: &str,
+        keys: &Path,
     ) -> Result<Vec<InstanceRecord>, StoreError> {
         let bad = || StoreError::CorruptEntry(format!("instance records of run {run}"));
         let mut r = Reader(bytes.get(1..).unwrap_or_default());
@@ -1558,7 +1626,7 @@ mod record {
         };
         let mut out = Vec::new();
         while !r.0.is_empty() {
-            out.push(decode(&mut r, form).ok_or_else(bad)?);
+            out.push(decode(&mut r, form, keys).ok_or_else(bad)?);
         }
         Ok(out)
     }
@@ -1572,7 +1640,7 @@ mod record {
         r.str().map(Some)
     }
 
-    fn decode(r: &mut Reader, form: Form) -> Option<InstanceRecord> {
+    fn decode(r: &mut Reader, form: Form, keys: &Path) -> Option<InstanceRecord> {
         let (id, task, kind) = (r.str()?, r.str()?, r.str()?);
         let state = *STATES.get(*r.take(1)?.first()? as usize)?;
         let attempts = r.u32()?;
@@ -1582,9 +1650,19 @@ mod record {
         let duration_ms = Some(u64::from_le_bytes(r.array()?)).filter(|&d| d != u64::MAX);
         let outputs = read_outputs(r, "", form).ok()?;
         let fingerprint = get_packed(r, unpack_fingerprint)?;
-        let key = match opt(r)? {
-            Some(json) => Some(RawValue::from_string(json).ok()?),
-            None => None,
+        let key = if r.0.get(..4) == Some(&KEY_FILE.to_le_bytes()[..]) {
+            r.take(4)?;
+            // A key file lost in a crash is a key not known (`cache explain` says so), not
+            // a record that cannot be read.
+            let name = r.str_ref()?;
+            std::fs::read_to_string(keys.join(name))
+                .ok()
+                .and_then(|json| RawValue::from_string(json).ok())
+        } else {
+            match opt(r)? {
+                Some(json) => Some(RawValue::from_string(json).ok()?),
+                None => None,
+            }
         };
         let cache = get_packed(r, unpack_hit)?;
         let (log, error) = (opt(r)?, opt(r)?);
@@ -2086,6 +2164,50 @@ mod tests {
     }
 
     #[test]
+    fn a_very_large_key_is_kept_in_a_file_of_its_run_and_goes_with_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let mut gather = full_record();
+        gather.id = "gather".into();
+        let json = format!("{{\"all\":[{}]}}", vec!["\"ab\""; 60_000].join(","));
+        assert!(json.len() >= KEY_FILE_MIN);
+        gather.key = Some(RawValue::from_string(json.clone()).unwrap());
+        s.put_instances("run1", &[gather, full_record()]).unwrap();
+        let stored: usize = s.log.iter().values().map(|v| v.unwrap().len()).sum();
+        assert!(stored < 4096, "the key is not in sled: {stored} bytes");
+        let got = s.instances("run1").unwrap();
+        let key = |got: &[InstanceRecord]| {
+            let g = got.iter().find(|r| r.id == "gather").unwrap();
+            g.key.as_ref().map(|k| k.get().to_owned())
+        };
+        assert!(
+            key(&got).as_deref() == Some(json.as_str()),
+            "the key reads back"
+        );
+        // A key file lost (a crash before it was on disk) is a key not known, not an error.
+        let keys = dir.path().join("state/keys/run1");
+        assert_eq!(std::fs::read_dir(&keys).unwrap().count(), 1);
+        for f in std::fs::read_dir(&keys).unwrap() {
+            std::fs::remove_file(f.unwrap().path()).unwrap();
+        }
+        let got = s.instances("run1").unwrap();
+        assert!(key(&got).is_none());
+        assert_eq!(got.len(), 2);
+        // Deleting the run deletes its key files.
+        s.put_instances(
+            "run1",
+            &[{
+                let mut r = full_record();
+                r.key = Some(RawValue::from_string(json.clone()).unwrap());
+                r
+            }],
+        )
+        .unwrap();
+        s.delete_run("run1").unwrap();
+        assert!(!keys.exists());
+    }
+
+    #[test]
     fn binary_records_round_trip_and_json_groups_still_read() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
@@ -2119,8 +2241,9 @@ mod tests {
         odd.fingerprint = Some("CD".repeat(32));
         odd.cache = Some("hit: recorded by run 20261127-214000-123-abcd".into());
         let mut group = vec![record::GROUP];
-        record::encode(&mut group, &odd, "/w/out/");
-        let back = record::decode_group("run1", &group, "/w/out/").unwrap();
+        record::encode(&mut group, &odd, "/w/out/", None);
+        let back =
+            record::decode_group("run1", &group, "/w/out/", Path::new("/nonexistent")).unwrap();
         assert_eq!(
             serde_json::to_value(&back[0]).unwrap(),
             serde_json::to_value(&odd).unwrap()
@@ -2129,24 +2252,39 @@ mod tests {
         // is an error.
         let packed = record::compress(&group).unwrap();
         assert_eq!(packed[0], record::GROUP_LZ4);
-        let back = record::decode_group("run1", &packed, "/w/out/").unwrap();
+        let back =
+            record::decode_group("run1", &packed, "/w/out/", Path::new("/nonexistent")).unwrap();
         assert_eq!(
             serde_json::to_value(&back[0]).unwrap(),
             serde_json::to_value(&odd).unwrap()
         );
-        assert!(record::decode_group("run1", &packed[..packed.len() - 2], "/w/out/").is_err());
+        assert!(record::decode_group(
+            "run1",
+            &packed[..packed.len() - 2],
+            "/w/out/",
+            Path::new("/n")
+        )
+        .is_err());
         let mut wrong = packed.clone();
         wrong[1] = wrong[1].wrapping_add(1);
-        assert!(record::decode_group("run1", &wrong, "/w/out/").is_err());
+        assert!(record::decode_group("run1", &wrong, "/w/out/", Path::new("/n")).is_err());
         wrong[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(record::decode_group("run1", &wrong, "/w/out/").is_err());
+        assert!(record::decode_group("run1", &wrong, "/w/out/", Path::new("/n")).is_err());
         // A truncated group is an error, not a panic.
         let mut group = vec![record::GROUP];
-        record::encode(&mut group, &r, "/w/out/");
-        assert!(record::decode_group("run1", &group[..group.len() - 3], "/w/out/").is_err());
+        record::encode(&mut group, &r, "/w/out/", None);
+        assert!(record::decode_group(
+            "run1",
+            &group[..group.len() - 3],
+            "/w/out/",
+            Path::new("/n")
+        )
+        .is_err());
         // An unknown tag is an error too.
         group[0] = 9;
-        assert!(record::decode_group("run1", &group, "/w/out/").is_err());
+        assert!(
+            record::decode_group("run1", &group, "/w/out/", Path::new("/nonexistent")).is_err()
+        );
     }
 
     #[test]
@@ -2167,8 +2305,8 @@ mod tests {
         for t in times {
             r.started_at = Some(t.into());
             group.truncate(1);
-            record::encode(&mut group, &r, "");
-            let back = record::decode_group("r", &group, "").unwrap();
+            record::encode(&mut group, &r, "", None);
+            let back = record::decode_group("r", &group, "", Path::new("/n")).unwrap();
             assert_eq!(back[0].started_at.as_deref(), Some(t));
             sizes.push(group.len());
         }
