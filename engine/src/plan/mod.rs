@@ -176,13 +176,26 @@ impl Plan {
         params: Vec<Param>,
         tasks: Vec<TaskTemplate>,
     ) -> Plan {
+        let upstream: Vec<&[u32]> = tasks.iter().map(|t| &*t.upstream).collect();
+        let order = stable_topo(&upstream);
+        Plan::ordered(name, description, base_dir, params, tasks, order)
+    }
+
+    /// A plan whose tasks are in this topological order (all of them).
+    fn ordered(
+        name: String,
+        description: Option<String>,
+        base_dir: PathBuf,
+        params: Vec<Param>,
+        tasks: Vec<TaskTemplate>,
+        order: Vec<usize>,
+    ) -> Plan {
         let mut read = vec![false; tasks.len()];
         for t in &tasks {
             for &u in &t.upstream {
                 read[u as usize] = true;
             }
         }
-        let order = stable_topo(&tasks);
         Plan {
             name,
             description,
@@ -205,7 +218,8 @@ impl Plan {
 
     /// Task indices downstream of `start` (inclusive).
     pub fn downstream(&self, start: usize) -> BTreeSet<usize> {
-        let readers = readers(&self.tasks);
+        let upstream: Vec<&[u32]> = self.tasks.iter().map(|t| &*t.upstream).collect();
+        let readers = readers(&upstream);
         let mut seen = BTreeSet::from([start]);
         let mut stack = vec![start];
         while let Some(t) = stack.pop() {
@@ -229,10 +243,10 @@ impl Plan {
 }
 
 /// Per task, the tasks that read from it (the edges reversed), in task order.
-fn readers(tasks: &[TaskTemplate]) -> Vec<Vec<usize>> {
-    let mut readers = vec![Vec::new(); tasks.len()];
-    for (t, tpl) in tasks.iter().enumerate() {
-        for &u in &tpl.upstream {
+fn readers<U: AsRef<[u32]>>(upstream: &[U]) -> Vec<Vec<usize>> {
+    let mut readers = vec![Vec::new(); upstream.len()];
+    for (t, up) in upstream.iter().enumerate() {
+        for &u in up.as_ref() {
             readers[u as usize].push(t);
         }
     }
@@ -291,44 +305,6 @@ impl Names {
     fn iter(&self) -> impl Iterator<Item = &str> {
         self.names.iter().map(|n| n.value.as_str())
     }
-}
-
-/// Whether the tasks' edges close a cycle: Kahn's algorithm, counting the tasks it can order.
-/// About 12 bytes a task, where finding the cycles themselves (strongly connected components,
-/// only when there is one) took 12 MB for a chain of 100,000 tasks at the compile's peak.
-fn has_cycle(n: usize, edges: &[(usize, usize, At)]) -> bool {
-    let mut waiting = vec![0u32; n];
-    // Edges by their source: `next[start[t]..start[t + 1]]` are the tasks `t` feeds.
-    let mut start = vec![0u32; n + 1];
-    for &(from, to, _) in edges {
-        waiting[to] += 1;
-        start[from + 1] += 1;
-    }
-    for t in 0..n {
-        start[t + 1] += start[t];
-    }
-    let mut fill = start.clone();
-    let mut next = vec![0u32; edges.len()];
-    for &(from, to, _) in edges {
-        next[fill[from] as usize] = to as u32;
-        fill[from] += 1;
-    }
-    drop(fill);
-    let mut ready: Vec<u32> = (0..n as u32)
-        .filter(|&t| waiting[t as usize] == 0)
-        .collect();
-    let mut ordered = 0;
-    while let Some(t) = ready.pop() {
-        ordered += 1;
-        let t = t as usize;
-        for &to in &next[start[t] as usize..start[t + 1] as usize] {
-            waiting[to as usize] -= 1;
-            if waiting[to as usize] == 0 {
-                ready.push(to);
-            }
-        }
-    }
-    ordered < n
 }
 
 struct Compiler<'a> {
@@ -774,26 +750,33 @@ impl<'a> Compiler<'a> {
         templates.reverse();
         templates.shrink_to_fit();
         edges.shrink_to_fit();
-        self.check_cycles(&names.names, &edges);
+        // Each task's upstream tasks, once each, in the order its inputs name them (a task's
+        // edges are together).
+        let mut upstream: Vec<Vec<u32>> = vec![Vec::new(); n];
+        for &(from, to, _) in &edges {
+            if !upstream[to].contains(&(from as u32)) {
+                upstream[to].push(from as u32);
+            }
+        }
+        // The order also finds whether there is a cycle (some task never comes); finding the
+        // cycles themselves (12 MB for a chain of 100,000 tasks) is left to when there is one.
+        let order = stable_topo(&upstream);
+        if order.len() < n {
+            self.check_cycles(&names.names, &edges);
+        }
         if !self.diags.is_empty() || templates.len() != n {
             return None;
-        }
-        let mut upstream: Vec<Vec<u32>> = vec![Vec::new(); templates.len()];
-        let mut seen = BTreeSet::new();
-        for (from, to, _) in &edges {
-            if seen.insert((*from, *to)) {
-                upstream[*to].push(*from as u32);
-            }
         }
         for (t, up) in templates.iter_mut().zip(upstream) {
             t.upstream = up.into();
         }
-        Some(Plan::new(
+        Some(Plan::ordered(
             self.raw.name.value.clone(),
             self.raw.description.clone(),
             self.base_dir.to_path_buf(),
             params.to_vec(),
             templates,
+            order,
         ))
     }
 
@@ -1329,9 +1312,6 @@ impl<'a> Compiler<'a> {
     }
 
     fn check_cycles(&mut self, tasks: &[Sp<String>], edges: &[(usize, usize, At)]) {
-        if !has_cycle(tasks.len(), edges) {
-            return;
-        }
         let mut g: DiGraph<usize, usize> = DiGraph::new();
         for i in 0..tasks.len() {
             g.add_node(i);
@@ -1477,11 +1457,11 @@ fn normalize(p: &str) -> String {
 }
 
 /// Kahn's algorithm, always taking the ready task that comes first in the YAML.
-fn stable_topo(tasks: &[TaskTemplate]) -> Vec<usize> {
-    let mut indeg: Vec<usize> = tasks.iter().map(|t| t.upstream.len()).collect();
-    let readers = readers(tasks);
-    let mut ready: BTreeSet<usize> = (0..tasks.len()).filter(|&i| indeg[i] == 0).collect();
-    let mut order = Vec::with_capacity(tasks.len());
+fn stable_topo<U: AsRef<[u32]>>(upstream: &[U]) -> Vec<usize> {
+    let mut indeg: Vec<usize> = upstream.iter().map(|u| u.as_ref().len()).collect();
+    let readers = readers(upstream);
+    let mut ready: BTreeSet<usize> = (0..upstream.len()).filter(|&i| indeg[i] == 0).collect();
+    let mut order = Vec::with_capacity(upstream.len());
     while let Some(i) = ready.pop_first() {
         order.push(i);
         for &m in &readers[i] {
@@ -1500,26 +1480,19 @@ mod tests {
     use crate::model::load_str;
 
     #[test]
-    fn kahns_count_finds_cycles_and_self_loops_only() {
-        let at = At {
-            source: crate::diag::Source::new("p.yaml", ""),
-            pos: crate::diag::Pos { line: 1, col: 1 },
-            len: 1,
-        };
-        let edges = |pairs: &[(usize, usize)]| -> Vec<(usize, usize, At)> {
-            pairs.iter().map(|&(f, t)| (f, t, at.clone())).collect()
-        };
-        assert!(!has_cycle(4, &edges(&[(0, 1), (1, 2), (2, 3)])));
-        assert!(!has_cycle(
-            4,
-            &edges(&[(0, 1), (0, 2), (1, 3), (2, 3), (0, 3)])
-        ));
-        assert!(!has_cycle(3, &edges(&[])));
-        assert!(has_cycle(4, &edges(&[(0, 1), (1, 2), (2, 1), (2, 3)])));
-        assert!(has_cycle(2, &edges(&[(1, 1)])));
+    fn the_order_leaves_out_tasks_on_cycles_and_self_loops_only() {
+        // upstream[t]: the tasks t reads from.
+        let ordered = |upstream: &[&[u32]]| stable_topo(upstream).len() == upstream.len();
+        assert!(ordered(&[&[], &[0], &[1], &[2]]));
+        assert!(ordered(&[&[], &[0], &[0], &[1, 2, 0]]));
+        assert!(ordered(&[&[], &[], &[]]));
+        assert!(!ordered(&[&[], &[0, 2], &[1], &[2]]));
+        assert!(!ordered(&[&[], &[1]]));
         // A chain too long for a recursive search.
-        let chain: Vec<(usize, usize)> = (0..200_000).map(|i| (i, i + 1)).collect();
-        assert!(!has_cycle(200_001, &edges(&chain)));
+        let chain: Vec<Vec<u32>> = (0..200_001u32)
+            .map(|i| if i == 0 { vec![] } else { vec![i - 1] })
+            .collect();
+        assert_eq!(stable_topo(&chain), (0..200_001).collect::<Vec<_>>());
     }
 
     /// `code: message (help: ...)` of every error of a pipeline text.
