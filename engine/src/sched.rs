@@ -1118,9 +1118,11 @@ impl Scheduler {
         let fp = key.fingerprint();
         let forced = self.opts.force.contains(&t);
         // A resumed run keeps what it already finished.
-        let prev = (!self.previous.is_empty())
-            .then(|| self.previous.get(&self.id(i)))
-            .flatten();
+        // Only a resumed run has earlier records (and only it pays for the instance's id).
+        let prev = match self.previous.is_empty() {
+            true => None,
+            false => self.previous.get(&self.id(i)),
+        };
         if let Some(prev) = prev {
             if prev.state.is_done_ok()
                 && prev.fingerprint.as_deref() == Some(fp.as_str())
@@ -1960,4 +1962,16 @@ fn commit(
         sync.push(parent.to_path_buf());
     }
     Ok((records, sync))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_stays_small() {
+        // A night of 100,000 instances holds one each (see `Inst`).
+        assert_eq!(std::mem::size_of::<Inst>(), 120);
+        assert_eq!(std::mem::size_of::<Tpl>(), 32);
+    }
 }

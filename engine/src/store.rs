@@ -72,20 +72,6 @@ const GROUP_BYTES: usize = 16 << 10;
 /// three times over while writing it.
 const KEY_FILE_MIN: usize = 256 << 10;
 
-/// A run id as a directory name (ids are made of digits, letters and `-`; anything else, from
-/// a store edited by hand, becomes `_`).
-fn sanitize_run(run: &str) -> String {
-    run.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the state store at {path}: {source}")]
@@ -369,8 +355,9 @@ pub struct Store {
     root: String,
 }
 
-/// Writes a hint file (a pack, a compiled plan) whole or not at all: streamed to `PATH.new`,
-/// then renamed into place; a hint needs no sync. `write` returns `Ok(None)` to give up (nothing
+/// Writes a hint file (a pack, a compiled plan) or a record's large key whole or not at all:
+/// streamed to `PATH.new`, then renamed into place, not synced (a hint lost is only slower; a
+/// key lost is a key `cache explain` cannot show). `write` returns `Ok(None)` to give up (nothing
 /// is replaced), and says an I/O error through the `failed` it is handed (`what`, with the
 /// file's path).
 fn write_hint<T>(
@@ -561,13 +548,6 @@ impl Pack {
     fn raw(&self, fingerprint: &[u8; 32]) -> Option<&[u8]> {
         let (from, len) = self.place(fingerprint)?;
         self.blob.get(from..from + len)
-    }
-
-    /// The entry of `task` with this fingerprint, if the pack holds it (a corrupt one is
-    /// treated as absent: the `cache` tree is the truth).
-    pub fn get(&self, task: &str, fingerprint: &str) -> Option<CacheEntry> {
-        let (run, outputs, _) = self.hit(task, fingerprint)?;
-        Some(CacheEntry::hit(fingerprint, task.to_owned(), run, outputs))
     }
 
     /// A hit's parts: the run that recorded the entry, its outputs, and the same outputs kept
@@ -1046,12 +1026,17 @@ impl Store {
         let bytes = match kept {
             Outputs::None => return Ok(Vec::new()),
             Outputs::Own(b) => &b[..],
-            Outputs::InPack(at) => pack
-                .and_then(|p| p.blob.get(*at as usize..))
-                .ok_or_else(|| StoreError::CorruptEntry("outputs kept in the pack".into()))?,
+            Outputs::InPack(at) => {
+                pack.and_then(|p| p.blob.get(*at as usize..))
+                    .ok_or_else(|| {
+                        StoreError::CorruptEntry(
+                            "of the run's pack (outputs held for dependents)".into(),
+                        )
+                    })?
+            }
         };
         let form = entry::Form::Packed { root: &self.root };
-        entry::read_outputs(&mut Reader(bytes), "kept outputs", form)
+        entry::read_outputs(&mut Reader(bytes), "(outputs held for dependents)", form)
     }
 
     /// Forgets every pack (after entries are dropped from the cache).
@@ -1241,7 +1226,8 @@ impl Store {
 
     /// `state/keys/<run>/`: the keys of the run's records that are too large to keep in sled.
     fn keys_dir(&self, run: &str) -> PathBuf {
-        self.path.join("keys").join(sanitize_run(run))
+        // Made file-name safe: `delete_run` removes it, whatever id it is handed.
+        self.path.join("keys").join(crate::sched::sanitize(run))
     }
 
     /// Writes a record's large key to a file of its run's (whole or nothing); returns its name.
@@ -2063,13 +2049,13 @@ mod tests {
         assert_eq!(n, 3);
         let pack = s.pack("night").unwrap().unwrap();
         assert_eq!(pack.len(), 3);
-        assert_eq!(pack.get("fan", &hex(&[1; 32])).unwrap().run, "r1");
-        assert!(pack.get("fan", &hex(&[2; 32])).is_none(), "not in the pack");
+        assert_eq!(pack.hit("fan", &hex(&[1; 32])).unwrap().0, "r1");
+        assert!(pack.hit("fan", &hex(&[2; 32])).is_none(), "not in the pack");
         assert!(
-            pack.get("other", &hex(&[1; 32])).is_none(),
+            pack.hit("other", &hex(&[1; 32])).is_none(),
             "another task's key"
         );
-        assert!(pack.get("fan", "not hex").is_none());
+        assert!(pack.hit("fan", "not hex").is_none());
         // A newer entry in the cache: a key the run took from the old pack keeps the pack's
         // copy (one read, no tree lookup); a key it found in the cache takes the cache's.
         s.cache_put(&entry("fan", 1, "r2")).unwrap();
@@ -2077,11 +2063,11 @@ mod tests {
         s.put_pack("night", Some(&pack), one(PackSource::Old))
             .unwrap();
         let kept = s.pack("night").unwrap().unwrap();
-        assert_eq!(kept.get("fan", &hex(&[1; 32])).unwrap().run, "r1");
+        assert_eq!(kept.hit("fan", &hex(&[1; 32])).unwrap().0, "r1");
         s.put_pack("night", Some(&kept), one(PackSource::Cache))
             .unwrap();
         let fresh = s.pack("night").unwrap().unwrap();
-        assert_eq!(fresh.get("fan", &hex(&[1; 32])).unwrap().run, "r2");
+        assert_eq!(fresh.hit("fan", &hex(&[1; 32])).unwrap().0, "r2");
         // An entry the run made itself is packed as given.
         let outputs = [OutputRecord {
             name: "o".into(),
@@ -2098,10 +2084,9 @@ mod tests {
         };
         s.put_pack("night", None, one(made)).unwrap();
         let pack = s.pack("night").unwrap().unwrap();
-        let got = pack.get("fan", &hex(&[1; 32])).unwrap();
-        assert_eq!((got.run.as_str(), &got.outputs[..]), ("r3", &outputs[..]));
+        let (run, got, in_pack) = pack.hit("fan", &hex(&[1; 32])).unwrap();
+        assert_eq!((run.as_str(), &got[..]), ("r3", &outputs[..]));
         // A hit's outputs are kept where they are in the pack, and read back from there.
-        let (_, _, in_pack) = pack.hit("fan", &hex(&[1; 32])).unwrap();
         assert!(matches!(in_pack, Outputs::InPack(_)));
         assert_eq!(s.outputs(&in_pack, Some(&pack)).unwrap(), outputs);
         assert!(
@@ -2142,14 +2127,20 @@ mod tests {
         }
     }
 
+    /// A record of an instance `gather` whose key lists `inputs` hashes, and the key's JSON.
+    fn gather_record(inputs: usize) -> (InstanceRecord, String) {
+        let json = format!("{{\"all\":[{}]}}", vec!["\"ab\""; inputs].join(","));
+        let mut gather = full_record();
+        gather.id = "gather".into();
+        gather.key = Some(RawValue::from_string(json.clone()).unwrap());
+        (gather, json)
+    }
+
     #[test]
     fn groups_are_compressed_except_one_holding_a_large_key_and_both_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let mut gather = full_record();
-        gather.id = "gather".into();
-        let json = format!("{{\"all\":[{}]}}", vec!["\"ab\""; 20_000].join(","));
-        gather.key = Some(RawValue::from_string(json.clone()).unwrap());
+        let (gather, json) = gather_record(20_000);
         s.put_instances("run1", &[full_record(), gather]).unwrap();
         s.put_instance("run1", &full_record()).unwrap();
         let tags: Vec<u8> = s.log.iter().values().map(|v| v.unwrap()[0]).collect();
@@ -2167,11 +2158,8 @@ mod tests {
     fn a_very_large_key_is_kept_in_a_file_of_its_run_and_goes_with_the_run() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let mut gather = full_record();
-        gather.id = "gather".into();
-        let json = format!("{{\"all\":[{}]}}", vec!["\"ab\""; 60_000].join(","));
+        let (gather, json) = gather_record(60_000);
         assert!(json.len() >= KEY_FILE_MIN);
-        gather.key = Some(RawValue::from_string(json.clone()).unwrap());
         s.put_instances("run1", &[gather, full_record()]).unwrap();
         let stored: usize = s.log.iter().values().map(|v| v.unwrap().len()).sum();
         assert!(stored < 4096, "the key is not in sled: {stored} bytes");
@@ -2194,15 +2182,8 @@ mod tests {
         assert!(key(&got).is_none());
         assert_eq!(got.len(), 2);
         // Deleting the run deletes its key files.
-        s.put_instances(
-            "run1",
-            &[{
-                let mut r = full_record();
-                r.key = Some(RawValue::from_string(json.clone()).unwrap());
-                r
-            }],
-        )
-        .unwrap();
+        s.put_instance("run1", &gather_record(60_000).0).unwrap();
+        assert!(keys.exists());
         s.delete_run("run1").unwrap();
         assert!(!keys.exists());
     }
