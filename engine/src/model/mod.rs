@@ -5,12 +5,14 @@
 //! references, cycles) is checked by [`crate::plan`]. All errors of a file are collected.
 
 pub mod node;
+pub mod text;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use node::{Key, Node, Value};
+pub use text::Text;
 
 use crate::diag::{did_you_mean, Diagnostic, Diagnostics, Pos, Source, Where};
 
@@ -104,7 +106,7 @@ impl ParamType {
 
 #[derive(Debug, Clone)]
 pub struct RawParam {
-    pub name: Sp<String>,
+    pub name: Sp<Text>,
     pub ty: ParamType,
     pub default: Option<Node>,
     pub description: Option<String>,
@@ -115,22 +117,22 @@ pub struct RawParam {
 pub enum RawInput {
     /// `task.output`
     Output {
-        task: Sp<String>,
-        output: Sp<String>,
+        task: Sp<Text>,
+        output: Sp<Text>,
     },
-    File(Sp<String>),
-    Glob(Sp<String>),
+    File(Sp<Text>),
+    Glob(Sp<Text>),
 }
 
 #[derive(Debug, Clone)]
 pub enum RawForeach {
-    List(Vec<Node>),
+    List(Box<[Node]>),
     /// A `${params.x}` string naming a list param.
-    Param(Sp<String>),
-    Glob(Sp<String>),
+    Param(Sp<Text>),
+    Glob(Sp<Text>),
     From {
-        task: Sp<String>,
-        output: Sp<String>,
+        task: Sp<Text>,
+        output: Sp<Text>,
     },
     Range {
         start: i64,
@@ -146,13 +148,17 @@ pub struct Retries {
     pub factor: f64,
 }
 
+impl Retries {
+    const DEFAULT: Retries = Retries {
+        count: 0,
+        backoff_secs: 1.0,
+        factor: 2.0,
+    };
+}
+
 impl Default for Retries {
     fn default() -> Self {
-        Retries {
-            count: 0,
-            backoff_secs: 1.0,
-            factor: 2.0,
-        }
+        Retries::DEFAULT
     }
 }
 
@@ -162,27 +168,59 @@ pub struct Resources {
     pub memory_mb: u64,
 }
 
+/// A task as written. What most tasks leave out is boxed, and absent when all of it is left
+/// out: a generated pipeline has 100,000 tasks, all loaded before the first is compiled.
 #[derive(Debug, Clone)]
 pub struct RawTask {
-    pub name: Sp<String>,
-    pub uses: Sp<String>,
-    pub description: Option<String>,
-    pub with: Vec<(Sp<String>, Node)>,
-    pub inputs: Vec<(Sp<String>, RawInput)>,
-    pub outputs: Vec<(Sp<String>, Sp<String>)>,
+    pub name: Sp<Text>,
+    pub uses: Sp<Text>,
+    pub with: Box<[(Sp<Text>, Node)]>,
+    pub inputs: Box<[(Sp<Text>, RawInput)]>,
+    pub outputs: Box<[(Sp<Text>, Sp<Text>)]>,
     pub outputs_at: Option<At>,
-    /// Boxed, as `executor`: most tasks set neither, and a generated pipeline has 100,000 tasks.
     pub foreach: Option<Box<RawForeach>>,
+    settings: Option<Box<RawSettings>>,
+}
+
+/// A task's settings (all have defaults).
+#[derive(Debug, Clone)]
+pub struct RawSettings {
+    pub description: Option<String>,
     pub retries: Retries,
     pub timeout_secs: Option<f64>,
     pub resources: Resources,
-    pub executor: Option<Box<Sp<String>>>,
+    pub executor: Option<Sp<Text>>,
     pub partial_inputs: bool,
+}
+
+impl RawSettings {
+    const DEFAULT: RawSettings = RawSettings {
+        description: None,
+        retries: Retries::DEFAULT,
+        timeout_secs: None,
+        resources: Resources {
+            cpus: 0,
+            memory_mb: 0,
+        },
+        executor: None,
+        partial_inputs: false,
+    };
+}
+
+impl RawTask {
+    pub fn settings(&self) -> &RawSettings {
+        self.settings.as_deref().unwrap_or(&RawSettings::DEFAULT)
+    }
+
+    fn settings_mut(&mut self) -> &mut RawSettings {
+        self.settings
+            .get_or_insert_with(|| Box::new(RawSettings::DEFAULT))
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct RawPipeline {
-    pub name: Sp<String>,
+    pub name: Sp<Text>,
     pub description: Option<String>,
     pub params: Vec<RawParam>,
     pub tasks: Vec<RawTask>,
@@ -300,7 +338,7 @@ fn string(
     source: &Arc<Source>,
     node: &Node,
     what: &str,
-) -> Option<Sp<String>> {
+) -> Option<Sp<Text>> {
     match &node.value {
         Value::Str(s) => Some(Sp {
             value: s.clone(),
@@ -404,22 +442,18 @@ fn boolean(diags: &mut Diagnostics, source: &Arc<Source>, node: &Node, what: &st
 }
 
 /// Splits `task.output` into its two parts.
-fn reference(
-    diags: &mut Diagnostics,
-    s: &Sp<String>,
-    what: &str,
-) -> Option<(Sp<String>, Sp<String>)> {
+fn reference(diags: &mut Diagnostics, s: &Sp<Text>, what: &str) -> Option<(Sp<Text>, Sp<Text>)> {
     match s.value.split_once('.') {
         Some((t, o)) if !t.is_empty() && !o.is_empty() && !o.contains('.') => {
             let tlen = t.chars().count() as u32;
             let quote = u32::from(s.at.len as usize > s.value.chars().count());
             Some((
                 Sp {
-                    value: t.to_owned(),
+                    value: Text::from(t),
                     at: s.at.shifted(quote, tlen),
                 },
                 Sp {
-                    value: o.to_owned(),
+                    value: Text::from(o),
                     at: s.at.shifted(quote + tlen + 1, o.chars().count() as u32),
                 },
             ))
@@ -500,7 +534,7 @@ impl Loader {
         )?;
         let mut pipeline = RawPipeline {
             name: Sp {
-                value: String::new(),
+                value: Text::from(""),
                 at: at(&source, &node),
             },
             description: None,
@@ -528,7 +562,7 @@ impl Loader {
         }
         if let Some((_, v)) = get(entries, "description") {
             pipeline.description =
-                string(&mut self.diags, &source, v, "description").map(|s| s.value);
+                string(&mut self.diags, &source, v, "description").map(|s| s.value.into());
         }
         if let Some((_, v)) = get(entries, "params") {
             if let Some(ps) = entries_any(&mut self.diags, &source, v, "params") {
@@ -731,7 +765,7 @@ impl Loader {
         let default = get(es, "default").map(|(_, d)| d.clone());
         let description = get(es, "description")
             .and_then(|(_, d)| string(&mut self.diags, source, d, "description"))
-            .map(|s| s.value);
+            .map(|s| s.value.into());
         Some(RawParam {
             name,
             ty,
@@ -771,23 +805,18 @@ impl Loader {
         let mut task = RawTask {
             name,
             uses,
-            description: None,
-            with: Vec::new(),
-            inputs: Vec::new(),
-            outputs: Vec::new(),
+            with: Box::default(),
+            inputs: Box::default(),
+            outputs: Box::default(),
             outputs_at: None,
             foreach: None,
-            retries: Retries::default(),
-            timeout_secs: None,
-            resources: Resources::default(),
-            executor: None,
-            partial_inputs: false,
+            settings: None,
         };
         for (key, val) in es {
             match key.name.as_str() {
                 "description" => {
-                    task.description =
-                        string(&mut self.diags, source, val, "description").map(|s| s.value)
+                    task.settings_mut().description =
+                        string(&mut self.diags, source, val, "description").map(|s| s.value.into())
                 }
                 "with" => {
                     if let Some(ws) = entries_any(&mut self.diags, source, val, "with") {
@@ -807,7 +836,7 @@ impl Loader {
                 }
                 "inputs" => {
                     if let Some(is) = entries_any(&mut self.diags, source, val, "inputs") {
-                        task.inputs.reserve_exact(is.len());
+                        let mut inputs = Vec::with_capacity(is.len());
                         for (k, v) in is {
                             // `${inputs.NAME}` could not name it otherwise.
                             check_name(
@@ -819,7 +848,7 @@ impl Loader {
                                 "input",
                             );
                             if let Some(i) = self.input(source, v) {
-                                task.inputs.push((
+                                inputs.push((
                                     Sp {
                                         value: k.name.clone(),
                                         at: key_at(source, k),
@@ -828,17 +857,18 @@ impl Loader {
                                 ));
                             }
                         }
+                        task.inputs = inputs.into_boxed_slice();
                     }
                 }
                 "outputs" => {
                     task.outputs_at = Some(key_at(source, key));
                     if let Some(os) = entries_any(&mut self.diags, source, val, "outputs") {
-                        task.outputs.reserve_exact(os.len());
+                        let mut outputs = Vec::with_capacity(os.len());
                         for (k, v) in os {
                             if let Some(p) =
                                 string(&mut self.diags, source, v, &format!("output `{}`", k.name))
                             {
-                                task.outputs.push((
+                                outputs.push((
                                     Sp {
                                         value: k.name.clone(),
                                         at: key_at(source, k),
@@ -847,16 +877,18 @@ impl Loader {
                                 ));
                             }
                         }
+                        task.outputs = outputs.into_boxed_slice();
                     }
                 }
                 "foreach" => task.foreach = self.foreach(source, val).map(Box::new),
                 "retries" => {
                     if let Some(r) = self.retries(source, val) {
-                        task.retries = r;
+                        task.settings_mut().retries = r;
                     }
                 }
                 "timeout_secs" => {
-                    task.timeout_secs = number(&mut self.diags, source, val, "timeout_secs", 0.001)
+                    task.settings_mut().timeout_secs =
+                        number(&mut self.diags, source, val, "timeout_secs", 0.001)
                 }
                 "resources" => {
                     if let Some(rs) = entries(
@@ -867,22 +899,22 @@ impl Loader {
                         &["cpus", "memory_mb"],
                     ) {
                         if let Some((_, c)) = get(rs, "cpus") {
-                            task.resources.cpus =
+                            task.settings_mut().resources.cpus =
                                 integer(&mut self.diags, source, c, "resources.cpus", 1)
                                     .unwrap_or(1) as u32;
                         }
                         if let Some((_, m)) = get(rs, "memory_mb") {
-                            task.resources.memory_mb =
+                            task.settings_mut().resources.memory_mb =
                                 integer(&mut self.diags, source, m, "resources.memory_mb", 0)
                                     .unwrap_or(0) as u64;
                         }
                     }
                 }
                 "executor" => {
-                    task.executor = string(&mut self.diags, source, val, "executor").map(Box::new)
+                    task.settings_mut().executor = string(&mut self.diags, source, val, "executor")
                 }
                 "partial_inputs" => {
-                    task.partial_inputs =
+                    task.settings_mut().partial_inputs =
                         boolean(&mut self.diags, source, val, "partial_inputs").unwrap_or(false)
                 }
                 _ => {}
@@ -1136,7 +1168,7 @@ fn entries_any<'n>(
 }
 
 /// Reports a param or input name that templates could not refer to.
-fn check_name(diags: &mut Diagnostics, name: &Sp<String>, what: &str) {
+fn check_name(diags: &mut Diagnostics, name: &Sp<Text>, what: &str) {
     if !valid_name(&name.value) {
         diags.push(
             name.at
@@ -1173,7 +1205,7 @@ mod tests {
         assert_eq!(p.name.value, "t");
         assert_eq!(p.params[0].ty, ParamType::Int);
         assert_eq!(p.tasks.len(), 2);
-        assert_eq!(p.tasks[1].retries.count, 2);
+        assert_eq!(p.tasks[1].settings().retries.count, 2);
         let RawInput::Output { task, output } = &p.tasks[1].inputs[0].1 else {
             panic!()
         };

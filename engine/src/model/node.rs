@@ -8,9 +8,13 @@ use std::sync::Arc;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
+use super::text::Text;
 use crate::diag::{Diagnostic, Pos, Source, Where};
 
 /// A YAML value with its position and the length of its source text (for the caret).
+///
+/// Small on purpose (40 bytes, strings of up to 22 bytes inline, collections in exact boxes):
+/// a pipeline's whole tree is held while it loads, a million nodes for 100,000 tasks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
     pub value: Value,
@@ -24,15 +28,15 @@ pub enum Value {
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(String),
-    Seq(Vec<Node>),
-    Map(Vec<(Key, Node)>),
+    Str(Text),
+    Seq(Box<[Node]>),
+    Map(Box<[(Key, Node)]>),
 }
 
 /// A mapping key (always a string in pipelines) with its position.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Key {
-    pub name: String,
+    pub name: Text,
     pub pos: Pos,
 }
 
@@ -68,11 +72,11 @@ impl Node {
             Value::Float(x) => serde_json::Number::from_f64(*x)
                 .map(serde_json::Value::Number)
                 .unwrap_or(serde_json::Value::Null),
-            Value::Str(s) => s.clone().into(),
+            Value::Str(s) => s.as_str().into(),
             Value::Seq(items) => items.iter().map(Node::to_json).collect(),
             Value::Map(entries) => entries
                 .iter()
-                .map(|(k, v)| (k.name.clone(), v.to_json()))
+                .map(|(k, v)| (k.name.to_string(), v.to_json()))
                 .collect::<serde_json::Map<_, _>>()
                 .into(),
         }
@@ -177,10 +181,10 @@ impl<'de> Deserialize<'de> for RawValue {
                 Ok(RawValue(Value::Float(x)))
             }
             fn visit_str<E>(self, s: &str) -> Result<RawValue, E> {
-                Ok(RawValue(Value::Str(s.to_owned())))
+                Ok(RawValue(Value::Str(Text::from(s))))
             }
             fn visit_string<E>(self, s: String) -> Result<RawValue, E> {
-                Ok(RawValue(Value::Str(s)))
+                Ok(RawValue(Value::Str(Text::from(s))))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawValue, A::Error> {
                 let mut items = Vec::new();
@@ -189,12 +193,11 @@ impl<'de> Deserialize<'de> for RawValue {
                 }
                 // Exactly: a vector grown by pushes keeps room for 4, and a pipeline is mostly
                 // small collections (a 100,000-task pipeline: 1.1 KB of nodes a task, not 0.6).
-                items.shrink_to_fit();
-                Ok(RawValue(Value::Seq(items)))
+                Ok(RawValue(Value::Seq(items.into_boxed_slice())))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawValue, A::Error> {
                 let mut entries = Vec::new();
-                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                while let Some(key) = map.next_key::<Spanned<Text>>()? {
                     let value = map.next_value::<Spanned<RawValue>>()?;
                     entries.push((
                         Key {
@@ -204,8 +207,7 @@ impl<'de> Deserialize<'de> for RawValue {
                         spanned_to_node_unsourced(value),
                     ));
                 }
-                entries.shrink_to_fit();
-                Ok(RawValue(Value::Map(entries)))
+                Ok(RawValue(Value::Map(entries.into_boxed_slice())))
             }
         }
         d.deserialize_any(V)
@@ -270,36 +272,72 @@ fn remove_duplicate_keys(node: &mut Node, source: &Arc<Source>, diags: &mut Vec<
             .iter_mut()
             .for_each(|n| remove_duplicate_keys(n, source, diags)),
         Value::Map(entries) => {
-            let mut first: std::collections::HashMap<String, Pos> = Default::default();
-            entries.retain(|(k, _)| {
-                let Some(at) = first.get(&k.name) else {
-                    first.insert(k.name.clone(), k.pos);
-                    return true;
-                };
-                diags.push(
-                    Diagnostic::new(
-                        "duplicate-key",
-                        Where::File {
-                            source: source.clone(),
-                            pos: k.pos,
-                            len: k.name.chars().count().max(1) as u32,
-                        },
-                        format!("duplicate key `{}`", k.name),
-                    )
-                    .note(format!(
-                        "first defined at {}:{}:{}",
-                        source.path, at.line, at.col
-                    ))
-                    .help("each key may appear once in a mapping; remove or rename one of them"),
-                );
-                false
-            });
+            let repeated = repeated_keys(entries);
+            if !repeated.is_empty() {
+                for &(i, first) in &repeated {
+                    let k = &entries[i].0;
+                    diags.push(
+                        Diagnostic::new(
+                            "duplicate-key",
+                            Where::File {
+                                source: source.clone(),
+                                pos: k.pos,
+                                len: k.name.chars().count().max(1) as u32,
+                            },
+                            format!("duplicate key `{}`", k.name),
+                        )
+                        .note(format!(
+                            "first defined at {}:{}:{}",
+                            source.path, first.line, first.col
+                        ))
+                        .help(
+                            "each key may appear once in a mapping; remove or rename one of them",
+                        ),
+                    );
+                }
+                let mut kept = std::mem::take(entries).into_vec();
+                let mut at = 0;
+                let mut next = repeated.iter().map(|r| r.0).peekable();
+                kept.retain(|_| {
+                    at += 1;
+                    let drop = next.peek() == Some(&(at - 1));
+                    if drop {
+                        next.next();
+                    }
+                    !drop
+                });
+                *entries = kept.into_boxed_slice();
+            }
             entries
                 .iter_mut()
                 .for_each(|(_, n)| remove_duplicate_keys(n, source, diags));
         }
         _ => {}
     }
+}
+
+/// The entries whose key an earlier entry has, each with where the key was first written, in
+/// order. Nothing is copied: most mappings are small and are compared pairwise.
+fn repeated_keys(entries: &[(Key, Node)]) -> Vec<(usize, Pos)> {
+    let mut repeated = Vec::new();
+    if entries.len() <= 16 {
+        for (i, (k, _)) in entries.iter().enumerate() {
+            if let Some((first, _)) = entries[..i].iter().find(|(f, _)| f.name == k.name) {
+                repeated.push((i, first.pos));
+            }
+        }
+    } else {
+        let mut first: std::collections::HashMap<&str, Pos> = Default::default();
+        for (i, (k, _)) in entries.iter().enumerate() {
+            match first.get(k.name.as_str()) {
+                Some(&at) => repeated.push((i, at)),
+                None => {
+                    first.insert(&k.name, k.pos);
+                }
+            }
+        }
+    }
+    repeated
 }
 
 fn yaml_error(source: &Arc<Source>, e: &serde_saphyr::Error) -> Diagnostic {
@@ -455,6 +493,14 @@ fn unclosed_flow(text: &str, end: Pos) -> Option<(Pos, char)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sizes the doc of [`Node`] promises (a million nodes for 100,000 tasks).
+    #[test]
+    fn nodes_are_small() {
+        assert_eq!(std::mem::size_of::<Value>(), 24);
+        assert_eq!(std::mem::size_of::<Node>(), 40);
+        assert_eq!(std::mem::size_of::<Key>(), 32);
+    }
 
     fn parse_str(s: &str) -> Result<Node, Diagnostic> {
         match parse(&Source::new("t.yaml", s)) {

@@ -18,7 +18,8 @@ use serde_json::{Map, Value as J};
 
 use crate::diag::{did_you_mean, Diagnostic, Diagnostics, Where};
 use crate::model::{
-    At, Node, ParamType, RawForeach, RawInput, RawPipeline, RawTask, Resources, Retries, Sp, Value,
+    At, Node, ParamType, RawForeach, RawInput, RawPipeline, RawTask, Resources, Retries, Sp, Text,
+    Value,
 };
 use crate::task::{with_defaults, PType, Ports, Registry, TaskKind};
 use crate::template::{self, Ref, Segment};
@@ -281,12 +282,12 @@ pub fn compile(
 /// The pipeline's task names in YAML order, and their order by name for lookups (4 bytes a task,
 /// where a map took about 30).
 struct Names {
-    names: Vec<Sp<String>>,
+    names: Vec<Sp<Text>>,
     by_name: Vec<u32>,
 }
 
 impl Names {
-    fn new(names: Vec<Sp<String>>) -> Names {
+    fn new(names: Vec<Sp<Text>>) -> Names {
         let mut by_name: Vec<u32> = (0..names.len() as u32).collect();
         by_name.sort_unstable_by(|&a, &b| names[a as usize].value.cmp(&names[b as usize].value));
         Names { names, by_name }
@@ -449,7 +450,7 @@ impl<'a> Compiler<'a> {
                 );
                 continue;
             }
-            let value = match (overrides.get(&p.name.value), &p.default) {
+            let value = match (overrides.get(p.name.value.as_str()), &p.default) {
                 (Some(s), _) => match parse_override(p.ty, s) {
                     Ok(v) => Some(v),
                     Err(e) => {
@@ -496,13 +497,13 @@ impl<'a> Compiler<'a> {
                 }
             };
             if let Some(mut value) = value {
-                if p.ty == ParamType::Path && overrides.get(&p.name.value).is_none() {
+                if p.ty == ParamType::Path && overrides.get(p.name.value.as_str()).is_none() {
                     if let Some(s) = value.as_str() {
                         value = J::from(self.base_dir.join(s).display().to_string());
                     }
                 }
                 out.push(Param {
-                    name: p.name.value.clone(),
+                    name: p.name.value.to_string(),
                     ty: p.ty,
                     value,
                     description: p.description.clone(),
@@ -725,7 +726,7 @@ impl<'a> Compiler<'a> {
         let outputs_of = |t: &RawTask| -> Vec<String> {
             match self.registry.get(&t.uses.value).map(|k| k.outputs()) {
                 Some(Ports::Fixed(ports)) => ports.iter().map(|p| p.name.to_owned()).collect(),
-                _ => t.outputs.iter().map(|(n, _)| n.value.clone()).collect(),
+                _ => t.outputs.iter().map(|(n, _)| n.value.to_string()).collect(),
             }
         };
         let all_outputs: Vec<Vec<String>> = loaded.iter().map(outputs_of).collect();
@@ -771,7 +772,7 @@ impl<'a> Compiler<'a> {
             t.upstream = up.into();
         }
         Some(Plan::ordered(
-            self.raw.name.value.clone(),
+            self.raw.name.value.to_string(),
             self.raw.description.clone(),
             self.base_dir.to_path_buf(),
             params.to_vec(),
@@ -816,7 +817,7 @@ impl<'a> Compiler<'a> {
                 return None;
             }
         };
-        let executor = match t.executor.as_deref() {
+        let executor = match &t.settings().executor {
             Some(e) if !EXECUTORS.contains(&e.value.as_str()) => {
                 self.diags.push(
                     e.at.error(
@@ -830,7 +831,7 @@ impl<'a> Compiler<'a> {
                 );
                 "local".to_owned()
             }
-            Some(e) => e.value.clone(),
+            Some(e) => e.value.to_string(),
             None => "local".to_owned(),
         };
 
@@ -901,7 +902,7 @@ impl<'a> Compiler<'a> {
                     .collect();
             }
             Ports::Declared => {
-                let mut paths: BTreeMap<String, &Sp<String>> = BTreeMap::new();
+                let mut paths: BTreeMap<String, &Sp<Text>> = BTreeMap::new();
                 for (n, p) in &t.outputs {
                     if !crate::model::valid_name(&n.value) {
                         self.diags.push(n.at.error(
@@ -1002,7 +1003,7 @@ impl<'a> Compiler<'a> {
             }
             self.check_node_templates(v, &k.at, &rules);
             with.insert(
-                k.value.clone(),
+                k.value.to_string(),
                 template::render_json(&json, &ParamScope(params)),
             );
         }
@@ -1092,16 +1093,17 @@ impl<'a> Compiler<'a> {
         } else {
             Arc::new(with)
         };
+        let raw = t.settings();
         let settings = self.shared.settings(Settings {
-            retries: t.retries,
-            timeout_secs: t.timeout_secs,
+            retries: raw.retries,
+            timeout_secs: raw.timeout_secs,
             resources: Resources {
-                cpus: t.resources.cpus.max(1),
-                memory_mb: t.resources.memory_mb,
+                cpus: raw.resources.cpus.max(1),
+                memory_mb: raw.resources.memory_mb,
             },
             executor,
-            partial_inputs: t.partial_inputs,
-            description: t.description.clone(),
+            partial_inputs: raw.partial_inputs,
+            description: raw.description.clone(),
         });
         Some(TaskTemplate {
             name: t.name.value.as_str().into(),
@@ -1128,8 +1130,8 @@ impl<'a> Compiler<'a> {
         edges: &mut Vec<(usize, usize, At)>,
     ) -> (Vec<(Box<str>, InputSource)>, Option<(usize, String)>) {
         let mut resolve = |diags: &mut Diagnostics,
-                           task: &Sp<String>,
-                           output: &Sp<String>|
+                           task: &Sp<Text>,
+                           output: &Sp<Text>|
          -> Option<usize> {
             let Some(ui) = names.get(&task.value) else {
                 diags.push(
@@ -1194,7 +1196,7 @@ impl<'a> Compiler<'a> {
         }
         let from = match t.foreach.as_deref() {
             Some(RawForeach::From { task, output }) => {
-                resolve(&mut self.diags, task, output).map(|u| (u, output.value.clone()))
+                resolve(&mut self.diags, task, output).map(|u| (u, output.value.to_string()))
             }
             _ => None,
         };
@@ -1311,7 +1313,7 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn check_cycles(&mut self, tasks: &[Sp<String>], edges: &[(usize, usize, At)]) {
+    fn check_cycles(&mut self, tasks: &[Sp<Text>], edges: &[(usize, usize, At)]) {
         let mut g: DiGraph<usize, usize> = DiGraph::new();
         for i in 0..tasks.len() {
             g.add_node(i);
