@@ -707,9 +707,11 @@ impl Store {
             .flush_every_ms(Some(200))
             // sled's page cache defaults to 1 GB and keeps what was written: a night's records
             // need far less, and the rest is only memory taken from the tasks. 16 MB: a first
-            // run of a 100k-instance gather peaked at 216-223 MB instead of 253-273 MB (64 MB),
-            // and 10k-instance runs took the same time (bench/RESULTS-engine.md, session 7).
-            .cache_capacity(16 << 20)
+            // run of a 100k-instance gather peaked at 216-223 MB instead of 253-273 MB (64 MB,
+            // session 7). 4 MB: 94 MB instead of 108 (gather) and 103 instead of 113 (a chain of
+            // 100k tasks, whose entries land all over the tree), and 10k-instance runs and
+            // reruns, with or without a pack, took the same time (session 11).
+            .cache_capacity(4 << 20)
             .open()
             .map_err(|source| StoreError::Open {
                 path: path.clone(),
