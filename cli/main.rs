@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 some task failed, 2 invalid input (pipeline, params, arguments),
 //! 130 cancelled (Ctrl-C / SIGTERM).
 
+mod alloc;
 mod commands;
 mod ephem;
 mod ops;
@@ -12,11 +13,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-
-/// jemalloc rather than the C library's allocator: the engine makes millions of small allocations
-/// per night of records, and glibc spends a third of a "nothing to do" run in malloc and free.
-#[global_allocator]
-static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 #[command(
