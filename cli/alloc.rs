@@ -1,29 +1,31 @@
 //! The allocator (jemalloc), and when it hands freed memory back to the system.
 //!
 //! jemalloc keeps the pages a program frees for about ten seconds before it returns them, so
-//! that the next allocations find them at hand. That is right while a run goes (a night's
-//! records come and go by the million), and wrong while a pipeline is loaded and compiled:
-//! loading frees almost all it allocated (a 100,000-task pipeline's YAML tree, then its loaded
-//! tasks) and the run's own structures seldom fit in the pages it left. So until the run starts,
-//! freed pages go back at once: validating a chain of 100,000 tasks peaked at 74 MB instead of
-//! 98, in the same time (session 11, bench/RESULTS-engine.md).
+//! that the next allocations find them at hand. That is wrong while a pipeline is loaded and
+//! compiled: loading frees almost all it allocated (a 100,000-task pipeline's YAML tree, then
+//! its loaded tasks) and the run's own structures seldom fit in the pages it left. So until the
+//! run starts, freed pages go back at once: validating a chain of 100,000 tasks peaked at 75 MB
+//! instead of 98-103, in the same time. A run keeps them for a second: a run that short never
+//! gives any back (giving them back at once made a fan-out of 10,000 instances 15-25% slower,
+//! session 10), and the first run of that chain peaked at 102-103 MB instead of 105
+//! (session 11, bench/RESULTS-engine.md).
 
 /// jemalloc rather than the C library's allocator: the engine makes millions of small allocations
 /// per night of records, and glibc spends a third of a "nothing to do" run in malloc and free.
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's default: freed pages are kept for ten seconds.
-const DEFAULT_DECAY_MS: isize = 10_000;
+/// How long a run keeps freed pages (jemalloc's default: ten seconds).
+const RUN_DECAY_MS: isize = 1_000;
 
 /// While loading: freed pages go back to the system at once.
 pub fn loading() {
     set_decay(0);
 }
 
-/// From the start of a run on: jemalloc's default.
+/// Everywhere else: at start-up, and once a pipeline is compiled.
 pub fn running() {
-    set_decay(DEFAULT_DECAY_MS);
+    set_decay(RUN_DECAY_MS);
 }
 
 /// Sets how long freed pages are kept, for the arenas there are and those to come. Errors are
