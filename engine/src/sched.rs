@@ -789,6 +789,10 @@ impl Scheduler {
                     upstream_failed |= !dep.state.is_done_ok();
                 } else {
                     waiting += 1;
+                    if dep.dependents.is_empty() {
+                        // Most instances have one dependent: room for one, not a push's four.
+                        dep.dependents.reserve_exact(1);
+                    }
                     dep.dependents.push(idx);
                 }
             }
@@ -1507,6 +1511,7 @@ impl Scheduler {
 
     fn wake_dependents(&mut self, i: u32, state: State) {
         let ok = state.is_done_ok();
+        // An instance finishes once: its list of dependents is done with (and its memory goes).
         let dependents = std::mem::take(&mut self.insts[i as usize].dependents);
         for &d in &dependents {
             let dep = &mut self.insts[d as usize];
@@ -1516,7 +1521,6 @@ impl Scheduler {
                 self.ready.push_back(d);
             }
         }
-        self.insts[i as usize].dependents = dependents;
         // Dynamic fan-outs may now be expandable.
         let t = self.insts[i as usize].template as usize;
         if self.plan.is_read(t) && self.unexpanded > 0 {
