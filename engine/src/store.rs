@@ -495,9 +495,13 @@ impl TaskCache {
 ///
 /// Layout: a version byte, then per entry, sorted by fingerprint: the raw fingerprint (32
 /// bytes), the entry's length (u32, little endian) and the parts of the entry a hit uses (task
-/// name, the run that recorded it, outputs; about half of the whole entry).
+/// name, the run that recorded it as an index into the runs, outputs; about half of the whole
+/// entry). Then the runs (a count, u32, and each id), and where they start (u32): a pack's
+/// entries come from a few runs, and an id in every entry was a sixth of a 100,000-entry pack.
 pub struct Pack {
     blob: Vec<u8>,
+    /// The runs the entries name, by index.
+    runs: Vec<String>,
     /// The workdir's `out/`, which relative output paths are under.
     root: String,
     /// Where each entry starts in `blob` (at its fingerprint), in fingerprint order: 4 bytes an
@@ -505,16 +509,27 @@ pub struct Pack {
     index: Vec<u32>,
 }
 
-/// 3: outputs in the packed form of schema 5 (`entry::Form`); a pack of an older version is
-/// not read (a hint: the next run writes a new one).
-const PACK_VERSION: u8 = 3;
+/// 3: outputs in the packed form of schema 5 (`entry::Form`); 4: runs by index. A pack of an
+/// older version is not read (a hint: the next run writes a new one).
+const PACK_VERSION: u8 = 4;
 
 impl Pack {
     fn read(blob: Vec<u8>, root: String) -> Option<Pack> {
-        let mut r = Reader(&blob);
-        if r.u8()? != PACK_VERSION {
+        if blob.first() != Some(&PACK_VERSION) {
             return None;
         }
+        let runs_at = blob.len().checked_sub(4)?;
+        let entries_end = Reader(&blob[runs_at..]).u32()? as usize;
+        let mut r = Reader(blob.get(entries_end..runs_at)?);
+        let n = r.u32()?;
+        let mut runs = Vec::with_capacity(n.min(1 << 16) as usize);
+        for _ in 0..n {
+            runs.push(r.str()?);
+        }
+        if !r.is_empty() {
+            return None;
+        }
+        let mut r = Reader(blob.get(1..entries_end)?);
         let mut index = Vec::new();
         let mut at = 1usize;
         let mut last: Option<&[u8]> = None;
@@ -530,7 +545,12 @@ impl Pack {
             at += 36 + len as usize;
         }
         index.shrink_to_fit();
-        Some(Pack { blob, root, index })
+        Some(Pack {
+            blob,
+            runs,
+            root,
+            index,
+        })
     }
 
     /// Where the entry with this fingerprint is in `blob`: offset and length.
@@ -562,17 +582,22 @@ impl Pack {
         if r.str_ref()? != task {
             return None;
         }
-        let run = r.str()?;
+        let run = self.runs.get(r.u32()? as usize)?.clone();
         let at = from + len - r.0.len();
         let form = entry::Form::Packed { root: &self.root };
         let outputs = entry::read_outputs(&mut r, fingerprint, form).ok()?;
         Some((run, outputs, Outputs::InPack(at as u32)))
     }
 
-    /// The entry as the pack holds it, if it is `task`'s.
-    fn raw_of(&self, task: &str, fingerprint: &[u8; 32]) -> Option<&[u8]> {
-        let bytes = self.raw(fingerprint)?;
-        (Reader(bytes).str_ref()? == task).then_some(bytes)
+    /// The run that recorded the entry and its outputs as the pack holds them (packed), if the
+    /// entry is `task`'s.
+    fn parts_of(&self, task: &str, fingerprint: &[u8; 32]) -> Option<(&str, &[u8])> {
+        let mut r = Reader(self.raw(fingerprint)?);
+        if r.str_ref()? != task {
+            return None;
+        }
+        let run = self.runs.get(r.u32()? as usize)?;
+        Some((run, r.0))
     }
 
     pub fn len(&self) -> usize {
@@ -595,6 +620,32 @@ pub enum Outputs {
     Own(Box<[u8]>),
     /// At this offset in the run's pack.
     InPack(u32),
+}
+
+/// A pack's entry: what a hit reads of a cache entry (task, the run's index, packed outputs).
+fn pack_part(part: &mut Vec<u8>, task: &str, run: u32, packed_outputs: &[u8]) {
+    put_str(part, task);
+    part.extend_from_slice(&run.to_le_bytes());
+    part.extend_from_slice(packed_outputs);
+}
+
+/// The runs a pack being written names, each given an index the first time.
+#[derive(Default)]
+struct RunIndex {
+    ids: Vec<String>,
+    at: std::collections::HashMap<String, u32>,
+}
+
+impl RunIndex {
+    fn of(&mut self, run: &str) -> u32 {
+        if let Some(&i) = self.at.get(run) {
+            return i;
+        }
+        let i = self.ids.len() as u32;
+        self.ids.push(run.to_owned());
+        self.at.insert(run.to_owned(), i);
+        i
+    }
 }
 
 /// Where [`Store::put_pack`] takes an entry from.
@@ -956,58 +1007,65 @@ impl Store {
                 out.write_all(&[PACK_VERSION]).map_err(failed)?;
                 let mut last: Option<[u8; 32]> = None;
                 let mut n = 0;
+                let mut written = 1usize;
+                let mut runs = RunIndex::default();
                 let mut part = Vec::new();
                 for (task, fp, source) in sorted {
                     if last.is_some_and(|l| l >= fp) {
                         continue;
                     }
                     let kept = match source {
-                        PackSource::Old => old.and_then(|p| p.raw_of(task, &fp)),
+                        PackSource::Old => old.and_then(|p| p.parts_of(task, &fp)),
                         _ => None,
                     };
-                    let bytes = match (kept, source) {
-                        (Some(b), _) => b,
-                        (None, PackSource::Made { run, outputs }) => {
-                            if !self.pack_part(&mut part, task, run, outputs) {
-                                continue;
-                            }
-                            &part[..]
+                    part.clear();
+                    match (kept, source) {
+                        (Some((run, outputs)), _) => {
+                            pack_part(&mut part, task, runs.of(run), outputs)
                         }
+                        (None, PackSource::Made { run, outputs }) => match outputs {
+                            Outputs::Own(packed) => {
+                                pack_part(&mut part, task, runs.of(run), packed)
+                            }
+                            Outputs::None => {
+                                let mut none = Vec::new();
+                                entry::put_outputs(&mut none, &[], &self.root);
+                                pack_part(&mut part, task, runs.of(run), &none)
+                            }
+                            // Kept in another pack: never the case for work made by the run.
+                            Outputs::InPack(_) => continue,
+                        },
                         (None, _) => match self.cache.get(cache_key(task, &fp))? {
                             Some(b) => {
                                 let e = entry::decode(&hex(&fp), &b, &self.root)?;
-                                let kept = self.keep_outputs(&e.outputs);
-                                self.pack_part(&mut part, &e.task, &e.run, &kept);
-                                &part[..]
+                                let mut packed = Vec::new();
+                                entry::put_outputs(&mut packed, &e.outputs, &self.root);
+                                pack_part(&mut part, &e.task, runs.of(&e.run), &packed)
                             }
                             None => continue,
                         },
-                    };
+                    }
                     out.write_all(&fp).map_err(failed)?;
-                    out.write_all(&(bytes.len() as u32).to_le_bytes())
+                    out.write_all(&(part.len() as u32).to_le_bytes())
                         .map_err(failed)?;
-                    out.write_all(bytes).map_err(failed)?;
+                    out.write_all(&part).map_err(failed)?;
+                    written += 36 + part.len();
                     last = Some(fp);
                     n += 1;
                 }
+                let entries_end = u32::try_from(written)
+                    .map_err(|_| failed(std::io::Error::other("a pack of 4 GB or more")))?;
+                let mut table = Vec::new();
+                table.extend_from_slice(&(runs.ids.len() as u32).to_le_bytes());
+                for id in &runs.ids {
+                    put_str(&mut table, id);
+                }
+                table.extend_from_slice(&entries_end.to_le_bytes());
+                out.write_all(&table).map_err(failed)?;
                 Ok(Some(n))
             },
         )?;
         Ok(written.unwrap_or(0))
-    }
-
-    /// A pack's entry: what a hit reads of a cache entry (task, run, outputs). False for outputs
-    /// kept in another pack (never the case for work made by the run).
-    fn pack_part(&self, part: &mut Vec<u8>, task: &str, run: &str, outputs: &Outputs) -> bool {
-        part.clear();
-        put_str(part, task);
-        put_str(part, run);
-        match outputs {
-            Outputs::Own(packed) => part.extend_from_slice(packed),
-            Outputs::None => entry::put_outputs(part, &[], &self.root),
-            Outputs::InPack(_) => return false,
-        }
-        true
     }
 
     /// Outputs in the form a run keeps them (see [`Outputs`]).
@@ -2071,6 +2129,20 @@ mod tests {
             .unwrap();
         let fresh = s.pack("night").unwrap().unwrap();
         assert_eq!(fresh.hit("fan", &hex(&[1; 32])).unwrap().0, "r2");
+        // Entries of several runs each name their own (runs are kept once, by index).
+        let two = [0u8, 1].map(|n| ("fan", [n; 32], PackSource::Cache));
+        assert_eq!(s.put_pack("mixed", None, two.into_iter()).unwrap(), 2);
+        let mixed = s.pack("mixed").unwrap().unwrap();
+        assert_eq!(mixed.runs, ["r1", "r2"]);
+        assert_eq!(mixed.hit("fan", &hex(&[0; 32])).unwrap().0, "r1");
+        assert_eq!(mixed.hit("fan", &hex(&[1; 32])).unwrap().0, "r2");
+        // Copied from the old pack into a new one, an entry keeps its run.
+        let from_old = [1u8].map(|n| ("fan", [n; 32], PackSource::Old));
+        s.put_pack("mixed", Some(&mixed), from_old.into_iter())
+            .unwrap();
+        let copied = s.pack("mixed").unwrap().unwrap();
+        assert_eq!(copied.runs, ["r2"]);
+        assert_eq!(copied.hit("fan", &hex(&[1; 32])).unwrap().0, "r2");
         // An entry the run made itself is packed as given.
         let outputs = [OutputRecord {
             name: "o".into(),
