@@ -18,9 +18,21 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// How long a run keeps freed pages (jemalloc's default: ten seconds).
 const RUN_DECAY_MS: isize = 1_000;
 
-/// While loading: freed pages go back to the system at once.
-pub fn loading() {
-    set_decay(0);
+/// While a pipeline is loaded and compiled: freed pages go back to the system at once, until
+/// this is dropped.
+pub struct Loading(());
+
+impl Loading {
+    pub fn start() -> Loading {
+        set_decay(0);
+        Loading(())
+    }
+}
+
+impl Drop for Loading {
+    fn drop(&mut self) {
+        running();
+    }
 }
 
 /// Everywhere else: at start-up, and once a pipeline is compiled.

@@ -128,22 +128,18 @@ fn compile_raw(
     registry: &Registry,
 ) -> Result<(Imports, Plan), u8> {
     // Loading frees most of what it allocates: let it go back to the system at once.
-    crate::alloc::loading();
-    let compiled = (|| {
-        let raw = model::load_str(name, text, Some(base)).map_err(|d| {
-            eprintln!("{d}");
-            INVALID
-        })?;
-        let imports = plan::cached::imports(&raw);
-        // The loaded pipeline goes as it is compiled: 55 MB for 100,000 tasks.
-        let plan = plan::compile(raw, registry, overrides, base).map_err(|d| {
-            eprintln!("{d}");
-            INVALID
-        })?;
-        Ok((imports, plan))
-    })();
-    crate::alloc::running();
-    compiled
+    let _loading = crate::alloc::Loading::start();
+    let raw = model::load_str(name, text, Some(base)).map_err(|d| {
+        eprintln!("{d}");
+        INVALID
+    })?;
+    let imports = plan::cached::imports(&raw);
+    // The loaded pipeline goes as it is compiled: 55 MB for 100,000 tasks.
+    let plan = plan::compile(raw, registry, overrides, base).map_err(|d| {
+        eprintln!("{d}");
+        INVALID
+    })?;
+    Ok((imports, plan))
 }
 
 /// The files a pipeline imports and their text's hash (what a kept plan is checked against).

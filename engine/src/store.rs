@@ -622,13 +622,6 @@ pub enum Outputs {
     InPack(u32),
 }
 
-/// A pack's entry: what a hit reads of a cache entry (task, the run's index, packed outputs).
-fn pack_part(part: &mut Vec<u8>, task: &str, run: u32, packed_outputs: &[u8]) {
-    put_str(part, task);
-    part.extend_from_slice(&run.to_le_bytes());
-    part.extend_from_slice(packed_outputs);
-}
-
 /// The runs a pack being written names, each given an index the first time.
 #[derive(Default)]
 struct RunIndex {
@@ -1018,19 +1011,26 @@ impl Store {
                         PackSource::Old => old.and_then(|p| p.parts_of(task, &fp)),
                         _ => None,
                     };
+                    // A pack's entry: what a hit reads of a cache entry (task, the run's index,
+                    // packed outputs).
                     part.clear();
+                    let mut head = |task: &str, run: &str| {
+                        put_str(&mut part, task);
+                        part.extend_from_slice(&runs.of(run).to_le_bytes());
+                    };
                     match (kept, source) {
                         (Some((run, outputs)), _) => {
-                            pack_part(&mut part, task, runs.of(run), outputs)
+                            head(task, run);
+                            part.extend_from_slice(outputs);
                         }
                         (None, PackSource::Made { run, outputs }) => match outputs {
                             Outputs::Own(packed) => {
-                                pack_part(&mut part, task, runs.of(run), packed)
+                                head(task, run);
+                                part.extend_from_slice(packed);
                             }
                             Outputs::None => {
-                                let mut none = Vec::new();
-                                entry::put_outputs(&mut none, &[], &self.root);
-                                pack_part(&mut part, task, runs.of(run), &none)
+                                head(task, run);
+                                entry::put_outputs(&mut part, &[], &self.root);
                             }
                             // Kept in another pack: never the case for work made by the run.
                             Outputs::InPack(_) => continue,
@@ -1038,9 +1038,8 @@ impl Store {
                         (None, _) => match self.cache.get(cache_key(task, &fp))? {
                             Some(b) => {
                                 let e = entry::decode(&hex(&fp), &b, &self.root)?;
-                                let mut packed = Vec::new();
-                                entry::put_outputs(&mut packed, &e.outputs, &self.root);
-                                pack_part(&mut part, &e.task, runs.of(&e.run), &packed)
+                                head(&e.task, &e.run);
+                                entry::put_outputs(&mut part, &e.outputs, &self.root);
                             }
                             None => continue,
                         },
@@ -2296,10 +2295,10 @@ mod tests {
         odd.finished_at = Some("2026-11-27T21:40:00.123Z".into());
         odd.fingerprint = Some("CD".repeat(32));
         odd.cache = Some("hit: recorded by run 20261127-214000-123-abcd".into());
+        let decode = |g: &[u8]| record::decode_group("run1", g, "/w/out/", Path::new("/n"));
         let mut group = vec![record::GROUP];
         record::encode(&mut group, &odd, "/w/out/", None);
-        let back =
-            record::decode_group("run1", &group, "/w/out/", Path::new("/nonexistent")).unwrap();
+        let back = decode(&group).unwrap();
         assert_eq!(
             serde_json::to_value(&back[0]).unwrap(),
             serde_json::to_value(&odd).unwrap()
@@ -2308,39 +2307,24 @@ mod tests {
         // is an error.
         let packed = record::compress(&group).unwrap();
         assert_eq!(packed[0], record::GROUP_LZ4);
-        let back =
-            record::decode_group("run1", &packed, "/w/out/", Path::new("/nonexistent")).unwrap();
+        let back = decode(&packed).unwrap();
         assert_eq!(
             serde_json::to_value(&back[0]).unwrap(),
             serde_json::to_value(&odd).unwrap()
         );
-        assert!(record::decode_group(
-            "run1",
-            &packed[..packed.len() - 2],
-            "/w/out/",
-            Path::new("/n")
-        )
-        .is_err());
+        assert!(decode(&packed[..packed.len() - 2]).is_err());
         let mut wrong = packed.clone();
         wrong[1] = wrong[1].wrapping_add(1);
-        assert!(record::decode_group("run1", &wrong, "/w/out/", Path::new("/n")).is_err());
+        assert!(decode(&wrong).is_err());
         wrong[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(record::decode_group("run1", &wrong, "/w/out/", Path::new("/n")).is_err());
+        assert!(decode(&wrong).is_err());
         // A truncated group is an error, not a panic.
         let mut group = vec![record::GROUP];
         record::encode(&mut group, &r, "/w/out/", None);
-        assert!(record::decode_group(
-            "run1",
-            &group[..group.len() - 3],
-            "/w/out/",
-            Path::new("/n")
-        )
-        .is_err());
+        assert!(decode(&group[..group.len() - 3]).is_err());
         // An unknown tag is an error too.
         group[0] = 9;
-        assert!(
-            record::decode_group("run1", &group, "/w/out/", Path::new("/nonexistent")).is_err()
-        );
+        assert!(decode(&group).is_err());
     }
 
     #[test]

@@ -295,16 +295,15 @@ fn remove_duplicate_keys(node: &mut Node, source: &Arc<Source>, diags: &mut Vec<
                         ),
                     );
                 }
+                let mut is_repeat = vec![false; entries.len()];
+                for &(i, _) in &repeated {
+                    is_repeat[i] = true;
+                }
                 let mut kept = std::mem::take(entries).into_vec();
                 let mut at = 0;
-                let mut next = repeated.iter().map(|r| r.0).peekable();
                 kept.retain(|_| {
                     at += 1;
-                    let drop = next.peek() == Some(&(at - 1));
-                    if drop {
-                        next.next();
-                    }
-                    !drop
+                    !is_repeat[at - 1]
                 });
                 *entries = kept.into_boxed_slice();
             }
@@ -576,6 +575,25 @@ mod tests {
         };
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].1.value, Value::Int(1));
+    }
+
+    /// A mapping of more than 16 keys is checked by a map instead of pairwise: the same
+    /// reports, and a key written three times points at its first each time.
+    #[test]
+    fn duplicates_in_a_large_mapping_are_reported_and_the_first_kept() {
+        let mut text: String = (0..20).map(|i| format!("k{i}: {i}\n")).collect();
+        text.push_str("k3: a\nk3: b\n");
+        let (node, diags) = parse(&Source::new("t.yaml", text)).unwrap();
+        let found: Vec<_> = diags.iter().map(|d| pos_of_diag(d).0.line).collect();
+        assert_eq!(found, [21, 22]);
+        assert!(diags
+            .iter()
+            .all(|d| d.notes == ["first defined at t.yaml:4:1"]));
+        let Value::Map(entries) = &node.value else {
+            panic!("expected a map")
+        };
+        assert_eq!(entries.len(), 20);
+        assert_eq!(entries[3].1.value, Value::Int(3));
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //! references (`t41791.o`). A generated pipeline of 100,000 tasks holds about a million of them
 //! while it loads, and a `String` puts every one in an allocation of its own.
 
-use std::borrow::Borrow;
 use std::fmt;
 use std::ops::Deref;
 
@@ -59,12 +58,6 @@ impl From<String> for Text {
     }
 }
 
-impl From<&Text> for String {
-    fn from(t: &Text) -> String {
-        t.as_str().to_owned()
-    }
-}
-
 impl From<Text> for String {
     fn from(t: Text) -> String {
         match t.0 {
@@ -81,12 +74,6 @@ impl Deref for Text {
     }
 }
 
-impl AsRef<str> for Text {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
 impl AsRef<std::path::Path> for Text {
     fn as_ref(&self) -> &std::path::Path {
         self.as_str().as_ref()
@@ -99,12 +86,6 @@ impl AsRef<std::ffi::OsStr> for Text {
     }
 }
 
-impl Borrow<str> for Text {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
 impl PartialEq for Text {
     fn eq(&self, other: &Text) -> bool {
         self.as_str() == other.as_str()
@@ -112,12 +93,6 @@ impl PartialEq for Text {
 }
 
 impl Eq for Text {}
-
-impl PartialEq<str> for Text {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
 
 impl PartialEq<&str> for Text {
     fn eq(&self, other: &&str) -> bool {
@@ -128,12 +103,6 @@ impl PartialEq<&str> for Text {
 impl PartialEq<String> for Text {
     fn eq(&self, other: &String) -> bool {
         self.as_str() == other
-    }
-}
-
-impl PartialEq<Text> for str {
-    fn eq(&self, other: &Text) -> bool {
-        self == other.as_str()
     }
 }
 
@@ -158,12 +127,6 @@ impl PartialOrd for Text {
 impl Ord for Text {
     fn cmp(&self, other: &Text) -> std::cmp::Ordering {
         self.as_str().cmp(other.as_str())
-    }
-}
-
-impl std::hash::Hash for Text {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.as_str().hash(h)
     }
 }
 
